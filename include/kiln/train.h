@@ -1,0 +1,297 @@
+/* kiln — the Keras-style trainer (library kiln_train, links OpenBLAS).
+ *
+ * A model is a DAG of named layer nodes. The Sequential calls (kiln_model_add_*)
+ * append a layer whose input is the last node added; the functional calls take the
+ * input node explicitly. Weights are created when a layer is added (its input width
+ * is known then), drawn from the model's seed: one seed makes weight init, shuffling
+ * and dropout identical from run to run.
+ *
+ * Ownership: kiln_model_create returns a model the caller frees with
+ * kiln_model_free. Matrices passed in are borrowed for the call; matrices and
+ * histories filled by kiln are owned by the caller (kiln_matrix_free,
+ * kiln_history_free). No call prints: verbose output goes to the FILE* the caller
+ * names in kiln_fit_options. */
+#ifndef KILN_TRAIN_H
+#define KILN_TRAIN_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "kiln/status.h"
+#include "kiln/tensor.h"
+#include "kiln/data.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kiln_model kiln_model;
+typedef int kiln_node; /* a layer's index in its model */
+
+/* --- layers -------------------------------------------------------------- */
+
+typedef enum kiln_activation {
+  KILN_ACTIVATION_LINEAR = 0,
+  KILN_ACTIVATION_RELU,
+  KILN_ACTIVATION_SIGMOID,
+  KILN_ACTIVATION_SOFTMAX,
+  KILN_ACTIVATION_TANH
+} kiln_activation;
+
+typedef enum kiln_initializer {
+  KILN_INIT_GLOROT_UNIFORM = 0,
+  KILN_INIT_HE_NORMAL,
+  KILN_INIT_ZEROS,
+  KILN_INIT_CONSTANT
+} kiln_initializer;
+
+/* l1 * sum|w| + l2 * sum w^2 is added to the training loss (keras.regularizers). */
+typedef struct kiln_regularizer {
+  float l1;
+  float l2;
+} kiln_regularizer;
+
+typedef struct kiln_dense_options {
+  kiln_activation activation;           /* default linear */
+  kiln_initializer kernel_initializer;  /* default glorot_uniform */
+  float kernel_constant;                /* value for KILN_INIT_CONSTANT */
+  kiln_regularizer kernel_regularizer;  /* default none */
+  const char *name;                     /* NULL: "dense", "dense_1", ... as Keras */
+} kiln_dense_options;
+
+typedef enum kiln_layer_kind {
+  KILN_LAYER_INPUT = 0,
+  KILN_LAYER_DENSE,
+  KILN_LAYER_DROPOUT
+} kiln_layer_kind;
+
+void kiln_dense_options_init(kiln_dense_options *opt);
+
+/* Names <-> enums, for specs and the command line ("relu", "he_normal", ...). */
+kiln_status kiln_activation_parse(const char *name, kiln_activation *out, kiln_error *err);
+const char *kiln_activation_name(kiln_activation a);
+kiln_status kiln_initializer_parse(const char *name, kiln_initializer *out, kiln_error *err);
+const char *kiln_initializer_name(kiln_initializer i);
+
+/* --- building a model ---------------------------------------------------- */
+
+kiln_status kiln_model_create(uint64_t seed, kiln_model **out, kiln_error *err);
+void kiln_model_free(kiln_model *m);
+
+/* Functional API: each call returns the new node in *out. Names must be unique. */
+kiln_status kiln_model_input(kiln_model *m, const char *name, int64_t features, kiln_node *out,
+                             kiln_error *err);
+kiln_status kiln_model_dense(kiln_model *m, kiln_node input, int64_t units,
+                             const kiln_dense_options *opt, kiln_node *out, kiln_error *err);
+kiln_status kiln_model_dropout(kiln_model *m, kiln_node input, float rate, const char *name,
+                               kiln_node *out, kiln_error *err);
+/* The model's output node (default: the last node added). */
+kiln_status kiln_model_set_output(kiln_model *m, kiln_node output, kiln_error *err);
+
+/* Sequential API: the input of each new layer is the last node added. */
+kiln_status kiln_model_add_input(kiln_model *m, int64_t features, kiln_error *err);
+kiln_status kiln_model_add_dense(kiln_model *m, int64_t units, kiln_activation activation,
+                                 kiln_error *err);
+kiln_status kiln_model_add_dense_ex(kiln_model *m, int64_t units, const kiln_dense_options *opt,
+                                    kiln_error *err);
+kiln_status kiln_model_add_dropout(kiln_model *m, float rate, kiln_error *err);
+
+/* Read access to the graph (for export, tests and tools). Pointers stay valid
+ * until the model is freed; kernel is in_features x units, row-major (Keras layout). */
+typedef struct kiln_layer_info {
+  const char *name;
+  kiln_layer_kind kind;
+  int n_inputs;
+  const kiln_node *inputs;
+  int64_t in_features;
+  int64_t out_features;
+  kiln_activation activation;
+  kiln_regularizer regularizer;
+  float rate;
+  float *kernel;
+  float *bias;
+} kiln_layer_info;
+int kiln_model_layer_count(const kiln_model *m);
+kiln_status kiln_model_layer(const kiln_model *m, kiln_node node, kiln_layer_info *out,
+                             kiln_error *err);
+kiln_status kiln_model_find_layer(const kiln_model *m, const char *name, kiln_node *out,
+                                  kiln_error *err);
+int64_t kiln_model_param_count(const kiln_model *m);
+int64_t kiln_model_input_features(const kiln_model *m);
+int64_t kiln_model_output_features(const kiln_model *m);
+
+/* Writes a Keras-style summary (layer, output shape, params, totals) to out. */
+void kiln_model_summary(const kiln_model *m, FILE *out);
+
+/* --- compile ------------------------------------------------------------- */
+
+typedef enum kiln_loss {
+  KILN_LOSS_BINARY_CROSSENTROPY = 0,
+  KILN_LOSS_CATEGORICAL_CROSSENTROPY,
+  KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY,
+  KILN_LOSS_MEAN_SQUARED_ERROR,
+  KILN_LOSS_MEAN_ABSOLUTE_ERROR
+} kiln_loss;
+
+kiln_status kiln_loss_parse(const char *name, kiln_loss *out, kiln_error *err);
+const char *kiln_loss_name(kiln_loss loss);
+
+typedef enum kiln_optimizer_kind {
+  KILN_OPTIMIZER_SGD = 0,
+  KILN_OPTIMIZER_RMSPROP,
+  KILN_OPTIMIZER_ADAM
+} kiln_optimizer_kind;
+
+typedef struct kiln_optimizer {
+  kiln_optimizer_kind kind;
+  float learning_rate; /* SGD 0.01, RMSprop 0.001, Adam 0.001 */
+  float momentum;      /* SGD: 0 */
+  int nesterov;        /* SGD: 0 */
+  float rho;           /* RMSprop: 0.9 */
+  float beta_1;        /* Adam: 0.9 */
+  float beta_2;        /* Adam: 0.999 */
+  float epsilon;       /* RMSprop, Adam: 1e-7 */
+} kiln_optimizer;
+
+/* Keras' defaults for the kind. */
+void kiln_optimizer_init(kiln_optimizer *opt, kiln_optimizer_kind kind);
+kiln_status kiln_optimizer_parse(const char *name, kiln_optimizer *out, kiln_error *err);
+const char *kiln_optimizer_name(kiln_optimizer_kind kind);
+
+/* A metric (the keras.metrics.Metric protocol in C). A user implements one by
+ * filling this struct; kiln calls reset_state at the start of every epoch and
+ * evaluation, update_state on every batch, result to read it. y_true is as given
+ * to fit (rows x true_cols); y_pred is the model's output after its activation. */
+typedef struct kiln_metric kiln_metric;
+struct kiln_metric {
+  const char *name; /* the key in logs and History, e.g. "rmse" */
+  void *state;
+  void (*reset_state)(kiln_metric *self);
+  void (*update_state)(kiln_metric *self, const float *y_true, int64_t true_cols,
+                       const float *y_pred, int64_t pred_cols, int64_t rows);
+  double (*result)(const kiln_metric *self);
+  void (*destroy)(kiln_metric *self); /* frees state and the struct; may be NULL */
+};
+
+/* Built-in metrics by Keras name: "accuracy"/"acc" (binary, categorical or sparse
+ * categorical, chosen from the loss as Keras does), "binary_accuracy",
+ * "categorical_accuracy", "sparse_categorical_accuracy",
+ * "top_k_categorical_accuracy" (k = 5) or "top_<k>_accuracy" (e.g. top_3_accuracy),
+ * "mae"/"mean_absolute_error", "mse"/"mean_squared_error", "rmse"/"root_mean_squared_error".
+ * The caller owns the result (destroy it, or hand it to kiln_model_add_metric). */
+kiln_status kiln_metric_create(const char *name, kiln_loss loss, kiln_metric **out,
+                               kiln_error *err);
+void kiln_metric_free(kiln_metric *m);
+
+/* Sets optimizer, loss and metrics (by name, resolved with kiln_metric_create).
+ * Compiling again resets the optimizer state and the metrics. */
+kiln_status kiln_model_compile(kiln_model *m, const kiln_optimizer *opt, kiln_loss loss,
+                               const char *const *metrics, int n_metrics, kiln_error *err);
+/* Adds a custom metric after compile; the model takes ownership (also on failure). */
+kiln_status kiln_model_add_metric(kiln_model *m, kiln_metric *metric, kiln_error *err);
+/* Changes the learning rate (schedules). */
+void kiln_model_set_learning_rate(kiln_model *m, float lr);
+float kiln_model_learning_rate(const kiln_model *m);
+
+/* --- fit / evaluate / predict -------------------------------------------- */
+
+#define KILN_LOGS_MAX 32
+/* Named figures: "loss", metric names, and "val_" ones after validation. The key
+ * strings are owned by the model (valid until it is freed or recompiled). */
+typedef struct kiln_logs {
+  int n;
+  const char *keys[KILN_LOGS_MAX];
+  double values[KILN_LOGS_MAX];
+} kiln_logs;
+/* The value of key, or NaN when absent. */
+double kiln_logs_get(const kiln_logs *logs, const char *key);
+
+/* Hooks called during fit. Any member may be NULL. A hook may call
+ * kiln_model_stop_training to end fit after the current epoch. */
+typedef struct kiln_callback {
+  void *ctx;
+  void (*on_train_begin)(void *ctx, kiln_model *m);
+  void (*on_epoch_begin)(void *ctx, kiln_model *m, int epoch);
+  void (*on_batch_end)(void *ctx, kiln_model *m, int64_t batch, int64_t batches,
+                       const kiln_logs *logs);
+  void (*on_epoch_end)(void *ctx, kiln_model *m, int epoch, const kiln_logs *logs);
+  void (*on_train_end)(void *ctx, kiln_model *m, const kiln_logs *logs);
+} kiln_callback;
+void kiln_model_stop_training(kiln_model *m);
+
+typedef struct kiln_fit_options {
+  int epochs;               /* default 1 */
+  int64_t batch_size;       /* default 32 */
+  int shuffle;              /* default 1: reshuffle every epoch */
+  double validation_split;  /* fraction in [0, 1): the last rows, before shuffling, as Keras */
+  const kiln_matrix *validation_x; /* or explicit validation data (both or neither) */
+  const kiln_matrix *validation_y;
+  int verbose;              /* 0 silent, 1 progress bar (plain lines off a terminal), 2 a line per epoch */
+  FILE *progress;           /* where verbose output goes; NULL: nowhere */
+  const kiln_callback *callbacks;
+  int n_callbacks;
+} kiln_fit_options;
+void kiln_fit_options_init(kiln_fit_options *opt);
+
+/* The figures of every epoch, as Keras' History.history. */
+typedef struct kiln_history {
+  int epochs;
+  int n_keys;
+  char **keys;
+  double *values; /* epochs x n_keys, row-major */
+} kiln_history;
+double kiln_history_get(const kiln_history *h, const char *key, int epoch); /* NaN if absent */
+/* CSV with a header "epoch,<keys...>", written atomically (temporary + rename). */
+kiln_status kiln_history_write_csv(const kiln_history *h, const char *path, kiln_error *err);
+void kiln_history_free(kiln_history *h);
+
+/* Targets y: rows x 1 for binary, sparse categorical and scalar regression; rows x C
+ * one-hot (or any distribution) for categorical crossentropy. x may be dense or CSR.
+ * history may be NULL. A NaN or infinite loss stops training with KILN_E_DIVERGED
+ * (the history so far is kept). */
+kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
+                           const kiln_fit_options *opt, kiln_history *history, kiln_error *err);
+/* Loss and metrics on (x, y), inference mode (no dropout). */
+kiln_status kiln_model_evaluate(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
+                                int64_t batch_size, kiln_logs *out, kiln_error *err);
+/* Outputs (rows x output units) in inference mode into *out (allocated by kiln). */
+kiln_status kiln_model_predict(kiln_model *m, const kiln_matrix *x, int64_t batch_size,
+                               kiln_matrix *out, kiln_error *err);
+
+/* --- saving -------------------------------------------------------------- */
+
+/* A kiln checkpoint: the architecture, compile settings and weights (the training
+ * state; ONNX is the deployment format). Written atomically. */
+kiln_status kiln_model_save(const kiln_model *m, const char *path, kiln_error *err);
+kiln_status kiln_model_load(const char *path, kiln_model **out, kiln_error *err);
+
+/* --- JSON model specs (the `kiln train` format) --------------------------- */
+
+/* A spec is a JSON object whose keys follow Keras' config names:
+ *   {"name": "imdb", "seed": 1,
+ *    "layers": [{"type": "Input", "shape": [10000]},
+ *               {"type": "Dense", "units": 16, "activation": "relu",
+ *                "kernel_regularizer": {"l2": 0.002}},
+ *               {"type": "Dropout", "rate": 0.5}, ...],
+ *    "compile": {"optimizer": "adam", "learning_rate": 0.001,
+ *                "loss": "binary_crossentropy", "metrics": ["accuracy"]},
+ *    "fit": {"epochs": 4, "batch_size": 512, "validation_split": 0.0}}
+ * Errors name the JSON key path, e.g. "spec.json: layers[1].units: expected a
+ * positive integer". */
+typedef struct kiln_spec kiln_spec;
+kiln_status kiln_spec_parse(const char *json, const char *source_name, kiln_spec **out,
+                            kiln_error *err);
+kiln_status kiln_spec_load(const char *path, kiln_spec **out, kiln_error *err);
+void kiln_spec_free(kiln_spec *s);
+/* Builds and compiles the model. input_features is used when the spec's Input has no
+ * shape (0: the spec must give it); seed overrides the spec's seed unless it is
+ * KILN_SEED_FROM_SPEC. */
+#define KILN_SEED_FROM_SPEC UINT64_MAX
+kiln_status kiln_spec_build(const kiln_spec *s, int64_t input_features, uint64_t seed,
+                            kiln_model **out, kiln_error *err);
+/* The spec's fit settings over kiln_fit_options_init's defaults. */
+void kiln_spec_fit_options(const kiln_spec *s, kiln_fit_options *opt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
