@@ -45,7 +45,7 @@ kiln_status kiln_matrix_slice_rows(const kiln_matrix *src, int64_t begin, int64_
                                    kiln_matrix *dst, kiln_error *err);
 /* Element (r, c), for CSR by binary search. */
 float kiln_matrix_get(const kiln_matrix *m, int64_t r, int64_t c);
-/* First non-finite entry: returns 1 and sets *row/*col, else 0. */
+/* First non-finite entry: returns 1 and sets *row and *col, else 0. */
 int kiln_matrix_find_nonfinite(const kiln_matrix *m, int64_t *row, int64_t *col);
 
 #ifdef __cplusplus

@@ -1,0 +1,270 @@
+/* kiln trainer — model checkpoints: "KILNCKP1", a little-endian u64 length, a JSON
+ * description of the graph and compile settings, then every Dense layer's kernel
+ * and bias as little-endian float32 in layer order. The training state, not a
+ * deployment format (that is ONNX). */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "atomic_file.h"
+#include "model_internal.h"
+
+#define MAGIC "KILNCKP1"
+#define MAX_JSON (16u << 20)
+
+static cJSON *describe(const kiln_model *m) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON_AddStringToObject(root, "format", "kiln-checkpoint");
+  cJSON_AddNumberToObject(root, "version", 1);
+  char seed[32];
+  snprintf(seed, sizeof seed, "%llu", (unsigned long long)m->seed);
+  cJSON_AddStringToObject(root, "seed", seed);
+  cJSON *layers = cJSON_AddArrayToObject(root, "layers");
+  for (int i = 0; i < m->n_layers; i++) {
+    const kiln_layer *l = &m->layers[i];
+    cJSON *o = cJSON_CreateObject();
+    static const char *const kinds[] = {"Input", "Dense", "Dropout"};
+    cJSON_AddStringToObject(o, "type", kinds[l->kind]);
+    cJSON_AddStringToObject(o, "name", l->name);
+    if (l->kind == KILN_LAYER_INPUT) {
+      cJSON_AddNumberToObject(o, "features", (double)l->out_features);
+    } else {
+      cJSON_AddNumberToObject(o, "input", l->inputs[0]);
+    }
+    if (l->kind == KILN_LAYER_DENSE) {
+      cJSON_AddNumberToObject(o, "units", (double)l->out_features);
+      cJSON_AddStringToObject(o, "activation", kiln_activation_name(l->activation));
+      cJSON *reg = cJSON_AddObjectToObject(o, "kernel_regularizer");
+      cJSON_AddNumberToObject(reg, "l1", l->reg.l1);
+      cJSON_AddNumberToObject(reg, "l2", l->reg.l2);
+    }
+    if (l->kind == KILN_LAYER_DROPOUT) cJSON_AddNumberToObject(o, "rate", l->rate);
+    cJSON_AddItemToArray(layers, o);
+  }
+  cJSON_AddNumberToObject(root, "output", m->output_set ? m->output : m->n_layers - 1);
+  if (m->compiled) {
+    cJSON *c = cJSON_AddObjectToObject(root, "compile");
+    cJSON_AddStringToObject(c, "loss", kiln_loss_name(m->loss));
+    cJSON *o = cJSON_AddObjectToObject(c, "optimizer");
+    cJSON_AddStringToObject(o, "name", kiln_optimizer_name(m->opt.kind));
+    cJSON_AddNumberToObject(o, "learning_rate", m->opt.learning_rate);
+    cJSON_AddNumberToObject(o, "momentum", m->opt.momentum);
+    cJSON_AddBoolToObject(o, "nesterov", m->opt.nesterov);
+    cJSON_AddNumberToObject(o, "rho", m->opt.rho);
+    cJSON_AddNumberToObject(o, "beta_1", m->opt.beta_1);
+    cJSON_AddNumberToObject(o, "beta_2", m->opt.beta_2);
+    cJSON_AddNumberToObject(o, "epsilon", m->opt.epsilon);
+    cJSON *metrics = cJSON_AddArrayToObject(c, "metrics");
+    for (int i = 0; i < m->n_metric_names; i++)
+      cJSON_AddItemToArray(metrics, cJSON_CreateString(m->metric_names[i]));
+  }
+  return root;
+}
+
+static void put_u64(unsigned char *b, uint64_t v) {
+  for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const unsigned char *b) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v |= (uint64_t)b[i] << (8 * i);
+  return v;
+}
+
+static int write_floats(FILE *fp, const float *v, int64_t n) {
+  /* kiln targets little-endian hosts (x86, aarch64, armhf): floats go out as they are. */
+  return fwrite(v, sizeof(float), (size_t)n, fp) == (size_t)n;
+}
+
+kiln_status kiln_model_save(const kiln_model *m, const char *path, kiln_error *err) {
+  cJSON *root = describe(m);
+  char *json = root ? cJSON_PrintUnformatted(root) : NULL;
+  cJSON_Delete(root);
+  if (!json) return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory", path);
+  kiln_atomic_file f;
+  kiln_status s = kiln_atomic_open(&f, path, "wb", err);
+  if (s) {
+    free(json);
+    return s;
+  }
+  unsigned char len[8];
+  put_u64(len, strlen(json));
+  int ok = fwrite(MAGIC, 1, 8, f.fp) == 8 && fwrite(len, 1, 8, f.fp) == 8 &&
+           fwrite(json, 1, strlen(json), f.fp) == strlen(json);
+  free(json);
+  for (int i = 0; ok && i < m->n_layers; i++) {
+    const kiln_layer *l = &m->layers[i];
+    if (l->kind != KILN_LAYER_DENSE) continue;
+    ok = write_floats(f.fp, l->kernel, l->in_features * l->out_features) &&
+         write_floats(f.fp, l->bias, l->out_features);
+  }
+  if (!ok) {
+    kiln_atomic_abort(&f);
+    return kiln_error_set(err, KILN_E_IO, "%s: write failed; nothing was written", path);
+  }
+  return kiln_atomic_commit(&f, err);
+}
+
+static const cJSON *get(const cJSON *o, const char *key) {
+  return cJSON_GetObjectItemCaseSensitive(o, key);
+}
+
+static int get_int(const cJSON *o, const char *key, int64_t lo, int64_t hi, int64_t *out) {
+  const cJSON *v = get(o, key);
+  if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble) return 0;
+  int64_t x = (int64_t)v->valuedouble;
+  if (x < lo || x > hi) return 0;
+  *out = x;
+  return 1;
+}
+
+static kiln_status build_from(const cJSON *root, const char *path, kiln_model **out,
+                              kiln_error *err) {
+  const cJSON *seed = get(root, "seed");
+  const cJSON *layers = get(root, "layers");
+  if (!cJSON_IsString(seed) || !cJSON_IsArray(layers))
+    return kiln_error_set(err, KILN_E_FORMAT, "%s: checkpoint header lacks seed or layers", path);
+  kiln_model *m;
+  kiln_status s = kiln_model_create(strtoull(seed->valuestring, NULL, 10), &m, err);
+  if (s) return s;
+  int i = 0;
+  const cJSON *o;
+  cJSON_ArrayForEach(o, layers) {
+    const cJSON *type = get(o, "type"), *name = get(o, "name");
+    int64_t input = 0, n = 0;
+    if (!cJSON_IsString(type) || !cJSON_IsString(name)) {
+      s = kiln_error_set(err, KILN_E_FORMAT, "%s: layers[%d] lacks type or name", path, i);
+      break;
+    }
+    if (strcmp(type->valuestring, "Input") == 0) {
+      if (!get_int(o, "features", 1, INT32_MAX, &n)) {
+        s = kiln_error_set(err, KILN_E_FORMAT, "%s: layers[%d].features is invalid", path, i);
+        break;
+      }
+      s = kiln_model_input(m, name->valuestring, n, NULL, err);
+    } else if (!get_int(o, "input", 0, i - 1, &input)) {
+      s = kiln_error_set(err, KILN_E_FORMAT, "%s: layers[%d].input is invalid", path, i);
+      break;
+    } else if (strcmp(type->valuestring, "Dense") == 0) {
+      kiln_dense_options opt;
+      kiln_dense_options_init(&opt);
+      opt.name = name->valuestring;
+      opt.kernel_initializer = KILN_INIT_ZEROS; /* the weights follow */
+      const cJSON *act = get(o, "activation"), *reg = get(o, "kernel_regularizer");
+      if (!get_int(o, "units", 1, INT32_MAX, &n) || !cJSON_IsString(act) ||
+          kiln_activation_parse(act->valuestring, &opt.activation, err) != KILN_OK) {
+        s = kiln_error_set(err, KILN_E_FORMAT, "%s: layers[%d] (Dense) is invalid", path, i);
+        break;
+      }
+      if (cJSON_IsObject(reg)) {
+        const cJSON *l1 = get(reg, "l1"), *l2 = get(reg, "l2");
+        if (cJSON_IsNumber(l1)) opt.kernel_regularizer.l1 = (float)l1->valuedouble;
+        if (cJSON_IsNumber(l2)) opt.kernel_regularizer.l2 = (float)l2->valuedouble;
+      }
+      s = kiln_model_dense(m, (kiln_node)input, n, &opt, NULL, err);
+    } else if (strcmp(type->valuestring, "Dropout") == 0) {
+      const cJSON *rate = get(o, "rate");
+      s = kiln_model_dropout(m, (kiln_node)input, cJSON_IsNumber(rate) ? (float)rate->valuedouble : -1.0f,
+                             name->valuestring, NULL, err);
+    } else {
+      s = kiln_error_set(err, KILN_E_FORMAT, "%s: layers[%d] has unknown type \"%s\"", path, i,
+                         type->valuestring);
+    }
+    if (s) break;
+    i++;
+  }
+  int64_t output;
+  if (!s && get_int(root, "output", 0, m->n_layers - 1, &output))
+    s = kiln_model_set_output(m, (kiln_node)output, err);
+  const cJSON *c = get(root, "compile");
+  if (!s && cJSON_IsObject(c)) {
+    const cJSON *loss = get(c, "loss"), *o2 = get(c, "optimizer"), *metrics = get(c, "metrics");
+    kiln_loss l;
+    kiln_optimizer opt;
+    const cJSON *oname = cJSON_IsObject(o2) ? get(o2, "name") : NULL;
+    if (!cJSON_IsString(loss) || kiln_loss_parse(loss->valuestring, &l, err) ||
+        !cJSON_IsString(oname) || kiln_optimizer_parse(oname->valuestring, &opt, err)) {
+      s = kiln_error_set(err, KILN_E_FORMAT, "%s: compile settings are invalid", path);
+    } else {
+      static const char *const keys[] = {"learning_rate", "momentum", "rho", "beta_1", "beta_2",
+                                         "epsilon"};
+      float *fields[] = {&opt.learning_rate, &opt.momentum, &opt.rho, &opt.beta_1, &opt.beta_2,
+                         &opt.epsilon};
+      for (int k = 0; k < 6; k++) {
+        const cJSON *v = get(o2, keys[k]);
+        if (cJSON_IsNumber(v)) *fields[k] = (float)v->valuedouble;
+      }
+      opt.nesterov = cJSON_IsTrue(get(o2, "nesterov"));
+      const char *names[KILN_LOGS_MAX];
+      int nm = 0;
+      const cJSON *mv;
+      cJSON_ArrayForEach(mv, metrics) {
+        if (cJSON_IsString(mv) && nm < KILN_LOGS_MAX) names[nm++] = mv->valuestring;
+      }
+      s = kiln_model_compile(m, &opt, l, names, nm, err);
+    }
+  }
+  if (s) {
+    kiln_model_free(m);
+    return s;
+  }
+  *out = m;
+  return KILN_OK;
+}
+
+kiln_status kiln_model_load(const char *path, kiln_model **out, kiln_error *err) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) return kiln_error_set(err, KILN_E_IO, "%s: cannot open (%s)", path, strerror(errno));
+  unsigned char head[16];
+  if (fread(head, 1, 16, fp) != 16 || memcmp(head, MAGIC, 8) != 0) {
+    fclose(fp);
+    return kiln_error_set(err, KILN_E_FORMAT,
+                          "%s: not a kiln checkpoint (expected the bytes \"%s\" at offset 0)",
+                          path, MAGIC);
+  }
+  uint64_t len = get_u64(head + 8);
+  if (len == 0 || len > MAX_JSON) {
+    fclose(fp);
+    return kiln_error_set(err, KILN_E_FORMAT, "%s: header length %llu at offset 8 is invalid",
+                          path, (unsigned long long)len);
+  }
+  char *json = malloc((size_t)len + 1);
+  if (!json || fread(json, 1, (size_t)len, fp) != len) {
+    free(json);
+    fclose(fp);
+    return kiln_error_set(err, KILN_E_FORMAT, "%s: truncated header (expected %llu bytes at offset 16)",
+                          path, (unsigned long long)len);
+  }
+  json[len] = 0;
+  cJSON *root = cJSON_Parse(json);
+  free(json);
+  if (!root) {
+    fclose(fp);
+    return kiln_error_set(err, KILN_E_FORMAT, "%s: the header is not valid JSON", path);
+  }
+  kiln_model *m = NULL;
+  kiln_status s = build_from(root, path, &m, err);
+  cJSON_Delete(root);
+  long offset = 16 + (long)len;
+  for (int i = 0; !s && i < m->n_layers; i++) {
+    kiln_layer *l = &m->layers[i];
+    if (l->kind != KILN_LAYER_DENSE) continue;
+    size_t nk = (size_t)(l->in_features * l->out_features), nb = (size_t)l->out_features;
+    if (fread(l->kernel, sizeof(float), nk, fp) != nk || fread(l->bias, sizeof(float), nb, fp) != nb)
+      s = kiln_error_set(err, KILN_E_FORMAT,
+                         "%s: truncated weights of layer \"%s\" (from byte offset %ld)", path,
+                         l->name, offset);
+    offset += (long)((nk + nb) * sizeof(float));
+  }
+  if (!s && fgetc(fp) != EOF)
+    s = kiln_error_set(err, KILN_E_FORMAT, "%s: unexpected bytes after the weights at offset %ld",
+                       path, offset);
+  fclose(fp);
+  if (s) {
+    kiln_model_free(m);
+    return s;
+  }
+  *out = m;
+  return KILN_OK;
+}

@@ -1,0 +1,513 @@
+/* kiln trainer — the layer graph: building, naming, weights, read access, summary. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+static const char *const activation_names[] = {"linear", "relu", "sigmoid", "softmax", "tanh"};
+static const char *const initializer_names[] = {"glorot_uniform", "he_normal", "zeros",
+                                                "constant"};
+
+kiln_status kiln_activation_parse(const char *name, kiln_activation *out, kiln_error *err) {
+  if (name == NULL || strcmp(name, "None") == 0) name = "linear";
+  for (int i = 0; i < 5; i++)
+    if (strcmp(name, activation_names[i]) == 0) {
+      *out = (kiln_activation)i;
+      return KILN_OK;
+    }
+  return kiln_error_set(err, KILN_E_INVALID,
+                        "unknown activation \"%s\" (expected one of linear, relu, sigmoid, "
+                        "softmax, tanh)", name);
+}
+
+const char *kiln_activation_name(kiln_activation a) {
+  return (unsigned)a < 5 ? activation_names[a] : "?";
+}
+
+kiln_status kiln_initializer_parse(const char *name, kiln_initializer *out, kiln_error *err) {
+  for (int i = 0; i < 4; i++)
+    if (strcmp(name, initializer_names[i]) == 0) {
+      *out = (kiln_initializer)i;
+      return KILN_OK;
+    }
+  return kiln_error_set(err, KILN_E_INVALID,
+                        "unknown initializer \"%s\" (expected one of glorot_uniform, "
+                        "he_normal, zeros, constant)", name);
+}
+
+const char *kiln_initializer_name(kiln_initializer i) {
+  return (unsigned)i < 4 ? initializer_names[i] : "?";
+}
+
+void kiln_dense_options_init(kiln_dense_options *opt) {
+  memset(opt, 0, sizeof *opt);
+  opt->activation = KILN_ACTIVATION_LINEAR;
+  opt->kernel_initializer = KILN_INIT_GLOROT_UNIFORM;
+}
+
+kiln_status kiln_model_create(uint64_t seed, kiln_model **out, kiln_error *err) {
+  kiln_model *m = calloc(1, sizeof *m);
+  if (!m) return kiln_error_set(err, KILN_E_NOMEM, "model: out of memory");
+  m->seed = seed;
+  kiln_rng_seed(&m->init_rng, seed, KILN_STREAM_WEIGHTS);
+  kiln_rng_seed(&m->shuffle_rng, seed, KILN_STREAM_SHUFFLE);
+  kiln_rng_seed(&m->dropout_rng, seed, KILN_STREAM_DROPOUT);
+  m->last = -1;
+  m->output = -1;
+  *out = m;
+  return KILN_OK;
+}
+
+static void free_batch_buffers(kiln_layer *l) {
+  free(l->out);
+  free(l->grad);
+  free(l->mask);
+  free(l->logits);
+  l->out = l->grad = l->mask = l->logits = NULL;
+}
+
+static void free_compile_state(kiln_model *m) {
+  for (int i = 0; i < m->n_metrics; i++) kiln_metric_free(m->metrics[i]);
+  free(m->metrics);
+  m->metrics = NULL;
+  m->n_metrics = 0;
+  for (int i = 0; i < m->n_metric_names; i++) free(m->metric_names[i]);
+  free(m->metric_names);
+  m->metric_names = NULL;
+  m->n_metric_names = 0;
+  for (int i = 0; i < m->n_params; i++) {
+    free(m->params[i].slot1);
+    free(m->params[i].slot2);
+  }
+  free(m->params);
+  m->params = NULL;
+  m->n_params = 0;
+  for (int i = 0; i < KILN_LOGS_MAX; i++) {
+    free(m->val_keys[i]);
+    m->val_keys[i] = NULL;
+  }
+  m->compiled = 0;
+}
+
+void kiln_model_free(kiln_model *m) {
+  if (!m) return;
+  free_compile_state(m);
+  for (int i = 0; i < m->n_layers; i++) {
+    kiln_layer *l = &m->layers[i];
+    free(l->kernel);
+    free(l->bias);
+    free(l->grad_kernel);
+    free(l->grad_bias);
+    free_batch_buffers(l);
+  }
+  free(m->layers);
+  free(m);
+}
+
+kiln_layer *kiln_model_layer_ptr(kiln_model *m, kiln_node node) {
+  return (node >= 0 && node < m->n_layers) ? &m->layers[node] : NULL;
+}
+
+static int name_taken(const kiln_model *m, const char *name) {
+  for (int i = 0; i < m->n_layers; i++)
+    if (strcmp(m->layers[i].name, name) == 0) return 1;
+  return 0;
+}
+
+/* Keras names layers "dense", "dense_1", "dense_2", ... per kind. */
+static void auto_name(const kiln_model *m, const char *base, char *out) {
+  snprintf(out, KILN_NAME_MAX, "%s", base);
+  for (int k = 1; name_taken(m, out); k++) snprintf(out, KILN_NAME_MAX, "%s_%d", base, k);
+}
+
+static kiln_status new_layer(kiln_model *m, kiln_layer_kind kind, const char *name,
+                             const char *base, kiln_layer **out, kiln_error *err) {
+  if (m->compiled)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "layers cannot be added after compile; add them first");
+  if (name && (!*name || strlen(name) >= KILN_NAME_MAX))
+    return kiln_error_set(err, KILN_E_INVALID, "layer name \"%s\": must have 1 to %d characters",
+                          name, KILN_NAME_MAX - 1);
+  if (name && name_taken(m, name))
+    return kiln_error_set(err, KILN_E_INVALID, "layer name \"%s\" is already used in this model",
+                          name);
+  if (m->n_layers == m->cap_layers) {
+    int cap = m->cap_layers ? m->cap_layers * 2 : 8;
+    kiln_layer *p = realloc(m->layers, (size_t)cap * sizeof *p);
+    if (!p) return kiln_error_set(err, KILN_E_NOMEM, "model: out of memory");
+    m->layers = p;
+    m->cap_layers = cap;
+  }
+  kiln_layer *l = &m->layers[m->n_layers];
+  memset(l, 0, sizeof *l);
+  l->kind = kind;
+  if (name) snprintf(l->name, KILN_NAME_MAX, "%s", name);
+  else auto_name(m, base, l->name);
+  *out = l;
+  return KILN_OK;
+}
+
+static kiln_status check_input_node(const kiln_model *m, kiln_node input, const char *what,
+                                    kiln_error *err) {
+  if (input < 0 || input >= m->n_layers)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "%s: input node %d does not exist (the model has %d layers%s)", what,
+                          input, m->n_layers, m->n_layers ? "" : "; add an Input first");
+  return KILN_OK;
+}
+
+kiln_status kiln_model_input(kiln_model *m, const char *name, int64_t features, kiln_node *out,
+                             kiln_error *err) {
+  if (features <= 0)
+    return kiln_error_set(err, KILN_E_INVALID, "Input%s%s: shape must be a positive width, got %lld",
+                          name ? " " : "", name ? name : "", (long long)features);
+  kiln_layer *l;
+  kiln_status s = new_layer(m, KILN_LAYER_INPUT, name, "input_layer", &l, err);
+  if (s) return s;
+  l->in_features = l->out_features = features;
+  m->last = m->n_layers++;
+  if (out) *out = m->last;
+  return KILN_OK;
+}
+
+static void init_kernel(kiln_model *m, kiln_layer *l) {
+  int64_t n = l->in_features * l->out_features;
+  switch (l->initializer) {
+    case KILN_INIT_GLOROT_UNIFORM: {
+      float limit = sqrtf(6.0f / (float)(l->in_features + l->out_features));
+      for (int64_t i = 0; i < n; i++)
+        l->kernel[i] = (2.0f * kiln_rng_uniform(&m->init_rng) - 1.0f) * limit;
+      break;
+    }
+    case KILN_INIT_HE_NORMAL: {
+      /* Keras: truncated normal (redrawn beyond 2 stddev), stddev sqrt(2 / fan_in). */
+      double sd = sqrt(2.0 / (double)l->in_features);
+      for (int64_t i = 0; i < n; i++) {
+        double z;
+        do z = kiln_rng_normal(&m->init_rng); while (fabs(z) > 2.0);
+        l->kernel[i] = (float)(z * sd);
+      }
+      break;
+    }
+    case KILN_INIT_ZEROS:
+      memset(l->kernel, 0, (size_t)n * sizeof(float));
+      break;
+    case KILN_INIT_CONSTANT:
+      for (int64_t i = 0; i < n; i++) l->kernel[i] = l->init_constant;
+      break;
+  }
+}
+
+kiln_status kiln_model_dense(kiln_model *m, kiln_node input, int64_t units,
+                             const kiln_dense_options *opt, kiln_node *out, kiln_error *err) {
+  kiln_dense_options defaults;
+  if (!opt) {
+    kiln_dense_options_init(&defaults);
+    opt = &defaults;
+  }
+  const char *what = opt->name ? opt->name : "Dense";
+  kiln_status s = check_input_node(m, input, what, err);
+  if (s) return s;
+  if (units <= 0)
+    return kiln_error_set(err, KILN_E_INVALID, "%s: units must be positive, got %lld", what,
+                          (long long)units);
+  if ((unsigned)opt->activation > KILN_ACTIVATION_TANH ||
+      (unsigned)opt->kernel_initializer > KILN_INIT_CONSTANT)
+    return kiln_error_set(err, KILN_E_INVALID, "%s: unknown activation or initializer", what);
+  if (!(opt->kernel_regularizer.l1 >= 0) || !(opt->kernel_regularizer.l2 >= 0))
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "%s: kernel_regularizer factors must be >= 0 (l1 %g, l2 %g)", what,
+                          opt->kernel_regularizer.l1, opt->kernel_regularizer.l2);
+  int64_t in = m->layers[input].out_features;
+  if (in > INT64_MAX / units || in * units > ((int64_t)1 << 40))
+    return kiln_error_set(err, KILN_E_INVALID, "%s: %lld x %lld kernel is too large", what,
+                          (long long)in, (long long)units);
+  kiln_layer *l;
+  s = new_layer(m, KILN_LAYER_DENSE, opt->name, "dense", &l, err);
+  if (s) return s;
+  l->n_inputs = 1;
+  l->inputs[0] = input;
+  l->in_features = in;
+  l->out_features = units;
+  l->activation = opt->activation;
+  l->initializer = opt->kernel_initializer;
+  l->init_constant = opt->kernel_constant;
+  l->reg = opt->kernel_regularizer;
+  size_t nk = (size_t)(in * units);
+  l->kernel = malloc(nk * sizeof(float));
+  l->grad_kernel = malloc(nk * sizeof(float));
+  l->bias = calloc((size_t)units, sizeof(float));
+  l->grad_bias = calloc((size_t)units, sizeof(float));
+  if (!l->kernel || !l->grad_kernel || !l->bias || !l->grad_bias) {
+    free(l->kernel);
+    free(l->grad_kernel);
+    free(l->bias);
+    free(l->grad_bias);
+    return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory for the kernel", l->name);
+  }
+  init_kernel(m, l);
+  m->last = m->n_layers++;
+  if (out) *out = m->last;
+  return KILN_OK;
+}
+
+kiln_status kiln_model_dropout(kiln_model *m, kiln_node input, float rate, const char *name,
+                               kiln_node *out, kiln_error *err) {
+  const char *what = name ? name : "Dropout";
+  kiln_status s = check_input_node(m, input, what, err);
+  if (s) return s;
+  if (!(rate >= 0.0f && rate < 1.0f))
+    return kiln_error_set(err, KILN_E_INVALID, "%s: rate must be in [0, 1), got %g", what, rate);
+  kiln_layer *l;
+  s = new_layer(m, KILN_LAYER_DROPOUT, name, "dropout", &l, err);
+  if (s) return s;
+  l->n_inputs = 1;
+  l->inputs[0] = input;
+  l->in_features = l->out_features = m->layers[input].out_features;
+  l->rate = rate;
+  m->last = m->n_layers++;
+  if (out) *out = m->last;
+  return KILN_OK;
+}
+
+kiln_status kiln_model_set_output(kiln_model *m, kiln_node output, kiln_error *err) {
+  kiln_status s = check_input_node(m, output, "output", err);
+  if (s) return s;
+  m->output = output;
+  m->output_set = 1;
+  return KILN_OK;
+}
+
+kiln_status kiln_model_add_input(kiln_model *m, int64_t features, kiln_error *err) {
+  return kiln_model_input(m, NULL, features, NULL, err);
+}
+
+kiln_status kiln_model_add_dense(kiln_model *m, int64_t units, kiln_activation activation,
+                                 kiln_error *err) {
+  kiln_dense_options opt;
+  kiln_dense_options_init(&opt);
+  opt.activation = activation;
+  return kiln_model_add_dense_ex(m, units, &opt, err);
+}
+
+kiln_status kiln_model_add_dense_ex(kiln_model *m, int64_t units, const kiln_dense_options *opt,
+                                    kiln_error *err) {
+  return kiln_model_dense(m, m->last, units, opt, NULL, err);
+}
+
+kiln_status kiln_model_add_dropout(kiln_model *m, float rate, kiln_error *err) {
+  return kiln_model_dropout(m, m->last, rate, NULL, NULL, err);
+}
+
+int kiln_model_layer_count(const kiln_model *m) { return m->n_layers; }
+
+kiln_status kiln_model_layer(const kiln_model *m, kiln_node node, kiln_layer_info *out,
+                             kiln_error *err) {
+  if (node < 0 || node >= m->n_layers)
+    return kiln_error_set(err, KILN_E_INVALID, "layer %d does not exist (the model has %d)", node,
+                          m->n_layers);
+  const kiln_layer *l = &m->layers[node];
+  out->name = l->name;
+  out->kind = l->kind;
+  out->n_inputs = l->n_inputs;
+  out->inputs = l->inputs;
+  out->in_features = l->in_features;
+  out->out_features = l->out_features;
+  out->activation = l->activation;
+  out->regularizer = l->reg;
+  out->rate = l->rate;
+  out->kernel = l->kernel;
+  out->bias = l->bias;
+  return KILN_OK;
+}
+
+kiln_status kiln_model_find_layer(const kiln_model *m, const char *name, kiln_node *out,
+                                  kiln_error *err) {
+  for (int i = 0; i < m->n_layers; i++)
+    if (strcmp(m->layers[i].name, name) == 0) {
+      *out = i;
+      return KILN_OK;
+    }
+  return kiln_error_set(err, KILN_E_INVALID, "no layer named \"%s\" in this model", name);
+}
+
+int64_t kiln_model_param_count(const kiln_model *m) {
+  int64_t n = 0;
+  for (int i = 0; i < m->n_layers; i++)
+    if (m->layers[i].kind == KILN_LAYER_DENSE)
+      n += m->layers[i].in_features * m->layers[i].out_features + m->layers[i].out_features;
+  return n;
+}
+
+static kiln_node output_node(const kiln_model *m) {
+  return m->output_set ? m->output : m->n_layers - 1;
+}
+
+int64_t kiln_model_input_features(const kiln_model *m) {
+  for (int i = 0; i < m->n_layers; i++)
+    if (m->layers[i].kind == KILN_LAYER_INPUT) return m->layers[i].out_features;
+  return 0;
+}
+
+int64_t kiln_model_output_features(const kiln_model *m) {
+  kiln_node o = output_node(m);
+  return o >= 0 ? m->layers[o].out_features : 0;
+}
+
+static const char *kind_name(kiln_layer_kind k) {
+  switch (k) {
+    case KILN_LAYER_INPUT: return "InputLayer";
+    case KILN_LAYER_DENSE: return "Dense";
+    case KILN_LAYER_DROPOUT: return "Dropout";
+  }
+  return "?";
+}
+
+static void rule(FILE *out, char c) {
+  for (int i = 0; i < 65; i++) fputc(c, out);
+  fputc('\n', out);
+}
+
+static void print_count(FILE *out, const char *label, int64_t n) {
+  double bytes = (double)n * 4.0;
+  const char *unit = "B";
+  if (bytes >= 1024.0 * 1024.0) { bytes /= 1024.0 * 1024.0; unit = "MB"; }
+  else if (bytes >= 1024.0) { bytes /= 1024.0; unit = "KB"; }
+  fprintf(out, "%s: %lld (%.2f %s)\n", label, (long long)n, bytes, unit);
+}
+
+void kiln_model_summary(const kiln_model *m, FILE *out) {
+  fprintf(out, "Model: \"%s\"\n", m->n_layers && m->layers[0].kind == KILN_LAYER_INPUT &&
+                                       m->layers[0].n_inputs == 0 ? "sequential" : "model");
+  rule(out, '=');
+  fprintf(out, "%-34s %-18s %11s\n", "Layer (type)", "Output Shape", "Param #");
+  rule(out, '=');
+  int64_t trainable = 0;
+  for (int i = 0; i < m->n_layers; i++) {
+    const kiln_layer *l = &m->layers[i];
+    char left[96], shape[32];
+    snprintf(left, sizeof left, "%s (%s)", l->name, kind_name(l->kind));
+    snprintf(shape, sizeof shape, "(None, %lld)", (long long)l->out_features);
+    int64_t p = l->kind == KILN_LAYER_DENSE ? l->in_features * l->out_features + l->out_features : 0;
+    trainable += p;
+    fprintf(out, "%-34s %-18s %11lld\n", left, shape, (long long)p);
+  }
+  rule(out, '=');
+  print_count(out, " Total params", trainable);
+  print_count(out, " Trainable params", trainable);
+  print_count(out, " Non-trainable params", 0);
+}
+
+kiln_status kiln_model_reserve(kiln_model *m, int64_t rows, kiln_error *err) {
+  if (rows <= m->cap_rows) return KILN_OK;
+  kiln_node o = output_node(m);
+  for (int i = 0; i < m->n_layers; i++) {
+    kiln_layer *l = &m->layers[i];
+    free_batch_buffers(l);
+    size_t n = (size_t)(rows * l->out_features);
+    l->out = malloc(n * sizeof(float));
+    l->grad = malloc(n * sizeof(float));
+    if (l->kind == KILN_LAYER_DROPOUT) l->mask = malloc(n * sizeof(float));
+    if (i == o) l->logits = malloc(n * sizeof(float));
+    if (!l->out || !l->grad || (l->kind == KILN_LAYER_DROPOUT && !l->mask) ||
+        (i == o && !l->logits)) {
+      free_batch_buffers(l);
+      m->cap_rows = 0;
+      return kiln_error_set(err, KILN_E_NOMEM, "layer %s: out of memory for a batch of %lld rows",
+                            l->name, (long long)rows);
+    }
+  }
+  m->cap_rows = rows;
+  return KILN_OK;
+}
+
+/* compile ------------------------------------------------------------------ */
+
+static kiln_status add_metric(kiln_model *m, kiln_metric *metric, kiln_error *err) {
+  if (m->n_metrics + 1 >= KILN_LOGS_MAX / 2) {
+    kiln_metric_free(metric);
+    return kiln_error_set(err, KILN_E_INVALID, "too many metrics (at most %d)",
+                          KILN_LOGS_MAX / 2 - 1);
+  }
+  for (int i = 0; i < m->n_metrics; i++)
+    if (strcmp(m->metrics[i]->name, metric->name) == 0) {
+      kiln_error_set(err, KILN_E_INVALID, "metric \"%s\" is given twice", metric->name);
+      kiln_metric_free(metric);
+      return KILN_E_INVALID;
+    }
+  kiln_metric **p = realloc(m->metrics, (size_t)(m->n_metrics + 1) * sizeof *p);
+  if (!p) {
+    kiln_metric_free(metric);
+    return kiln_error_set(err, KILN_E_NOMEM, "metrics: out of memory");
+  }
+  m->metrics = p;
+  m->metrics[m->n_metrics++] = metric;
+  return KILN_OK;
+}
+
+kiln_status kiln_model_compile(kiln_model *m, const kiln_optimizer *opt, kiln_loss loss,
+                               const char *const *metrics, int n_metrics, kiln_error *err) {
+  if (m->n_layers == 0 || m->layers[0].kind != KILN_LAYER_INPUT)
+    return kiln_error_set(err, KILN_E_INVALID, "compile: the model needs an Input layer first");
+  if ((unsigned)loss > KILN_LOSS_MEAN_ABSOLUTE_ERROR)
+    return kiln_error_set(err, KILN_E_INVALID, "compile: unknown loss %d", (int)loss);
+  if (!(opt->learning_rate > 0) || !isfinite(opt->learning_rate))
+    return kiln_error_set(err, KILN_E_INVALID, "compile: learning_rate must be positive, got %g",
+                          opt->learning_rate);
+  kiln_node o = output_node(m);
+  if (m->layers[o].kind == KILN_LAYER_INPUT)
+    return kiln_error_set(err, KILN_E_INVALID, "compile: the model has no layer after its Input");
+  free_compile_state(m);
+  m->loss = loss;
+  m->opt = *opt;
+  m->iterations = 0;
+  kiln_status s;
+  if (n_metrics > 0) {
+    m->metric_names = calloc((size_t)n_metrics, sizeof(char *));
+    if (!m->metric_names) return kiln_error_set(err, KILN_E_NOMEM, "compile: out of memory");
+  }
+  for (int i = 0; i < n_metrics; i++) {
+    kiln_metric *metric;
+    s = kiln_metric_create(metrics[i], loss, &metric, err);
+    if (s) {
+      kiln_error_prefix(err, "compile: metrics[%d]", i);
+      free_compile_state(m);
+      return s;
+    }
+    s = add_metric(m, metric, err);
+    if (s) {
+      free_compile_state(m);
+      return s;
+    }
+    m->metric_names[m->n_metric_names] = strdup(metrics[i]);
+    if (!m->metric_names[m->n_metric_names++]) {
+      free_compile_state(m);
+      return kiln_error_set(err, KILN_E_NOMEM, "compile: out of memory");
+    }
+  }
+  s = kiln_optimizer_prepare(m, err);
+  if (s) {
+    free_compile_state(m);
+    return s;
+  }
+  /* The output buffer set (logits) depends on the output node: rebuild at next use. */
+  for (int i = 0; i < m->n_layers; i++) free_batch_buffers(&m->layers[i]);
+  m->cap_rows = 0;
+  m->output = o;
+  m->output_set = 1;
+  m->compiled = 1;
+  return KILN_OK;
+}
+
+kiln_status kiln_model_add_metric(kiln_model *m, kiln_metric *metric, kiln_error *err) {
+  if (!m->compiled) {
+    kiln_metric_free(metric);
+    return kiln_error_set(err, KILN_E_INVALID, "add_metric: compile the model first");
+  }
+  return add_metric(m, metric, err);
+}
+
+void kiln_model_set_learning_rate(kiln_model *m, float lr) { m->opt.learning_rate = lr; }
+float kiln_model_learning_rate(const kiln_model *m) { return m->opt.learning_rate; }
+void kiln_model_stop_training(kiln_model *m) { m->stop_training = 1; }

@@ -1,0 +1,107 @@
+/* kiln trainer — SGD (momentum, Nesterov), RMSprop and Adam with the update rules
+ * and defaults of Keras 3, over every trainable tensor of the model. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "model_internal.h"
+
+void kiln_optimizer_init(kiln_optimizer *opt, kiln_optimizer_kind kind) {
+  memset(opt, 0, sizeof *opt);
+  opt->kind = kind;
+  opt->learning_rate = kind == KILN_OPTIMIZER_SGD ? 0.01f : 0.001f;
+  opt->rho = 0.9f;
+  opt->beta_1 = 0.9f;
+  opt->beta_2 = 0.999f;
+  opt->epsilon = 1e-7f;
+}
+
+static const char *const optimizer_names[] = {"sgd", "rmsprop", "adam"};
+
+kiln_status kiln_optimizer_parse(const char *name, kiln_optimizer *out, kiln_error *err) {
+  for (int i = 0; i < 3; i++)
+    if (strcasecmp(name, optimizer_names[i]) == 0) {
+      kiln_optimizer_init(out, (kiln_optimizer_kind)i);
+      return KILN_OK;
+    }
+  return kiln_error_set(err, KILN_E_INVALID,
+                        "unknown optimizer \"%s\" (expected one of sgd, rmsprop, adam)", name);
+}
+
+const char *kiln_optimizer_name(kiln_optimizer_kind kind) {
+  return (unsigned)kind < 3 ? optimizer_names[kind] : "?";
+}
+
+kiln_status kiln_optimizer_prepare(kiln_model *m, kiln_error *err) {
+  int n = 0;
+  for (int i = 0; i < m->n_layers; i++) n += m->layers[i].kind == KILN_LAYER_DENSE ? 2 : 0;
+  m->params = calloc((size_t)(n ? n : 1), sizeof *m->params);
+  if (!m->params) return kiln_error_set(err, KILN_E_NOMEM, "optimizer: out of memory");
+  int slots = m->opt.kind == KILN_OPTIMIZER_ADAM ? 2
+              : (m->opt.kind == KILN_OPTIMIZER_SGD && m->opt.momentum == 0.0f) ? 0 : 1;
+  for (int i = 0; i < m->n_layers; i++) {
+    kiln_layer *l = &m->layers[i];
+    if (l->kind != KILN_LAYER_DENSE) continue;
+    kiln_param k = {l->kernel, l->grad_kernel, NULL, NULL, l->in_features * l->out_features,
+                    l->reg};
+    kiln_param b = {l->bias, l->grad_bias, NULL, NULL, l->out_features, {0, 0}};
+    m->params[m->n_params++] = k;
+    m->params[m->n_params++] = b;
+  }
+  for (int i = 0; i < m->n_params; i++) {
+    kiln_param *p = &m->params[i];
+    if (slots >= 1 && !(p->slot1 = calloc((size_t)p->size, sizeof(float))))
+      return kiln_error_set(err, KILN_E_NOMEM, "optimizer: out of memory");
+    if (slots >= 2 && !(p->slot2 = calloc((size_t)p->size, sizeof(float))))
+      return kiln_error_set(err, KILN_E_NOMEM, "optimizer: out of memory");
+  }
+  return KILN_OK;
+}
+
+static void sgd_step(const kiln_optimizer *o, kiln_param *p) {
+  float lr = o->learning_rate;
+  float *w = p->value, *g = p->grad, *v = p->slot1;
+  if (!v) {
+    for (int64_t i = 0; i < p->size; i++) w[i] -= lr * g[i];
+    return;
+  }
+  float mu = o->momentum;
+  for (int64_t i = 0; i < p->size; i++) {
+    v[i] = mu * v[i] - lr * g[i];
+    w[i] += o->nesterov ? mu * v[i] - lr * g[i] : v[i];
+  }
+}
+
+static void rmsprop_step(const kiln_optimizer *o, kiln_param *p) {
+  float lr = o->learning_rate, rho = o->rho, eps = o->epsilon;
+  float *w = p->value, *g = p->grad, *v = p->slot1;
+  for (int64_t i = 0; i < p->size; i++) {
+    v[i] = rho * v[i] + (1.0f - rho) * g[i] * g[i];
+    w[i] -= lr * g[i] / sqrtf(v[i] + eps);
+  }
+}
+
+static void adam_step(const kiln_optimizer *o, kiln_param *p, int64_t step) {
+  double b1p = pow((double)o->beta_1, (double)step), b2p = pow((double)o->beta_2, (double)step);
+  float alpha = (float)(o->learning_rate * sqrt(1.0 - b2p) / (1.0 - b1p));
+  float c1 = 1.0f - o->beta_1, c2 = 1.0f - o->beta_2, eps = o->epsilon;
+  float *w = p->value, *g = p->grad, *mo = p->slot1, *v = p->slot2;
+  for (int64_t i = 0; i < p->size; i++) {
+    mo[i] += (g[i] - mo[i]) * c1;
+    v[i] += (g[i] * g[i] - v[i]) * c2;
+    w[i] -= alpha * mo[i] / (sqrtf(v[i]) + eps);
+  }
+}
+
+void kiln_optimizer_step(kiln_model *m) {
+  m->iterations++;
+  for (int i = 0; i < m->n_params; i++) {
+    kiln_param *p = &m->params[i];
+    switch (m->opt.kind) {
+      case KILN_OPTIMIZER_SGD: sgd_step(&m->opt, p); break;
+      case KILN_OPTIMIZER_RMSPROP: rmsprop_step(&m->opt, p); break;
+      case KILN_OPTIMIZER_ADAM: adam_step(&m->opt, p, m->iterations); break;
+    }
+  }
+}
