@@ -1,0 +1,96 @@
+/* The book's models on the real data, trained by the example programs with a fixed
+ * seed: each must reach the figures the chapters reach. Skips a data set that is
+ * absent (77 when all are). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int have(const char *path) { return access(path, R_OK) == 0; }
+
+static const char *data_dir(void) {
+  const char *d = getenv("KILN_DATA_DIR");
+  return d && *d ? d : "../shared/data";
+}
+
+/* Runs an example and returns its last stdout line (a JSON object). */
+static void run_example(const char *name, const char *args, char *line, size_t cap) {
+  const char *bin = getenv("KILN_BINARY_DIR");
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "'%s/examples/example_%s' --data-dir '%s' %s", bin ? bin : ".", name,
+           data_dir(), args);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  char buf[4096];
+  line[0] = 0;
+  while (fgets(buf, sizeof buf, p)) snprintf(line, cap, "%s", buf);
+  int rc = pclose(p);
+  if (rc != 0) fail_msg("%s exited with %d", cmd, rc);
+  print_message("%s", line);
+}
+
+static double field(const char *json, const char *key) {
+  char pat[96];
+  snprintf(pat, sizeof pat, "\"%s\": ", key);
+  const char *at = strstr(json, pat);
+  if (!at) fail_msg("no \"%s\" in %s", key, json);
+  return strtod(at + strlen(pat), NULL);
+}
+
+static void skip_without(const char *rel) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", data_dir(), rel);
+  if (!have(path)) {
+    print_message("skipped: %s is absent\n", path);
+    skip();
+  }
+}
+
+static void test_imdb(void **state) {
+  skip_without("imdb/train.txt.gz");
+  char line[4096];
+  run_example("imdb", "--seed 2", line, sizeof line);
+  assert_true(field(line, "test_accuracy") >= 0.87);
+}
+
+static void test_reuters(void **state) {
+  skip_without("reuters/train.txt.gz");
+  char line[4096];
+  run_example("reuters", "--seed 1", line, sizeof line);
+  assert_true(field(line, "test_accuracy") >= 0.78);
+  assert_true(field(line, "test_top_3_accuracy") >= 0.90);
+  /* Listing 4.23: squeezing 46 classes through 4 units loses accuracy. */
+  char narrow[4096];
+  run_example("reuters", "--seed 1 --variant bottleneck", narrow, sizeof narrow);
+  assert_true(field(narrow, "test_accuracy") < field(line, "test_accuracy"));
+}
+
+static void test_housing(void **state) {
+  skip_without("housing/california_housing.csv");
+  char line[4096];
+  run_example("housing", "--seed 1", line, sizeof line);
+  assert_true(field(line, "kfold_val_mae") <= 0.33);
+  assert_true(field(line, "test_mae") <= 0.36);
+}
+
+static void test_fashion_mnist(void **state) {
+  if (!have("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+    print_message("skipped: install dataset-fashion-mnist\n");
+    skip();
+  }
+  char line[4096];
+  run_example("fashion_mnist", "--seed 1", line, sizeof line);
+  assert_true(field(line, "test_accuracy") >= 0.865);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_imdb), cmocka_unit_test(test_reuters),
+      cmocka_unit_test(test_housing), cmocka_unit_test(test_fashion_mnist),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
