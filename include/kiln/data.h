@@ -34,18 +34,28 @@ typedef struct kiln_dataset {
   int32_t num_classes;
 } kiln_dataset;
 
+/* An empty feature cell of a CSV (an empty target cell is always an error). The real
+ * California housing file has 207 empty total_bedrooms cells (4 in the "small" rows),
+ * so "california_housing" fails with KILN_MISSING_ERROR (naming
+ * california_housing.csv:292) and needs KILN_MISSING_IMPUTE_MEDIAN. */
 typedef enum kiln_missing_policy {
   KILN_MISSING_ERROR = 0,         /* a missing value is an error naming file:line and column */
-  KILN_MISSING_IMPUTE_MEDIAN = 1  /* replaced by the training split's column median */
+  KILN_MISSING_IMPUTE_MEDIAN = 1  /* replaced by the training split's column median (numpy's
+                                     median of the non-empty cells, computed after the split;
+                                     for a CSV file, the whole file is the training split) */
 } kiln_missing_policy;
 
 typedef struct kiln_load_options {
   const char *data_dir;   /* NULL: $KILN_DATA_DIR, else "../shared/data" */
-  int32_t num_words;      /* imdb/reuters: keep the num_words most frequent (0: all) */
-  int multi_hot;          /* imdb/reuters: also fill x with a CSR multi-hot of num_words columns */
+  int32_t num_words;      /* imdb/reuters: keep the num_words most frequent (0: all); as
+                             Keras, every id >= num_words becomes 2 (OOV), 1 (start) stays */
+  int multi_hot;          /* imdb/reuters: also fill x with a CSR multi-hot of num_words columns
+                             (num_words 0: max id + 1 over the loaded splits) */
   const char *version;    /* california_housing: "small" (first 600 rows, default) or "large" */
-  uint64_t seed;          /* california_housing: seed of the 80/20 split (default 113) */
-  double test_fraction;   /* california_housing: default 0.2 */
+  uint64_t seed;          /* california_housing: seed of the 80/20 split (default 113): the rows
+                             are shuffled (stream KILN_STREAM_SPLIT), the first
+                             int(n * (1 - test_fraction)) are train, as Keras */
+  double test_fraction;   /* california_housing: default 0.2, in [0, 1) */
   kiln_missing_policy missing;
   const char *target;     /* CSV: name of the target column (NULL: the last column) */
   int32_t num_classes;    /* CSV/.npy: > 0 makes the target a class label in [0, num_classes) */
@@ -62,7 +72,12 @@ const char *kiln_data_dir(const kiln_load_options *opt);
  * opt->target) or "x.npy" (features; labels from the same name with "y" in place
  * of the first "x" in the file name, e.g. x_train.npy -> y_train.npy).
  * Fills train and test (test may be NULL; for a file, test is left empty).
- * Fashion-MNIST pixels are scaled to [0, 1] and flattened to 784 columns. */
+ * opt may be NULL (the defaults). On failure train and test are left empty.
+ * imdb, reuters: y holds the labels (2 and 46 classes), seq the ids, x the multi-hot.
+ * california_housing: x rows x 8 features, y median_house_value in dollars.
+ * Fashion-MNIST pixels are scaled to [0, 1] and flattened to 784 columns.
+ * Non-finite feature values (CSV or .npy) are a KILN_E_RANGE error naming the place;
+ * with opt->num_classes > 0 every label must be an integer in [0, num_classes). */
 kiln_status kiln_dataset_load(const char *name, const kiln_load_options *opt,
                               kiln_dataset *train, kiln_dataset *test, kiln_error *err);
 
@@ -71,12 +86,17 @@ void kiln_dataset_free(kiln_dataset *d);
 
 /* --- files --------------------------------------------------------------- */
 
-/* Reads a CSV with a header: every column but the target becomes a feature. */
+/* Reads a CSV with a header: every column but the target becomes a feature.
+ * Comma-separated, no quoted commas; blank lines are skipped; an empty cell is a missing
+ * value (opt->missing); NaN/Inf, text and wrong field counts are errors naming
+ * path:line and the column. opt may be NULL. */
 kiln_status kiln_csv_load(const char *path, const kiln_load_options *opt, kiln_dataset *out,
                           kiln_error *err);
-/* Reads a 1-D or 2-D .npy (float32, float64, int32, int64, uint8; C order) as rows x cols. */
+/* Reads a 1-D or 2-D .npy (float32, float64, int32, int64, uint8; little-endian, C order)
+ * as rows x cols (a 1-D array of n is n x 1). Truncated or trailing data is an error. */
 kiln_status kiln_npy_read(const char *path, kiln_matrix *out, kiln_error *err);
-/* Writes a dense matrix as a 2-D float32 .npy (atomically: temporary file, then rename). */
+/* Writes a dense matrix as a 2-D float32 .npy (atomically: temporary file, then rename).
+ * A CSR matrix is refused (KILN_E_UNSUPPORTED). */
 kiln_status kiln_npy_write(const char *path, const kiln_matrix *m, kiln_error *err);
 
 /* --- preprocessing ------------------------------------------------------- */
@@ -85,12 +105,14 @@ kiln_status kiln_npy_write(const char *path, const kiln_matrix *m, kiln_error *e
  * are ignored, as keras' multi_hot_encode on num_words-limited data). */
 kiln_status kiln_multi_hot(const kiln_sequences *seq, int32_t num_words, kiln_matrix *out,
                            kiln_error *err);
-/* labels (rows x 1 class indices) -> dense rows x num_classes one-hot (to_categorical). */
+/* labels (rows x 1 class indices) -> dense rows x num_classes one-hot (to_categorical).
+ * A label that is not an integer in [0, num_classes) is KILN_E_RANGE naming its row. */
 kiln_status kiln_one_hot(const kiln_matrix *labels, int32_t num_classes, kiln_matrix *out,
                          kiln_error *err);
 
 /* Per-column mean and standard deviation (population, as numpy's std), fitted on a
- * training split and applied to any split. Columns with std 0 are left centred only. */
+ * training split and applied to any split (dense matrices only). Columns with std 0
+ * are left centred only: their std is stored as 1. Free with kiln_standardizer_free. */
 typedef struct kiln_standardizer {
   int64_t cols;
   float *mean;
@@ -100,7 +122,8 @@ kiln_status kiln_standardizer_fit(kiln_standardizer *s, const kiln_matrix *x, ki
 kiln_status kiln_standardizer_apply(const kiln_standardizer *s, kiln_matrix *x, kiln_error *err);
 void kiln_standardizer_free(kiln_standardizer *s);
 
-/* Multiplies every value of a dense matrix by factor (e.g. targets / 100000). */
+/* Multiplies every value of a dense matrix by factor (e.g. targets / 100000). A CSR
+ * matrix has its stored values scaled; a multi-hot one (values NULL) is left as is. */
 void kiln_matrix_scale(kiln_matrix *m, float factor);
 
 /* K-fold split of n rows: fold `fold` of k is the validation part. With shuffle, the
@@ -111,7 +134,8 @@ kiln_status kiln_kfold_split(int64_t n, int k, int fold, int shuffle, uint64_t s
                              int64_t **train_idx, int64_t *n_train,
                              int64_t **val_idx, int64_t *n_val, kiln_error *err);
 
-/* The rows idx[0..n) of a data set (x, seq and y) as a new data set. */
+/* The rows idx[0..n) of a data set (x, seq and y; an empty part stays empty) as a new
+ * data set (indices may repeat). Free with kiln_dataset_free. */
 kiln_status kiln_dataset_take(const kiln_dataset *src, const int64_t *idx, int64_t n,
                               kiln_dataset *dst, kiln_error *err);
 
