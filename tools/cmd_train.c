@@ -1,0 +1,512 @@
+/* kiln train — fit a model described by a JSON spec on a built-in data set or a file.
+ *
+ * Order of work: arguments, spec, output folders, data, model, fit, test evaluation,
+ * and only then the output files, so a failure before the end leaves no file behind;
+ * a file this run wrote is removed if a later step fails. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "kiln/data.h"
+#include "kiln/train.h"
+
+static const char *const CMD = "train";
+
+void cmd_train_usage(FILE *out) {
+  fprintf(out,
+          "Usage: kiln train SPEC.json --data NAME|FILE [options]\n"
+          "\n"
+          "Builds the model of SPEC.json (its Input width comes from the data when the spec\n"
+          "gives no shape), fits it with the spec's \"fit\" settings overridden by the options\n"
+          "below, evaluates it on the test split when the data set has one, and prints the\n"
+          "final figures. Progress goes to stderr.\n"
+          "\n"
+          "Data:\n"
+          "  --data NAME|FILE        imdb, reuters, california_housing, fashion_mnist, or a\n"
+          "                          file: DATA.csv (header line; the target is the last\n"
+          "                          column) or x.npy (labels from y.npy beside it)\n"
+          "  --data-dir DIR          folder of the built-in data sets (default $KILN_DATA_DIR,\n"
+          "                          else ../shared/data)\n"
+          "  --num-words N           imdb/reuters: keep the N most frequent words (10000)\n"
+          "  --target COL            CSV: the name of the target column\n"
+          "  --missing error|median  an empty feature cell is an error (default), or is\n"
+          "                          filled with the training split's column median\n"
+          "  --standardize           centre and scale every feature by the training split's\n"
+          "                          mean and standard deviation\n"
+          "  --scale-targets F       regression: multiply the targets by F (e.g. 0.00001)\n"
+          "\n"
+          "Training (override the spec):\n"
+          "  --seed N                weight initialisation, shuffling and dropout seed\n"
+          "  --epochs N              number of epochs\n"
+          "  --batch-size N          rows per gradient step\n"
+          "  --validation-split F    the last fraction F of the training rows, in [0, 1)\n"
+          "  --verbose 0|1|2         0 silent, 1 progress bar, 2 one line per epoch\n"
+          "\n"
+          "Output:\n"
+          "  --history FILE.csv      write the per-epoch figures (Keras' History) as CSV\n"
+          "  --output MODEL.kiln     write the trained model (a kiln checkpoint)\n"
+          "  --json                  print one JSON object with the final figures as the last\n"
+          "                          line of stdout\n"
+          "\n"
+          "Categorical crossentropy takes one-hot targets: the class labels are encoded\n"
+          "here. For a classification loss, a CSV's target must hold class indices in\n"
+          "[0, classes), where classes is the width of the model's output (2 for\n"
+          "binary_crossentropy).\n"
+          "\n"
+          "Exit status: 0 success, 1 training diverged, 2 a usage, input or output error.\n"
+          "On failure no --history or --output file is left behind.\n"
+          "\n"
+          "Example:\n"
+          "  kiln train examples/specs/imdb.json --data imdb --history imdb.csv --output imdb.kiln\n"
+          "  kiln train examples/specs/housing.json --data california_housing --missing median \\\n"
+          "      --standardize --scale-targets 0.00001\n");
+}
+
+typedef struct train_args {
+  const char *spec_path;
+  const char *data;
+  const char *data_dir;
+  const char *target;
+  const char *history_path;
+  const char *output_path;
+  int64_t num_words; /* 0: the loader's default */
+  int has_seed;
+  uint64_t seed;
+  int64_t epochs;     /* 0: the spec's */
+  int64_t batch_size; /* 0: the spec's */
+  int has_validation_split;
+  double validation_split;
+  kiln_missing_policy missing;
+  int standardize;
+  int has_scale_targets;
+  double scale_targets;
+  int64_t verbose; /* -1: the spec's */
+  int json;
+} train_args;
+
+static int parse_args(int argc, char **argv, train_args *a) {
+  memset(a, 0, sizeof *a);
+  a->verbose = -1;
+  int options_done = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    const char *v = NULL;
+    int r;
+    if (options_done || arg[0] != '-' || arg[1] == '\0') {
+      if (a->spec_path)
+        return cli_usage_error(CMD, "unexpected argument \"%s\" (the spec is %s)", arg,
+                               a->spec_path);
+      a->spec_path = arg;
+      continue;
+    }
+    if (strcmp(arg, "--") == 0) {
+      options_done = 1;
+      continue;
+    }
+#define OPTION(name) ((r = cli_option(CMD, argc, argv, &i, name, &v)) != 0)
+#define FLAG(name) ((r = cli_flag(CMD, arg, name)) != 0)
+    if (OPTION("--data")) {
+      a->data = v;
+    } else if (OPTION("--data-dir")) {
+      a->data_dir = v;
+    } else if (OPTION("--num-words")) {
+      if (r > 0 && cli_parse_int64(CMD, "--num-words", v, 1, INT32_MAX, &a->num_words)) r = -1;
+    } else if (OPTION("--target")) {
+      a->target = v;
+    } else if (OPTION("--missing")) {
+      if (r > 0 && strcmp(v, "median") == 0) {
+        a->missing = KILN_MISSING_IMPUTE_MEDIAN;
+      } else if (r > 0 && strcmp(v, "error") != 0) {
+        cli_usage_error(CMD, "--missing: expected error or median, got \"%s\"", v);
+        r = -1;
+      }
+    } else if (OPTION("--seed")) {
+      if (r > 0 && cli_parse_uint64(CMD, "--seed", v, &a->seed)) r = -1;
+      a->has_seed = 1;
+    } else if (OPTION("--epochs")) {
+      if (r > 0 && cli_parse_int64(CMD, "--epochs", v, 1, INT32_MAX, &a->epochs)) r = -1;
+    } else if (OPTION("--batch-size")) {
+      if (r > 0 && cli_parse_int64(CMD, "--batch-size", v, 1, INT32_MAX, &a->batch_size)) r = -1;
+    } else if (OPTION("--validation-split")) {
+      if (r > 0 && cli_parse_double(CMD, "--validation-split", v, 0.0, 1.0, 1,
+                                    &a->validation_split))
+        r = -1;
+      a->has_validation_split = 1;
+    } else if (OPTION("--scale-targets")) {
+      if (r > 0 && cli_parse_double(CMD, "--scale-targets", v, -1e30, 1e30, 0, &a->scale_targets))
+        r = -1;
+      if (r > 0 && a->scale_targets == 0.0) {
+        cli_usage_error(CMD, "--scale-targets: the factor cannot be 0");
+        r = -1;
+      }
+      a->has_scale_targets = 1;
+    } else if (OPTION("--verbose")) {
+      if (r > 0 && cli_parse_int64(CMD, "--verbose", v, 0, 2, &a->verbose)) r = -1;
+    } else if (OPTION("--history")) {
+      a->history_path = v;
+    } else if (OPTION("--output")) {
+      a->output_path = v;
+    } else if (FLAG("--standardize")) {
+      a->standardize = 1;
+    } else if (FLAG("--json")) {
+      a->json = 1;
+    } else {
+      return cli_usage_error(CMD, "unknown option \"%s\"", arg);
+    }
+#undef OPTION
+#undef FLAG
+    if (r < 0) return CLI_EXIT_ERROR;
+  }
+  if (!a->spec_path) return cli_usage_error(CMD, "missing SPEC.json");
+  if (!a->data) return cli_usage_error(CMD, "missing --data NAME|FILE");
+  if (a->history_path && a->output_path && strcmp(a->history_path, a->output_path) == 0)
+    return cli_usage_error(CMD, "--history and --output name the same file %s", a->history_path);
+  return CLI_EXIT_OK;
+}
+
+/* What the spec API does not expose: the loss and whether "fit" sets verbose. The
+ * file was just validated by kiln_spec_load, so only presence is checked here. */
+static int read_spec_extras(const char *path, kiln_loss *loss, int *has_verbose) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    cli_error(CMD, "%s: cannot open", path);
+    return -1;
+  }
+  char *text = NULL;
+  size_t len = 0, cap = 0, n;
+  do {
+    if (len + 4097 > cap) {
+      cap = cap ? cap * 2 : 8192;
+      char *p = realloc(text, cap);
+      if (!p) {
+        free(text);
+        fclose(f);
+        cli_error(CMD, "out of memory");
+        return -1;
+      }
+      text = p;
+    }
+    n = fread(text + len, 1, cap - len - 1, f);
+    len += n;
+  } while (n > 0);
+  fclose(f);
+  text[len] = '\0';
+  const char *start = text;
+  if (len >= 3 && (unsigned char)text[0] == 0xEF) start += 3; /* byte order mark */
+  cJSON *root = cJSON_Parse(start);
+  free(text);
+  const cJSON *compile = cJSON_GetObjectItemCaseSensitive(root, "compile");
+  const cJSON *name = cJSON_GetObjectItemCaseSensitive(compile, "loss");
+  const cJSON *fit = cJSON_GetObjectItemCaseSensitive(root, "fit");
+  kiln_error err = {0};
+  int rc = 0;
+  if (!cJSON_IsString(name) || kiln_loss_parse(name->valuestring, loss, &err)) {
+    cli_error(CMD, "%s: compile.loss: cannot read the loss", path);
+    rc = -1;
+  }
+  *has_verbose = cJSON_GetObjectItemCaseSensitive(fit, "verbose") != NULL;
+  cJSON_Delete(root);
+  return rc;
+}
+
+static int is_classification(kiln_loss loss) {
+  return loss == KILN_LOSS_BINARY_CROSSENTROPY || loss == KILN_LOSS_CATEGORICAL_CROSSENTROPY ||
+         loss == KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY;
+}
+
+/* The width of the model's output, from a throw-away build: the data's width is not
+ * known yet, and the spec may not give it (then any width does). */
+static int spec_output_units(const kiln_spec *spec, int64_t *units) {
+  kiln_model *m = NULL;
+  kiln_error first = {0}, second = {0};
+  if (kiln_spec_build(spec, 0, KILN_SEED_FROM_SPEC, &m, &first) &&
+      kiln_spec_build(spec, 1, KILN_SEED_FROM_SPEC, &m, &second)) {
+    /* A shape error means the spec has its width, so the first error is the real one. */
+    cli_kiln_error(CMD, second.status == KILN_E_SHAPE ? &first : &second);
+    return -1;
+  }
+  *units = kiln_model_output_features(m);
+  kiln_model_free(m);
+  return 0;
+}
+
+/* The data loaders check their files; this also covers what a loader may pass on
+ * (a NaN pixel in a .npy, a fractional label) and names the split and row. */
+static int check_split(const char *data, const char *split, const kiln_dataset *d,
+                       kiln_loss loss, int32_t classes) {
+  int64_t r, c;
+  if (kiln_matrix_find_nonfinite(&d->x, &r, &c)) {
+    cli_error(CMD, "%s: %s split, row %lld, feature column %lld: %g is not a finite number", data,
+              split, (long long)r + 1, (long long)c + 1, (double)kiln_matrix_get(&d->x, r, c));
+    return -1;
+  }
+  if (kiln_matrix_find_nonfinite(&d->y, &r, &c)) {
+    cli_error(CMD, "%s: %s split, row %lld: the target %g is not a finite number", data, split,
+              (long long)r + 1, (double)kiln_matrix_get(&d->y, r, c));
+    return -1;
+  }
+  if (!is_classification(loss)) return 0;
+  for (r = 0; r < d->y.rows; r++) {
+    float v = d->y.values[r * d->y.cols];
+    if (d->y.cols != 1 || v != floorf(v) || v < 0 || v >= (float)classes) {
+      cli_error(CMD, "%s: %s split, row %lld: label %g is not a class index in [0, %d)", data,
+                split, (long long)r + 1, (double)v, (int)classes);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static double seconds_since(const struct timespec *t0) {
+  struct timespec t1;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) * 1e-9;
+}
+
+/* The last epoch's figures with (val) or without the "val_" prefix: printed as
+ * "loss 0.1234, accuracy 0.9" when out is not NULL, added to obj when it is not NULL. */
+static void history_figures(const kiln_history *h, int val, FILE *out, cJSON *obj) {
+  int e = h->epochs - 1, first = 1;
+  for (int k = 0; k < h->n_keys; k++) {
+    const char *key = h->keys[k];
+    int is_val = strncmp(key, "val_", 4) == 0;
+    if (is_val != val) continue;
+    double v = h->values[e * h->n_keys + k];
+    if (out) fprintf(out, "%s%s %.4f", first ? "" : ", ", is_val ? key + 4 : key, v);
+    first = 0;
+    if (obj) cJSON_AddNumberToObject(obj, is_val ? key + 4 : key, v);
+  }
+}
+
+static int history_has_val(const kiln_history *h) {
+  for (int k = 0; k < h->n_keys; k++)
+    if (strncmp(h->keys[k], "val_", 4) == 0) return 1;
+  return 0;
+}
+
+static cJSON *logs_object(const kiln_logs *logs) {
+  cJSON *o = cJSON_CreateObject();
+  for (int i = 0; o && i < logs->n; i++) cJSON_AddNumberToObject(o, logs->keys[i], logs->values[i]);
+  return o;
+}
+
+typedef struct train_run {
+  kiln_spec *spec;
+  kiln_dataset train, test;
+  kiln_standardizer standardizer;
+  kiln_model *model;
+  kiln_history history;
+  char *json_line;
+} train_run;
+
+static void run_free(train_run *t) {
+  kiln_spec_free(t->spec);
+  kiln_dataset_free(&t->train);
+  kiln_dataset_free(&t->test);
+  kiln_standardizer_free(&t->standardizer);
+  kiln_model_free(t->model);
+  kiln_history_free(&t->history);
+  cJSON_free(t->json_line);
+}
+
+/* Replaces the class labels of y (rows x 1) by their one-hot rows. */
+static int one_hot_in_place(kiln_matrix *y, int32_t classes) {
+  kiln_matrix encoded = {0};
+  kiln_error err = {0};
+  if (kiln_one_hot(y, classes, &encoded, &err)) {
+    cli_kiln_error(CMD, &err);
+    return -1;
+  }
+  kiln_matrix_free(y);
+  *y = encoded;
+  return 0;
+}
+
+static int run(const train_args *a, train_run *t) {
+  kiln_error err = {0};
+  if (kiln_spec_load(a->spec_path, &t->spec, &err)) return cli_kiln_error(CMD, &err);
+  kiln_loss loss;
+  int spec_has_verbose;
+  if (read_spec_extras(a->spec_path, &loss, &spec_has_verbose)) return CLI_EXIT_ERROR;
+  if (a->has_scale_targets && is_classification(loss))
+    return cli_usage_error(CMD, "--scale-targets is for regression; %s's loss is %s",
+                           a->spec_path, kiln_loss_name(loss));
+
+  kiln_fit_options fit;
+  kiln_spec_fit_options(t->spec, &fit);
+  if (!spec_has_verbose) fit.verbose = 1; /* Keras' default, "auto" */
+  if (a->epochs) fit.epochs = (int)a->epochs;
+  if (a->batch_size) fit.batch_size = a->batch_size;
+  if (a->has_validation_split) fit.validation_split = a->validation_split;
+  if (a->verbose >= 0) fit.verbose = (int)a->verbose;
+  fit.progress = stderr;
+
+  /* Fail on an unwritable output before spending the time to train. */
+  if (a->history_path && cli_check_output_path(CMD, "--history", a->history_path))
+    return CLI_EXIT_ERROR;
+  if (a->output_path && cli_check_output_path(CMD, "--output", a->output_path))
+    return CLI_EXIT_ERROR;
+
+  kiln_load_options lo;
+  kiln_load_options_init(&lo);
+  lo.data_dir = a->data_dir;
+  if (a->num_words) lo.num_words = (int32_t)a->num_words;
+  lo.target = a->target;
+  lo.missing = a->missing;
+  int64_t out_units = 0;
+  if (is_classification(loss)) {
+    if (spec_output_units(t->spec, &out_units)) return CLI_EXIT_ERROR;
+    if (loss == KILN_LOSS_BINARY_CROSSENTROPY && out_units != 1)
+      return cli_usage_error(CMD,
+                             "%s: binary_crossentropy needs a model with 1 output unit "
+                             "(sigmoid), this one has %lld",
+                             a->spec_path, (long long)out_units);
+    lo.num_classes = loss == KILN_LOSS_BINARY_CROSSENTROPY ? 2 : (int32_t)out_units;
+  }
+  if (kiln_dataset_load(a->data, &lo, &t->train, &t->test, &err))
+    return cli_kiln_error(CMD, &err);
+  int has_test = t->test.x.rows > 0;
+  if (t->train.x.rows == 0 || t->train.x.cols == 0)
+    return cli_error(CMD, "%s: no training rows or no feature columns", a->data);
+  if (t->train.y.rows != t->train.x.rows)
+    return cli_error(CMD, "%s: %lld feature rows but %lld targets", a->data,
+                     (long long)t->train.x.rows, (long long)t->train.y.rows);
+  if (has_test && t->test.x.cols != t->train.x.cols)
+    return cli_error(CMD, "%s: the test split has %lld features, the training split %lld",
+                     a->data, (long long)t->test.x.cols, (long long)t->train.x.cols);
+
+  int32_t classes = t->train.num_classes;
+  if (is_classification(loss)) {
+    if (classes <= 0)
+      return cli_error(CMD,
+                       "%s: %s needs class labels but %s has continuous targets (use mse or "
+                       "mae, or check --target)",
+                       a->spec_path, kiln_loss_name(loss), a->data);
+    if (loss == KILN_LOSS_BINARY_CROSSENTROPY && classes != 2)
+      return cli_error(CMD, "%s: binary_crossentropy needs 2 classes but %s has %d", a->spec_path,
+                       a->data, (int)classes);
+    if (loss != KILN_LOSS_BINARY_CROSSENTROPY && classes != out_units)
+      return cli_error(CMD, "%s: the model's output has %lld units but %s has %d classes",
+                       a->spec_path, (long long)out_units, a->data, (int)classes);
+  }
+  if (check_split(a->data, "training", &t->train, loss, classes) ||
+      (has_test && check_split(a->data, "test", &t->test, loss, classes)))
+    return CLI_EXIT_ERROR;
+
+  if (a->standardize) {
+    if (kiln_standardizer_fit(&t->standardizer, &t->train.x, &err) ||
+        kiln_standardizer_apply(&t->standardizer, &t->train.x, &err) ||
+        (has_test && kiln_standardizer_apply(&t->standardizer, &t->test.x, &err))) {
+      kiln_error_prefix(&err, "--standardize");
+      return cli_kiln_error(CMD, &err);
+    }
+  }
+  if (a->has_scale_targets) {
+    kiln_matrix_scale(&t->train.y, (float)a->scale_targets);
+    if (has_test) kiln_matrix_scale(&t->test.y, (float)a->scale_targets);
+  }
+  if (loss == KILN_LOSS_CATEGORICAL_CROSSENTROPY &&
+      (one_hot_in_place(&t->train.y, classes) ||
+       (has_test && one_hot_in_place(&t->test.y, classes))))
+    return CLI_EXIT_ERROR;
+
+  if (kiln_spec_build(t->spec, t->train.x.cols, a->has_seed ? a->seed : KILN_SEED_FROM_SPEC,
+                      &t->model, &err))
+    return cli_kiln_error(CMD, &err);
+  kiln_model_summary(t->model, stdout);
+  fflush(stdout);
+
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  kiln_status st = kiln_model_fit(t->model, &t->train.x, &t->train.y, &fit, &t->history, &err);
+  double seconds = seconds_since(&t0);
+  if (st == KILN_E_DIVERGED) {
+    cli_kiln_error(CMD, &err);
+    cli_error(CMD, "training diverged after %d complete epoch%s; no file written",
+              t->history.epochs, t->history.epochs == 1 ? "" : "s");
+    return CLI_EXIT_DIVERGED;
+  }
+  if (st) return cli_kiln_error(CMD, &err);
+  if (t->history.epochs == 0) return cli_error(CMD, "no epoch was run");
+
+  kiln_logs test_logs = {0};
+  if (has_test &&
+      kiln_model_evaluate(t->model, &t->test.x, &t->test.y, fit.batch_size, &test_logs, &err)) {
+    kiln_error_prefix(&err, "test split");
+    return cli_kiln_error(CMD, &err);
+  }
+
+  /* The JSON line is ready before any file is written, so nothing can fail after. */
+  cJSON *root = cJSON_CreateObject();
+  cJSON *train_obj = cJSON_CreateObject();
+  cJSON *val_obj = history_has_val(&t->history) ? cJSON_CreateObject() : cJSON_CreateNull();
+  cJSON *test_obj = has_test ? logs_object(&test_logs) : cJSON_CreateNull();
+  if (root && train_obj && val_obj && test_obj) {
+    history_figures(&t->history, 0, NULL, train_obj);
+    if (cJSON_IsObject(val_obj)) history_figures(&t->history, 1, NULL, val_obj);
+    cJSON_AddStringToObject(root, "spec", a->spec_path);
+    cJSON_AddStringToObject(root, "data", a->data);
+    cJSON_AddNumberToObject(root, "epochs", t->history.epochs);
+    cJSON_AddNumberToObject(root, "seconds", seconds);
+    cJSON_AddItemToObject(root, "train", train_obj);
+    cJSON_AddItemToObject(root, "val", val_obj);
+    cJSON_AddItemToObject(root, "test", test_obj);
+    train_obj = val_obj = test_obj = NULL;
+    if (a->history_path) cJSON_AddStringToObject(root, "history", a->history_path);
+    else cJSON_AddNullToObject(root, "history");
+    if (a->output_path) cJSON_AddStringToObject(root, "output", a->output_path);
+    else cJSON_AddNullToObject(root, "output");
+    t->json_line = cJSON_PrintUnformatted(root);
+  }
+  cJSON_Delete(root);
+  cJSON_Delete(train_obj);
+  cJSON_Delete(val_obj);
+  cJSON_Delete(test_obj);
+  if (!t->json_line) return cli_error(CMD, "out of memory");
+
+  if (a->history_path && kiln_history_write_csv(&t->history, a->history_path, &err))
+    return cli_kiln_error(CMD, &err);
+  if (a->output_path && kiln_model_save(t->model, a->output_path, &err)) {
+    if (a->history_path) remove(a->history_path); /* this run wrote it */
+    return cli_kiln_error(CMD, &err);
+  }
+
+  printf("\nEpochs run: %d (%.2f s)\n", t->history.epochs, seconds);
+  printf("train: ");
+  history_figures(&t->history, 0, stdout, NULL);
+  printf("\n");
+  if (history_has_val(&t->history)) {
+    printf("val:   ");
+    history_figures(&t->history, 1, stdout, NULL);
+    printf("\n");
+  }
+  if (has_test) {
+    printf("test:  ");
+    for (int i = 0; i < test_logs.n; i++)
+      printf("%s%s %.4f", i ? ", " : "", test_logs.keys[i], test_logs.values[i]);
+    printf("\n");
+  }
+  if (a->history_path) printf("History written to %s\n", a->history_path);
+  if (a->output_path) printf("Model written to %s\n", a->output_path);
+  if (a->json) printf("%s\n", t->json_line);
+  return CLI_EXIT_OK;
+}
+
+int cmd_train(int argc, char **argv) {
+  train_args a;
+  int rc = parse_args(argc, argv, &a);
+  if (rc) return rc;
+  train_run t;
+  memset(&t, 0, sizeof t);
+  rc = run(&a, &t);
+  run_free(&t);
+  if (fflush(stdout) != 0 && rc == CLI_EXIT_OK) {
+    cli_error(CMD, "cannot write to stdout");
+    rc = CLI_EXIT_ERROR;
+  }
+  return rc;
+}
