@@ -98,6 +98,28 @@ kiln_status kiln_matrix_copy(kiln_matrix *dst, const kiln_matrix *src, kiln_erro
   return kiln_matrix_slice_rows(src, 0, src->rows, dst, err);
 }
 
+kiln_status kiln_matrix_to_csr(const kiln_matrix *dense, kiln_matrix *csr, kiln_error *err) {
+  if (kiln_matrix_is_sparse(dense)) return kiln_matrix_copy(csr, dense, err);
+  int64_t n = dense->rows * dense->cols, nnz = 0;
+  if (dense->cols > INT32_MAX)
+    return kiln_error_set(err, KILN_E_INVALID, "CSR: %lld columns exceed the 32-bit index",
+                          (long long)dense->cols);
+  for (int64_t i = 0; i < n; i++) nnz += dense->values[i] != 0.0f;
+  kiln_status s = csr_alloc(csr, dense->rows, dense->cols, nnz, 1, err);
+  if (s) return s;
+  int64_t at = 0;
+  for (int64_t r = 0; r < dense->rows; r++) {
+    const float *row = dense->values + r * dense->cols;
+    for (int64_t c = 0; c < dense->cols; c++)
+      if (row[c] != 0.0f) {
+        csr->col_idx[at] = (int32_t)c;
+        csr->values[at++] = row[c];
+      }
+    csr->row_ptr[r + 1] = at;
+  }
+  return KILN_OK;
+}
+
 float kiln_matrix_get(const kiln_matrix *m, int64_t r, int64_t c) {
   if (!m->row_ptr) return m->values[r * m->cols + c];
   int64_t lo = m->row_ptr[r], hi = m->row_ptr[r + 1];

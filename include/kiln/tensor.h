@@ -43,6 +43,8 @@ kiln_status kiln_matrix_take_rows(const kiln_matrix *src, const int64_t *idx, in
 /* Rows [begin, end) of src as a new matrix (deep copy). */
 kiln_status kiln_matrix_slice_rows(const kiln_matrix *src, int64_t begin, int64_t end,
                                    kiln_matrix *dst, kiln_error *err);
+/* The CSR form of a dense matrix (its non-zero entries, with their values). */
+kiln_status kiln_matrix_to_csr(const kiln_matrix *dense, kiln_matrix *csr, kiln_error *err);
 /* Element (r, c), for CSR by binary search. */
 float kiln_matrix_get(const kiln_matrix *m, int64_t r, int64_t c);
 /* First non-finite entry: returns 1 and sets *row and *col, else 0. */

@@ -83,22 +83,7 @@ static void check_case(const case_t *c) {
     /* Same values, some zeroed, held as CSR. */
     for (int64_t i = 0; i < rows * in; i++)
       if (i % 3 == 1) x.values[i] = 0.0f;
-    int64_t nnz = 0;
-    for (int64_t i = 0; i < rows * in; i++) nnz += x.values[i] != 0.0f;
-    xs.rows = rows;
-    xs.cols = in;
-    xs.row_ptr = calloc((size_t)rows + 1, sizeof(int64_t));
-    xs.col_idx = calloc((size_t)nnz, sizeof(int32_t));
-    xs.values = calloc((size_t)nnz, sizeof(float));
-    int64_t at = 0;
-    for (int64_t i = 0; i < rows; i++) {
-      for (int64_t j = 0; j < in; j++)
-        if (x.values[i * in + j] != 0.0f) {
-          xs.col_idx[at] = (int32_t)j;
-          xs.values[at++] = x.values[i * in + j];
-        }
-      xs.row_ptr[i + 1] = at;
-    }
+    assert_int_equal(kiln_matrix_to_csr(&x, &xs, NULL), KILN_OK);
   }
   const kiln_matrix *xin = c->sparse_input ? &xs : &x;
   targets(&y, c->loss, rows, units, &r);
@@ -230,21 +215,8 @@ static void test_kernels_match_reference(void **state) {
   kiln_dense_forward(&l, x.values, rows, z2);
   for (int64_t i = 0; i < rows * out; i++) assert_float_equal(z1[i], z2[i], 1e-4);
 
-  kiln_matrix xs = {0};
-  xs.rows = rows;
-  xs.cols = in;
-  xs.row_ptr = calloc((size_t)rows + 1, sizeof(int64_t));
-  xs.col_idx = calloc((size_t)(rows * in), sizeof(int32_t));
-  xs.values = calloc((size_t)(rows * in), sizeof(float));
-  int64_t at = 0;
-  for (int64_t i = 0; i < rows; i++) {
-    for (int64_t j = 0; j < in; j++)
-      if (x.values[i * in + j] != 0.0f) {
-        xs.col_idx[at] = (int32_t)j;
-        xs.values[at++] = x.values[i * in + j];
-      }
-    xs.row_ptr[i + 1] = at;
-  }
+  kiln_matrix xs;
+  assert_int_equal(kiln_matrix_to_csr(&x, &xs, NULL), KILN_OK);
   kiln_dense_forward_csr(&l, &xs, z2);
   for (int64_t i = 0; i < rows * out; i++) assert_float_equal(z1[i], z2[i], 1e-4);
 
