@@ -4,6 +4,7 @@
 set -euo pipefail
 
 packages=(cmake gcc make pkg-config libopenblas-dev libcmocka-dev libcjson-dev zlib1g-dev
+          protobuf-c-compiler libprotobuf-c-dev libonnx-dev
           dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
