@@ -1,0 +1,99 @@
+/* kiln runtime — float32 GEMM/GEMV kernels (private to infer/ and its tests).
+ *
+ * One blocked driver (sgemm_ref.c) runs every path: B (the weights) is packed once
+ * into panels of `nr` columns (K x nr, k-major, zero-padded), A is packed per block
+ * into panels of `mr` rows, and a per-path micro-kernel computes an mr x nr tile.
+ * The naive triple loop kiln_sgemm_naive is the truth every path is tested against. */
+#ifndef KILN_INFER_SGEMM_H
+#define KILN_INFER_SGEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln/infer.h"
+
+/* Activations fused into the GEMM epilogue. */
+typedef enum kiln_act {
+  KILN_ACT_NONE = 0,
+  KILN_ACT_RELU,
+  KILN_ACT_LEAKY_RELU,
+  KILN_ACT_SIGMOID,
+  KILN_ACT_TANH
+} kiln_act;
+
+#define KILN_SGEMM_MAX_MR 16
+#define KILN_SGEMM_MAX_NR 32
+
+/* tile[mr * nr] (row-major, nr columns) = sum over kc of packed A x packed B. */
+typedef void (*kiln_micro_fn)(int64_t kc, const float *pa, const float *pb, float *tile);
+/* out[nr] = sum_k a[k] * pb[k * nr + j] (one B panel, a contiguous). */
+typedef void (*kiln_gemv_fn)(int64_t k, const float *a, const float *pb, float *out);
+
+typedef struct kiln_sgemm_kernel {
+  kiln_kernel_path path;
+  const char *name;
+  int mr, nr;
+  int64_t kc, mc; /* K and M block sizes (L1/L2) */
+  kiln_micro_fn micro;
+  kiln_gemv_fn gemv;
+} kiln_sgemm_kernel;
+
+/* CPU features, detected once per session (no global state). */
+typedef struct kiln_cpu {
+  int avx2_fma;
+  int avx512f;
+  int neon;
+} kiln_cpu;
+
+void kiln_cpu_detect(kiln_cpu *cpu);
+/* The kernel of a path (AUTO picks the best the CPU has); NULL with a message in
+ * err when the CPU (or this build) lacks it. */
+const kiln_sgemm_kernel *kiln_sgemm_select(const kiln_cpu *cpu, kiln_kernel_path path,
+                                           kiln_error *err);
+
+/* Per-path kernels, each defined in its own file (NULL-returning where not built). */
+const kiln_sgemm_kernel *kiln_sgemm_kernel_ref(void);
+const kiln_sgemm_kernel *kiln_sgemm_kernel_avx2(void);
+const kiln_sgemm_kernel *kiln_sgemm_kernel_avx512(void);
+const kiln_sgemm_kernel *kiln_sgemm_kernel_neon(void);
+
+/* Floats of a packed B of K x N. */
+size_t kiln_sgemm_packed_b_floats(const kiln_sgemm_kernel *k, int64_t K, int64_t N);
+/* Floats of the A-packing workspace one thread needs. */
+size_t kiln_sgemm_workspace_floats(const kiln_sgemm_kernel *k, int64_t K);
+/* Packs B (B(k,n) = b[k*rsb + n*csb]) into out. */
+void kiln_sgemm_pack_b(const kiln_sgemm_kernel *k, int64_t K, int64_t N, const float *b,
+                       int64_t rsb, int64_t csb, float *out);
+
+/* C = act(alpha * op(A) op(B) + beta * C + bias), op(B) packed.
+ * A(i,k) = a[i*rsa + k*csa]; C row-major with ldc; bias has N entries or is NULL. */
+typedef struct kiln_gemm_args {
+  int64_t M, N, K;
+  const float *a;
+  int64_t rsa, csa;
+  const float *bp;
+  float *c;
+  int64_t ldc;
+  float alpha, beta;
+  const float *bias;
+  kiln_act act;
+  float act_alpha; /* LeakyRelu slope */
+} kiln_gemm_args;
+
+/* Rows [m0, m1) and column panels [p0, p1) of the product (threads split either);
+ * ws holds kiln_sgemm_workspace_floats floats. A single row takes the GEMV path. */
+void kiln_sgemm_run(const kiln_sgemm_kernel *k, const kiln_gemm_args *g, int64_t m0, int64_t m1,
+                    int64_t p0, int64_t p1, float *ws);
+static inline int64_t kiln_sgemm_panels(const kiln_sgemm_kernel *k, int64_t N) {
+  return (N + k->nr - 1) / k->nr;
+}
+
+/* The truth: plain triple loop, C = alpha * op(A) op(B) + beta * C (beta == 0 ignores C). */
+void kiln_sgemm_naive(int64_t M, int64_t N, int64_t K, float alpha, const float *a, int64_t rsa,
+                      int64_t csa, const float *b, int64_t rsb, int64_t csb, float beta, float *c,
+                      int64_t ldc);
+
+/* The activation on n floats in place. */
+void kiln_act_apply(kiln_act act, float alpha, float *x, int64_t n);
+
+#endif

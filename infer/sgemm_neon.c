@@ -1,0 +1,61 @@
+/* kiln runtime — NEON SGEMM micro-kernel (4 x 8) and GEMV panel kernel, for aarch64
+ * and armhf (-mfpu=neon; picked only when AT_HWCAP reports NEON). */
+#include "sgemm.h"
+
+#if (defined(__aarch64__) || defined(__arm__)) && defined(__ARM_NEON)
+#include <arm_neon.h>
+
+#define MR 4
+#define NR 8
+
+#if defined(__aarch64__)
+#define MLA(acc, a, b) vfmaq_f32(acc, a, b)
+#else
+#define MLA(acc, a, b) vmlaq_f32(acc, a, b)
+#endif
+
+static void micro_neon(int64_t kc, const float *pa, const float *pb, float *tile) {
+  float32x4_t z = vdupq_n_f32(0.0f);
+  float32x4_t c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
+  for (int64_t k = 0; k < kc; k++) {
+    float32x4_t b0 = vld1q_f32(pb), b1 = vld1q_f32(pb + 4), a;
+    a = vdupq_n_f32(pa[0]); c00 = MLA(c00, a, b0); c01 = MLA(c01, a, b1);
+    a = vdupq_n_f32(pa[1]); c10 = MLA(c10, a, b0); c11 = MLA(c11, a, b1);
+    a = vdupq_n_f32(pa[2]); c20 = MLA(c20, a, b0); c21 = MLA(c21, a, b1);
+    a = vdupq_n_f32(pa[3]); c30 = MLA(c30, a, b0); c31 = MLA(c31, a, b1);
+    pa += MR;
+    pb += NR;
+  }
+  vst1q_f32(tile, c00); vst1q_f32(tile + 4, c01);
+  vst1q_f32(tile + 8, c10); vst1q_f32(tile + 12, c11);
+  vst1q_f32(tile + 16, c20); vst1q_f32(tile + 20, c21);
+  vst1q_f32(tile + 24, c30); vst1q_f32(tile + 28, c31);
+}
+
+static void gemv_neon(int64_t K, const float *a, const float *pb, float *out) {
+  float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
+  int64_t k = 0;
+  for (; k + 2 <= K; k += 2) {
+    const float *b = pb + k * NR;
+    float32x4_t a0 = vdupq_n_f32(a[k]), a1 = vdupq_n_f32(a[k + 1]);
+    s0 = MLA(s0, a0, vld1q_f32(b));
+    s1 = MLA(s1, a0, vld1q_f32(b + 4));
+    s2 = MLA(s2, a1, vld1q_f32(b + 8));
+    s3 = MLA(s3, a1, vld1q_f32(b + 12));
+  }
+  for (; k < K; k++) {
+    float32x4_t a0 = vdupq_n_f32(a[k]);
+    s0 = MLA(s0, a0, vld1q_f32(pb + k * NR));
+    s1 = MLA(s1, a0, vld1q_f32(pb + k * NR + 4));
+  }
+  vst1q_f32(out, vaddq_f32(s0, s2));
+  vst1q_f32(out + 4, vaddq_f32(s1, s3));
+}
+
+static const kiln_sgemm_kernel NEON_KERNEL = {KILN_KERNEL_NEON, "neon", MR, NR, 256, 128,
+                                              micro_neon, gemv_neon};
+
+const kiln_sgemm_kernel *kiln_sgemm_kernel_neon(void) { return &NEON_KERNEL; }
+#else
+const kiln_sgemm_kernel *kiln_sgemm_kernel_neon(void) { return 0; }
+#endif
