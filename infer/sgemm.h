@@ -88,6 +88,11 @@ static inline int64_t kiln_sgemm_panels(const kiln_sgemm_kernel *k, int64_t N) {
   return (N + k->nr - 1) / k->nr;
 }
 
+/* One output row gathered from non-zeros (idx, val; val NULL means ones) of A's row;
+ * tile_buf holds nr floats. */
+void kiln_sgemm_gather_row(const kiln_sgemm_kernel *k, const kiln_gemm_args *g, int64_t row,
+                           const int32_t *idx, const float *val, int64_t nnz, float *tile_buf);
+
 /* The truth: plain triple loop, C = alpha * op(A) op(B) + beta * C (beta == 0 ignores C). */
 void kiln_sgemm_naive(int64_t M, int64_t N, int64_t K, float alpha, const float *a, int64_t rsa,
                       int64_t csa, const float *b, int64_t rsb, int64_t csb, float beta, float *c,

@@ -195,3 +195,28 @@ void kiln_sgemm_run(const kiln_sgemm_kernel *k, const kiln_gemm_args *g, int64_t
     }
   }
 }
+
+void kiln_sgemm_gather_row(const kiln_sgemm_kernel *k, const kiln_gemm_args *g, int64_t row,
+                           const int32_t *idx, const float *val, int64_t nnz, float *tile_buf) {
+  int nr = k->nr;
+  int64_t K = g->K, N = g->N, panels = kiln_sgemm_panels(k, N);
+  float *acc = tile_buf;
+  for (int64_t p = 0; p < panels; p++) {
+    const float *panel = g->bp + p * K * nr;
+    for (int j = 0; j < nr; j++) acc[j] = 0.0f;
+    if (val) {
+      for (int64_t t = 0; t < nnz; t++) {
+        const float *b = panel + (int64_t)idx[t] * nr;
+        float v = val[t];
+        for (int j = 0; j < nr; j++) acc[j] += v * b[j];
+      }
+    } else {
+      for (int64_t t = 0; t < nnz; t++) {
+        const float *b = panel + (int64_t)idx[t] * nr;
+        for (int j = 0; j < nr; j++) acc[j] += b[j];
+      }
+    }
+    int64_t col = p * nr, n = N - col < nr ? N - col : nr;
+    epilogue(g, acc, nr, row, 1, col, n, 1, 1);
+  }
+}

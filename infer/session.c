@@ -1,0 +1,1201 @@
+/* kiln runtime — session create: validate the graph node by node, infer shapes with a
+ * symbolic batch, fuse Gemm/MatMul(+Add)+activation, pack constant weights and plan
+ * every intermediate into one arena. Also the session's accessors and free. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "session_internal.h"
+
+#define OPSET_MIN 7
+#define OPSET_MAX 21
+#define OPSET_DEFAULT 13
+
+void kiln_session_options_init(kiln_session_options *opt) {
+  if (!opt) return;
+  memset(opt, 0, sizeof *opt);
+  opt->max_batch = 1024;
+  opt->threads = 1;
+  opt->kernel = KILN_KERNEL_AUTO;
+}
+
+/* State while building a session. */
+typedef struct builder {
+  kiln_session *s;
+  const kiln_ir_graph *g;
+  kiln_ir_node *nodes; /* a private, topologically sorted copy of the node array */
+  int n_nodes;
+  unsigned char *fused; /* nodes folded into an earlier step */
+  kiln_error *err;
+  int cap_values, cap_steps;
+} builder;
+
+/* --- messages --------------------------------------------------------------- */
+
+static kiln_status node_err(builder *b, const kiln_ir_node *n, kiln_status st, const char *fmt,
+                            ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+static kiln_status node_err(builder *b, const kiln_ir_node *n, kiln_status st, const char *fmt,
+                            ...) {
+  char msg[KILN_ERROR_MESSAGE_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return kiln_error_set(b->err, st, "node \"%s\" (%s): %s", n->name, n->op_type, msg);
+}
+
+static void shape_str(const kiln_shape *sh, char *buf, size_t cap) {
+  size_t used = 0;
+  used += (size_t)snprintf(buf, cap, "[");
+  for (int i = 0; i < sh->rank && used < cap; i++) {
+    const char *sep = i ? ", " : "";
+    if (sh->batch[i] && sh->d[i] == 1)
+      used += (size_t)snprintf(buf + used, cap - used, "%sbatch", sep);
+    else if (sh->batch[i])
+      used += (size_t)snprintf(buf + used, cap - used, "%s%lld*batch", sep, (long long)sh->d[i]);
+    else
+      used += (size_t)snprintf(buf + used, cap - used, "%s%lld", sep, (long long)sh->d[i]);
+  }
+  if (used < cap) snprintf(buf + used, cap - used, "]");
+}
+
+/* --- values ----------------------------------------------------------------- */
+
+static int val_find(const kiln_session *s, const char *name) {
+  for (int i = 0; i < s->n_values; i++)
+    if (strcmp(s->values[i].name, name) == 0) return i;
+  return -1;
+}
+
+static int val_add(builder *b, const char *name, kiln_dtype dt, const kiln_shape *sh,
+                   kiln_value_kind kind) {
+  kiln_session *s = b->s;
+  if (s->n_values == b->cap_values) {
+    int c = b->cap_values ? b->cap_values * 2 : 32;
+    kiln_rt_value *p = realloc(s->values, (size_t)c * sizeof *p);
+    if (!p) return -1;
+    s->values = p;
+    b->cap_values = c;
+  }
+  kiln_rt_value *v = &s->values[s->n_values];
+  memset(v, 0, sizeof *v);
+  if (!(v->name = strdup(name))) return -1;
+  v->dtype = dt;
+  v->shape = *sh;
+  v->kind = kind;
+  v->def_step = -1;
+  v->last_step = -1;
+  return s->n_values++;
+}
+
+/* The data of a constant, copied into the session on first use. */
+static const void *const_data(builder *b, int v) {
+  kiln_rt_value *val = &b->s->values[v];
+  if (val->data || !val->init) return val->data;
+  size_t bytes = val->init->bytes;
+  val->data = aligned_alloc(KILN_ARENA_ALIGN, (bytes + KILN_ARENA_ALIGN - 1) / KILN_ARENA_ALIGN *
+                                                  KILN_ARENA_ALIGN + KILN_ARENA_ALIGN);
+  if (!val->data) return NULL;
+  if (bytes) memcpy(val->data, val->init->data, bytes);
+  b->s->weight_bytes += bytes;
+  return val->data;
+}
+
+static int64_t shape_numel_fixed(const kiln_shape *sh) {
+  int64_t n = 1;
+  for (int i = 0; i < sh->rank; i++) n *= sh->d[i];
+  return n;
+}
+
+/* How many node inputs (and graph outputs) read `name`. */
+static int count_consumers(const builder *b, const char *name, int *is_output) {
+  int c = 0;
+  for (int i = 0; i < b->n_nodes; i++)
+    for (int k = 0; k < b->nodes[i].n_inputs; k++)
+      if (strcmp(b->nodes[i].inputs[k], name) == 0) c++;
+  *is_output = 0;
+  for (int i = 0; i < b->g->n_outputs; i++)
+    if (strcmp(b->g->outputs[i].name, name) == 0) *is_output = 1;
+  return c + *is_output;
+}
+
+/* The one node reading `name` (when count_consumers says 1). */
+static int sole_consumer(const builder *b, const char *name) {
+  for (int i = 0; i < b->n_nodes; i++)
+    for (int k = 0; k < b->nodes[i].n_inputs; k++)
+      if (strcmp(b->nodes[i].inputs[k], name) == 0) return i;
+  return -1;
+}
+
+/* --- attributes ------------------------------------------------------------- */
+
+static kiln_status attr_int(builder *b, const kiln_ir_node *n, const char *name, int required,
+                            int64_t def, int64_t *out) {
+  const kiln_ir_attr *a = kiln_ir_node_attr(n, name);
+  *out = def;
+  if (!a) {
+    if (required)
+      return node_err(b, n, KILN_E_FORMAT, "required attribute \"%s\" (an int) is missing", name);
+    return KILN_OK;
+  }
+  if (a->type != KILN_ATTR_INT)
+    return node_err(b, n, KILN_E_FORMAT, "attribute \"%s\" must be an int (type %d), got type %d",
+                    name, (int)KILN_ATTR_INT, (int)a->type);
+  *out = a->i;
+  return KILN_OK;
+}
+
+static kiln_status attr_float(builder *b, const kiln_ir_node *n, const char *name, float def,
+                              float *out) {
+  const kiln_ir_attr *a = kiln_ir_node_attr(n, name);
+  *out = def;
+  if (!a) return KILN_OK;
+  if (a->type != KILN_ATTR_FLOAT)
+    return node_err(b, n, KILN_E_FORMAT,
+                    "attribute \"%s\" must be a float (type %d), got type %d", name,
+                    (int)KILN_ATTR_FLOAT, (int)a->type);
+  *out = a->f;
+  return KILN_OK;
+}
+
+/* --- inputs and outputs of a node ------------------------------------------- */
+
+static int has_input(const kiln_ir_node *n, int k) { return k < n->n_inputs && n->inputs[k][0]; }
+static int has_output(const kiln_ir_node *n, int k) {
+  return k < n->n_outputs && n->outputs[k][0];
+}
+
+static kiln_status get_input(builder *b, const kiln_ir_node *n, int k, int need_float, int *v) {
+  if (!has_input(n, k))
+    return node_err(b, n, KILN_E_FORMAT, "input %d is missing (the node has %d inputs)", k,
+                    n->n_inputs);
+  *v = val_find(b->s, n->inputs[k]);
+  if (*v < 0)
+    return node_err(b, n, KILN_E_FORMAT,
+                    "input \"%s\" is not a graph input, an initializer or an earlier node's output",
+                    n->inputs[k]);
+  kiln_dtype dt = b->s->values[*v].dtype;
+  if (need_float && dt != KILN_DTYPE_FLOAT)
+    return node_err(b, n, KILN_E_UNSUPPORTED, "input \"%s\" is %s; kiln runs this op on float32 only",
+                    n->inputs[k], kiln_dtype_name(dt));
+  return KILN_OK;
+}
+
+static kiln_status add_output(builder *b, const kiln_ir_node *n, int k, kiln_dtype dt,
+                              const kiln_shape *sh, int *v) {
+  if (!has_output(n, k)) return node_err(b, n, KILN_E_FORMAT, "output %d is missing", k);
+  if (val_find(b->s, n->outputs[k]) >= 0)
+    return node_err(b, n, KILN_E_FORMAT, "output \"%s\" is defined twice", n->outputs[k]);
+  *v = val_add(b, n->outputs[k], dt, sh, KILN_VALUE_TEMP);
+  if (*v < 0) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  return KILN_OK;
+}
+
+static kiln_step *new_step(builder *b, kiln_op op, int node_index) {
+  kiln_session *s = b->s;
+  if (s->n_steps == b->cap_steps) {
+    int c = b->cap_steps ? b->cap_steps * 2 : 16;
+    kiln_step *p = realloc(s->steps, (size_t)c * sizeof *p);
+    if (!p) return NULL;
+    s->steps = p;
+    b->cap_steps = c;
+  }
+  kiln_step *st = &s->steps[s->n_steps++];
+  memset(st, 0, sizeof *st);
+  st->op = op;
+  st->node_index = node_index;
+  st->c_value = -1;
+  return st;
+}
+
+/* --- shape algebra ---------------------------------------------------------- */
+
+/* Numpy broadcasting of two affine shapes; 0 when they cannot broadcast. */
+static int broadcast_shapes(const kiln_shape *a, const kiln_shape *c, kiln_shape *out) {
+  int r = a->rank > c->rank ? a->rank : c->rank;
+  memset(out, 0, sizeof *out);
+  out->rank = r;
+  for (int i = 0; i < r; i++) {
+    int ia = i - (r - a->rank), ic = i - (r - c->rank);
+    int64_t da = ia >= 0 ? a->d[ia] : 1, dc = ic >= 0 ? c->d[ic] : 1;
+    int ba = ia >= 0 ? a->batch[ia] : 0, bc = ic >= 0 ? c->batch[ic] : 0;
+    if (ba == bc && da == dc) {
+      out->d[i] = da;
+      out->batch[i] = (unsigned char)ba;
+    } else if (!ba && da == 1) {
+      out->d[i] = dc;
+      out->batch[i] = (unsigned char)bc;
+    } else if (!bc && dc == 1) {
+      out->d[i] = da;
+      out->batch[i] = (unsigned char)ba;
+    } else {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* Product of dims [from, to) as c * batch^e; 0 when batch appears twice. */
+static int shape_prod(const kiln_shape *sh, int from, int to, int64_t *c, int *e) {
+  *c = 1;
+  *e = 0;
+  for (int i = from; i < to; i++) {
+    *c *= sh->d[i];
+    *e += sh->batch[i];
+  }
+  return *e <= 1;
+}
+
+/* --- per-op builders ---------------------------------------------------------- */
+
+static kiln_status build_gemm_like(builder *b, int ni);
+
+static kiln_status build_binary(builder *b, int ni, kiln_op op) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int va = -1, vb = -1, vo = -1;
+  kiln_status st;
+  if ((st = get_input(b, n, 0, 1, &va)) || (st = get_input(b, n, 1, 1, &vb))) return st;
+  kiln_shape out;
+  if (!broadcast_shapes(&b->s->values[va].shape, &b->s->values[vb].shape, &out)) {
+    char sa[128], sb[128];
+    shape_str(&b->s->values[va].shape, sa, sizeof sa);
+    shape_str(&b->s->values[vb].shape, sb, sizeof sb);
+    return node_err(b, n, KILN_E_SHAPE, "shapes %s and %s do not broadcast", sa, sb);
+  }
+  if ((st = add_output(b, n, 0, KILN_DTYPE_FLOAT, &out, &vo))) return st;
+  kiln_step *s = new_step(b, op, ni);
+  if (!s) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  s->n_in = 2;
+  s->in[0] = va;
+  s->in[1] = vb;
+  s->n_out = 1;
+  s->out[0] = vo;
+  return KILN_OK;
+}
+
+static kiln_status build_unary(builder *b, int ni, kiln_op op) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int vi = -1, vo = -1;
+  kiln_status st;
+  float slope = 0.01f;
+  if (op == KILN_OP_LEAKY_RELU && (st = attr_float(b, n, "alpha", 0.01f, &slope))) return st;
+  if ((st = get_input(b, n, 0, 1, &vi))) return st;
+  if ((st = add_output(b, n, 0, KILN_DTYPE_FLOAT, &b->s->values[vi].shape, &vo))) return st;
+  kiln_step *s = new_step(b, op, ni);
+  if (!s) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  s->n_in = 1;
+  s->in[0] = vi;
+  s->n_out = 1;
+  s->out[0] = vo;
+  s->slope = slope;
+  return KILN_OK;
+}
+
+static kiln_status build_softmax(builder *b, int ni, kiln_op op) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int vi = -1, vo = -1;
+  kiln_status st;
+  int legacy = b->s->opset < 13;
+  int64_t axis;
+  if ((st = attr_int(b, n, "axis", 0, legacy ? 1 : -1, &axis))) return st;
+  if ((st = get_input(b, n, 0, 1, &vi))) return st;
+  const kiln_shape *sh = &b->s->values[vi].shape;
+  int r = sh->rank;
+  if (axis < -r || axis >= (r ? r : 1))
+    return node_err(b, n, KILN_E_INVALID, "axis=%lld is outside [%d, %d] for a rank-%d input",
+                    (long long)axis, -r, r - 1, r);
+  if (axis < 0) axis += r;
+  if ((st = add_output(b, n, 0, KILN_DTYPE_FLOAT, sh, &vo))) return st;
+  kiln_step *s = new_step(b, op, ni);
+  if (!s) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  s->n_in = 1;
+  s->in[0] = vi;
+  s->n_out = 1;
+  s->out[0] = vo;
+  s->axis = (int)axis;
+  s->legacy_softmax = legacy;
+  return KILN_OK;
+}
+
+static kiln_status build_concat(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  kiln_status st;
+  int64_t axis;
+  if ((st = attr_int(b, n, "axis", 1, 0, &axis))) return st;
+  if (n->n_inputs < 1) return node_err(b, n, KILN_E_FORMAT, "needs at least one input");
+  if (n->n_inputs > KILN_STEP_MAX_IN)
+    return node_err(b, n, KILN_E_UNSUPPORTED, "%d inputs; kiln concatenates at most %d",
+                    n->n_inputs, KILN_STEP_MAX_IN);
+  kiln_step tmp;
+  memset(&tmp, 0, sizeof tmp);
+  kiln_shape out;
+  for (int k = 0; k < n->n_inputs; k++) {
+    int v = -1;
+    if ((st = get_input(b, n, k, 1, &v))) return st;
+    tmp.in[k] = v;
+    const kiln_shape *sh = &b->s->values[v].shape;
+    if (k == 0) {
+      out = *sh;
+      if (axis < -sh->rank || axis >= sh->rank)
+        return node_err(b, n, KILN_E_INVALID, "axis=%lld is outside [%d, %d] for rank-%d inputs",
+                        (long long)axis, -sh->rank, sh->rank - 1, sh->rank);
+      if (axis < 0) axis += sh->rank;
+      continue;
+    }
+    char s0[128], s1[128];
+    shape_str(&b->s->values[tmp.in[0]].shape, s0, sizeof s0);
+    shape_str(sh, s1, sizeof s1);
+    if (sh->rank != out.rank)
+      return node_err(b, n, KILN_E_SHAPE, "input \"%s\" %s has a different rank than \"%s\" %s",
+                      n->inputs[k], s1, n->inputs[0], s0);
+    for (int i = 0; i < sh->rank; i++) {
+      if (i == axis) {
+        if (sh->batch[i] != out.batch[i] && (sh->d[i] || out.d[i]))
+          return node_err(b, n, KILN_E_UNSUPPORTED,
+                          "axis %d mixes a batch-sized and a fixed dim (%s and %s)", i, s0, s1);
+        out.d[i] += sh->d[i];
+      } else if (sh->d[i] != out.d[i] || sh->batch[i] != out.batch[i]) {
+        return node_err(b, n, KILN_E_SHAPE,
+                        "input \"%s\" %s differs from \"%s\" %s in dim %d (only axis %d may differ)",
+                        n->inputs[k], s1, n->inputs[0], s0, i, (int)axis);
+      }
+    }
+  }
+  int vo = -1;
+  if ((st = add_output(b, n, 0, KILN_DTYPE_FLOAT, &out, &vo))) return st;
+  kiln_step *s = new_step(b, KILN_OP_CONCAT, ni);
+  if (!s) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  memcpy(s->in, tmp.in, sizeof s->in);
+  s->n_in = n->n_inputs;
+  s->n_out = 1;
+  s->out[0] = vo;
+  s->axis = (int)axis;
+  return KILN_OK;
+}
+
+static kiln_status copy_step(builder *b, int ni, int vi, kiln_dtype dt, const kiln_shape *sh,
+                             kiln_op op) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int vo = -1;
+  kiln_status st;
+  if ((st = add_output(b, n, 0, dt, sh, &vo))) return st;
+  kiln_step *s = new_step(b, op, ni);
+  if (!s) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  s->n_in = 1;
+  s->in[0] = vi;
+  s->n_out = 1;
+  s->out[0] = vo;
+  return KILN_OK;
+}
+
+static kiln_status build_flatten(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  kiln_status st;
+  int64_t axis;
+  int vi = -1;
+  if ((st = attr_int(b, n, "axis", 0, 1, &axis)) || (st = get_input(b, n, 0, 0, &vi))) return st;
+  const kiln_rt_value *in = &b->s->values[vi];
+  int r = in->shape.rank;
+  if (axis < -r || axis > r)
+    return node_err(b, n, KILN_E_INVALID, "axis=%lld is outside [%d, %d] for a rank-%d input",
+                    (long long)axis, -r, r, r);
+  if (axis < 0) axis += r;
+  kiln_shape out;
+  memset(&out, 0, sizeof out);
+  out.rank = 2;
+  int e0, e1;
+  if (!shape_prod(&in->shape, 0, (int)axis, &out.d[0], &e0) ||
+      !shape_prod(&in->shape, (int)axis, r, &out.d[1], &e1))
+    return node_err(b, n, KILN_E_UNSUPPORTED, "flattening two batch-sized dims together");
+  out.batch[0] = (unsigned char)e0;
+  out.batch[1] = (unsigned char)e1;
+  return copy_step(b, ni, vi, in->dtype, &out, KILN_OP_COPY);
+}
+
+static kiln_status build_reshape(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  kiln_status st;
+  int64_t allowzero;
+  int vi = -1, vs = -1;
+  if ((st = attr_int(b, n, "allowzero", 0, 0, &allowzero)) || (st = get_input(b, n, 0, 0, &vi)) ||
+      (st = get_input(b, n, 1, 0, &vs)))
+    return st;
+  const kiln_rt_value *in = &b->s->values[vi], *sv = &b->s->values[vs];
+  if (sv->kind != KILN_VALUE_CONST)
+    return node_err(b, n, KILN_E_UNSUPPORTED,
+                    "the shape input \"%s\" must be an initializer (kiln plans shapes at create)",
+                    n->inputs[1]);
+  if (sv->dtype != KILN_DTYPE_INT64 || sv->shape.rank != 1)
+    return node_err(b, n, KILN_E_FORMAT, "the shape input \"%s\" must be a 1-D int64 tensor",
+                    n->inputs[1]);
+  int r = (int)sv->shape.d[0];
+  if (r > KILN_IR_MAX_RANK)
+    return node_err(b, n, KILN_E_UNSUPPORTED, "target rank %d exceeds %d", r, KILN_IR_MAX_RANK);
+  const int64_t *t = sv->init->data;
+  kiln_shape out;
+  memset(&out, 0, sizeof out);
+  out.rank = r;
+  int infer_at = -1;
+  int64_t pc = 1;
+  int pe = 0;
+  for (int i = 0; i < r; i++) {
+    if (t[i] == -1) {
+      if (infer_at >= 0) return node_err(b, n, KILN_E_INVALID, "shape has more than one -1");
+      infer_at = i;
+    } else if (t[i] == 0 && !allowzero) {
+      if (i >= in->shape.rank)
+        return node_err(b, n, KILN_E_INVALID, "shape[%d]=0 copies a dim the rank-%d input lacks",
+                        i, in->shape.rank);
+      out.d[i] = in->shape.d[i];
+      out.batch[i] = in->shape.batch[i];
+    } else if (t[i] < 0) {
+      return node_err(b, n, KILN_E_INVALID, "shape[%d]=%lld is negative", i, (long long)t[i]);
+    } else {
+      out.d[i] = t[i];
+    }
+    if (i != infer_at) {
+      pc *= out.d[i];
+      pe += out.batch[i];
+    }
+  }
+  int64_t ic;
+  int ie;
+  if (!shape_prod(&in->shape, 0, in->shape.rank, &ic, &ie) || pe > 1)
+    return node_err(b, n, KILN_E_UNSUPPORTED, "two batch-sized dims in one tensor");
+  char si[128];
+  shape_str(&in->shape, si, sizeof si);
+  if (infer_at >= 0) {
+    if (pc == 0 || ic % pc != 0 || ie - pe < 0)
+      return node_err(b, n, KILN_E_SHAPE, "cannot infer the -1 dim reshaping %s", si);
+    out.d[infer_at] = ic / pc;
+    out.batch[infer_at] = (unsigned char)(ie - pe);
+  } else if (pc != ic || pe != ie) {
+    char so[128];
+    shape_str(&out, so, sizeof so);
+    return node_err(b, n, KILN_E_SHAPE, "cannot reshape %s into %s (element counts differ%s)", si,
+                    so, pe != ie ? " for some batch sizes" : "");
+  }
+  return copy_step(b, ni, vi, in->dtype, &out, KILN_OP_COPY);
+}
+
+static kiln_status build_identity(builder *b, int ni) {
+  int vi = -1;
+  kiln_status st;
+  if ((st = get_input(b, &b->nodes[ni], 0, 0, &vi))) return st;
+  return copy_step(b, ni, vi, b->s->values[vi].dtype, &b->s->values[vi].shape, KILN_OP_COPY);
+}
+
+static kiln_status build_dropout(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int vi = -1;
+  kiln_status st;
+  if ((st = get_input(b, n, 0, 1, &vi))) return st;
+  if (has_input(n, 2)) {
+    int vt = val_find(b->s, n->inputs[2]);
+    const kiln_rt_value *t = vt >= 0 ? &b->s->values[vt] : NULL;
+    if (!t || t->kind != KILN_VALUE_CONST || t->dtype != KILN_DTYPE_BOOL ||
+        shape_numel_fixed(&t->shape) != 1 || ((const unsigned char *)t->init->data)[0])
+      return node_err(b, n, KILN_E_UNSUPPORTED,
+                      "training_mode \"%s\" must be a constant false; kiln runs inference only",
+                      n->inputs[2]);
+  }
+  kiln_shape sh = b->s->values[vi].shape;
+  if ((st = copy_step(b, ni, vi, KILN_DTYPE_FLOAT, &sh, KILN_OP_COPY))) return st;
+  if (has_output(n, 1)) {
+    /* Inference keeps every element: the mask is all true (all ones before opset 10). */
+    int vm = -1;
+    kiln_dtype mdt = b->s->opset >= 10 ? KILN_DTYPE_BOOL : KILN_DTYPE_FLOAT;
+    if ((st = add_output(b, n, 1, mdt, &sh, &vm))) return st;
+    kiln_step *s = new_step(b, KILN_OP_FILL_ONES, ni);
+    if (!s) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+    s->n_in = 0;
+    s->n_out = 1;
+    s->out[0] = vm;
+  }
+  return KILN_OK;
+}
+
+static kiln_status build_cast(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int vi = -1;
+  int64_t to;
+  kiln_status st;
+  if ((st = attr_int(b, n, "to", 1, 0, &to)) || (st = get_input(b, n, 0, 0, &vi))) return st;
+  kiln_dtype from = b->s->values[vi].dtype;
+  if (to == (int64_t)from)
+    return copy_step(b, ni, vi, from, &b->s->values[vi].shape, KILN_OP_COPY);
+  if (to != KILN_DTYPE_FLOAT)
+    return node_err(b, n, KILN_E_UNSUPPORTED,
+                    "to=%lld (%s) is not supported; kiln casts to float32 (to=1) only",
+                    (long long)to, kiln_dtype_name((kiln_dtype)to));
+  if (from != KILN_DTYPE_DOUBLE && from != KILN_DTYPE_INT64 && from != KILN_DTYPE_INT32 &&
+      from != KILN_DTYPE_INT8 && from != KILN_DTYPE_UINT8 && from != KILN_DTYPE_BOOL)
+    return node_err(b, n, KILN_E_UNSUPPORTED, "casting %s to float32 is not supported",
+                    kiln_dtype_name(from));
+  return copy_step(b, ni, vi, KILN_DTYPE_FLOAT, &b->s->values[vi].shape, KILN_OP_CAST);
+}
+
+/* Folds the sole consumer of step st's output into it when it is an activation (or,
+ * for a MatMul with packed weights and no bias yet, an Add of a constant [N] bias). */
+static kiln_status try_fuse(builder *b, kiln_step *st) {
+  for (;;) {
+    kiln_rt_value *out = &b->s->values[st->out[0]];
+    int is_out;
+    if (st->act != KILN_ACT_NONE || count_consumers(b, out->name, &is_out) != 1 || is_out)
+      return KILN_OK;
+    int ci = sole_consumer(b, out->name);
+    kiln_ir_node *c = &b->nodes[ci];
+    if (c->domain[0] && strcmp(c->domain, "ai.onnx") != 0) return KILN_OK;
+    kiln_act act = KILN_ACT_NONE;
+    float slope = 0.0f;
+    kiln_status s;
+    if (strcmp(c->op_type, "Relu") == 0) act = KILN_ACT_RELU;
+    else if (strcmp(c->op_type, "Sigmoid") == 0) act = KILN_ACT_SIGMOID;
+    else if (strcmp(c->op_type, "Tanh") == 0) act = KILN_ACT_TANH;
+    else if (strcmp(c->op_type, "LeakyRelu") == 0) {
+      act = KILN_ACT_LEAKY_RELU;
+      if ((s = attr_float(b, c, "alpha", 0.01f, &slope))) return s;
+    }
+    if (act != KILN_ACT_NONE) {
+      if (c->n_inputs != 1 || !has_output(c, 0)) return KILN_OK; /* let the op report it */
+      int vo = -1;
+      if ((s = add_output(b, c, 0, KILN_DTYPE_FLOAT, &out->shape, &vo))) return s;
+      st->act = act;
+      st->act_alpha = slope;
+      st->out[0] = vo;
+      b->fused[ci] = 1;
+      continue;
+    }
+    if (strcmp(c->op_type, "Add") == 0 && st->is_matmul && st->bp && !st->bias &&
+        c->n_inputs == 2 && has_output(c, 0)) {
+      const char *other = strcmp(c->inputs[0], out->name) == 0 ? c->inputs[1] : c->inputs[0];
+      int vb = val_find(b->s, other);
+      if (vb < 0) return KILN_OK;
+      const kiln_rt_value *bv = &b->s->values[vb];
+      if (bv->kind != KILN_VALUE_CONST || bv->dtype != KILN_DTYPE_FLOAT ||
+          bv->shape.rank > out->shape.rank || bv->shape.rank < 1 ||
+          bv->shape.d[bv->shape.rank - 1] != st->N || shape_numel_fixed(&bv->shape) != st->N)
+        return KILN_OK;
+      st->bias = malloc((size_t)st->N * sizeof(float));
+      if (!st->bias) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+      memcpy(st->bias, bv->init->data, (size_t)st->N * sizeof(float));
+      b->s->weight_bytes += (size_t)st->N * sizeof(float);
+      int vo = -1;
+      if ((s = add_output(b, c, 0, KILN_DTYPE_FLOAT, &out->shape, &vo))) return s;
+      st->out[0] = vo;
+      b->fused[ci] = 1;
+      continue;
+    }
+    return KILN_OK;
+  }
+}
+
+static kiln_status pack_const_b(builder *b, kiln_step *st, int vb, int64_t rsb, int64_t csb) {
+  const kiln_sgemm_kernel *k = b->s->kern;
+  size_t floats = kiln_sgemm_packed_b_floats(k, st->K, st->N);
+  st->bp = aligned_alloc(KILN_ARENA_ALIGN,
+                         (floats * sizeof(float) + KILN_ARENA_ALIGN - 1) / KILN_ARENA_ALIGN *
+                             KILN_ARENA_ALIGN);
+  if (!st->bp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory packing weights");
+  kiln_sgemm_pack_b(k, st->K, st->N, b->s->values[vb].init->data, rsb, csb, st->bp);
+  b->s->weight_bytes += floats * sizeof(float);
+  return KILN_OK;
+}
+
+static void need_scratch_b(builder *b, int64_t K, int64_t N) {
+  size_t f = kiln_sgemm_packed_b_floats(b->s->kern, K, N);
+  if (f > b->s->scratch_b_floats) b->s->scratch_b_floats = f;
+}
+
+static kiln_status build_gemm_like(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  kiln_session *s = b->s;
+  int is_mm = strcmp(n->op_type, "MatMul") == 0;
+  int va = -1, vb = -1, vo = -1;
+  kiln_status st;
+  int64_t ta = 0, tb = 0;
+  float alpha = 1.0f, beta = 1.0f;
+  if (!is_mm) {
+    if ((st = attr_int(b, n, "transA", 0, 0, &ta)) || (st = attr_int(b, n, "transB", 0, 0, &tb)) ||
+        (st = attr_float(b, n, "alpha", 1.0f, &alpha)) ||
+        (st = attr_float(b, n, "beta", 1.0f, &beta)))
+      return st;
+    if ((ta != 0 && ta != 1) || (tb != 0 && tb != 1))
+      return node_err(b, n, KILN_E_INVALID, "transA=%lld, transB=%lld: each must be 0 or 1",
+                      (long long)ta, (long long)tb);
+    const kiln_ir_attr *bc = kiln_ir_node_attr(n, "broadcast");
+    if (bc && bc->type == KILN_ATTR_INT && bc->i == 0 && s->opset < 7)
+      return node_err(b, n, KILN_E_UNSUPPORTED, "broadcast=0 (opset < 7) is not supported");
+  }
+  if ((st = get_input(b, n, 0, 1, &va)) || (st = get_input(b, n, 1, 1, &vb))) return st;
+  kiln_shape as = s->values[va].shape, bs = s->values[vb].shape;
+  char sa[128], sb[128];
+  shape_str(&as, sa, sizeof sa);
+  shape_str(&bs, sb, sizeof sb);
+  kiln_shape out;
+  memset(&out, 0, sizeof out);
+  int64_t K, N;
+  if (!is_mm) {
+    if (as.rank != 2 || bs.rank != 2)
+      return node_err(b, n, KILN_E_SHAPE, "A %s and B %s must both be 2-D", sa, sb);
+    int ka = ta ? 0 : 1, kb = tb ? 1 : 0;
+    if (as.batch[ka] || bs.batch[0] || bs.batch[1])
+      return node_err(b, n, KILN_E_UNSUPPORTED,
+                      "A %s, B %s: only A's row count may depend on the batch", sa, sb);
+    K = as.d[ka];
+    N = bs.d[1 - kb];
+    if (bs.d[kb] != K)
+      return node_err(b, n, KILN_E_SHAPE, "A %s (transA=%lld) and B %s (transB=%lld): K %lld != %lld",
+                      sa, (long long)ta, sb, (long long)tb, (long long)K, (long long)bs.d[kb]);
+    out.rank = 2;
+    out.d[0] = as.d[1 - ka];
+    out.batch[0] = as.batch[1 - ka];
+    out.d[1] = N;
+  } else {
+    if (as.rank < 1 || bs.rank < 1)
+      return node_err(b, n, KILN_E_SHAPE, "A %s and B %s must have rank >= 1", sa, sb);
+    kiln_shape a2 = as, b2 = bs;
+    if (as.rank == 1) { /* [K] -> [1, K] */
+      a2.rank = 2; a2.d[1] = as.d[0]; a2.batch[1] = as.batch[0]; a2.d[0] = 1; a2.batch[0] = 0;
+    }
+    if (bs.rank == 1) { /* [K] -> [K, 1] */
+      b2.rank = 2; b2.d[1] = 1; b2.batch[1] = 0;
+    }
+    K = a2.d[a2.rank - 1];
+    N = b2.d[b2.rank - 1];
+    if (a2.batch[a2.rank - 1] || b2.batch[b2.rank - 2] || b2.batch[b2.rank - 1])
+      return node_err(b, n, KILN_E_UNSUPPORTED, "A %s, B %s: K and N must not depend on the batch",
+                      sa, sb);
+    if (b2.d[b2.rank - 2] != K)
+      return node_err(b, n, KILN_E_SHAPE, "A %s and B %s: K %lld != %lld", sa, sb, (long long)K,
+                      (long long)b2.d[b2.rank - 2]);
+    kiln_shape la = a2, lb = b2;
+    la.rank -= 2;
+    lb.rank -= 2;
+    if (!broadcast_shapes(&la, &lb, &out))
+      return node_err(b, n, KILN_E_SHAPE, "leading dims of A %s and B %s do not broadcast", sa, sb);
+    if (out.rank + 2 > KILN_IR_MAX_RANK)
+      return node_err(b, n, KILN_E_UNSUPPORTED, "rank above %d", KILN_IR_MAX_RANK);
+    if (as.rank > 1) {
+      out.d[out.rank] = a2.d[a2.rank - 2];
+      out.batch[out.rank] = a2.batch[a2.rank - 2];
+      out.rank++;
+    }
+    if (bs.rank > 1) {
+      out.d[out.rank] = N;
+      out.batch[out.rank] = 0;
+      out.rank++;
+    }
+  }
+  if (K > s->max_k) s->max_k = K;
+  if ((st = add_output(b, n, 0, KILN_DTYPE_FLOAT, &out, &vo))) return st;
+  kiln_step *sp = new_step(b, KILN_OP_GEMM, ni);
+  if (!sp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  sp->is_matmul = is_mm;
+  sp->trans_a = (int)ta;
+  sp->trans_b = (int)tb;
+  sp->alpha = alpha;
+  sp->beta = 0.0f;
+  sp->K = K;
+  sp->N = N;
+  sp->n_in = 2;
+  sp->in[0] = va;
+  sp->in[1] = vb;
+  sp->n_out = 1;
+  sp->out[0] = vo;
+  int b_const = s->values[vb].kind == KILN_VALUE_CONST;
+  if (b_const && (bs.rank <= 2)) {
+    int64_t rsb, csb;
+    if (bs.rank == 1) { rsb = 1; csb = 0; }
+    else if (tb) { rsb = 1; csb = bs.d[1]; }
+    else { rsb = bs.d[1]; csb = 1; }
+    if ((st = pack_const_b(b, sp, vb, rsb, csb))) return st;
+  } else {
+    need_scratch_b(b, K, N);
+    if (!const_data(b, vb) && b_const) return kiln_error_set(b->err, KILN_E_NOMEM, "out of memory");
+  }
+  if (!is_mm && has_input(n, 2) && beta != 0.0f) {
+    int vc = -1;
+    if ((st = get_input(b, n, 2, 1, &vc))) return st;
+    const kiln_shape *cs = &s->values[vc].shape;
+    char sc[128], so[128];
+    shape_str(cs, sc, sizeof sc);
+    shape_str(&out, so, sizeof so);
+    kiln_shape tmp;
+    if (cs->rank > 2 || !broadcast_shapes(cs, &out, &tmp) || tmp.d[0] != out.d[0] ||
+        tmp.batch[0] != out.batch[0] || tmp.d[1] != out.d[1])
+      return node_err(b, n, KILN_E_SHAPE, "C %s does not broadcast to the output %s", sc, so);
+    int vector = cs->rank == 0 || (cs->rank == 1) || (cs->rank == 2 && cs->d[0] == 1 && !cs->batch[0]);
+    if (s->values[vc].kind == KILN_VALUE_CONST && vector) {
+      sp->bias = malloc((size_t)(N ? N : 1) * sizeof(float));
+      if (!sp->bias) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+      const float *c = s->values[vc].init->data;
+      int64_t cn = cs->rank ? cs->d[cs->rank - 1] : 1;
+      for (int64_t j = 0; j < N; j++) sp->bias[j] = beta * c[cn == 1 ? 0 : j];
+      s->weight_bytes += (size_t)N * sizeof(float);
+    } else {
+      if (s->values[vc].kind == KILN_VALUE_CONST && !const_data(b, vc))
+        return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+      sp->c_value = vc;
+      sp->beta = beta;
+      sp->in[2] = vc;
+      sp->n_in = 3;
+    }
+  }
+  sp->sparse_ok = sp->bp != NULL && !sp->trans_a && K >= 32;
+  return try_fuse(b, sp);
+}
+
+static int op_is(const kiln_ir_node *n, const char *op) { return strcmp(n->op_type, op) == 0; }
+
+static kiln_status build_node(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  if (n->domain[0] && strcmp(n->domain, "ai.onnx") != 0)
+    return node_err(b, n, KILN_E_UNSUPPORTED, "domain \"%s\" is not supported (only the default ONNX domain)",
+                    n->domain);
+  if (op_is(n, "Gemm") || op_is(n, "MatMul")) return build_gemm_like(b, ni);
+  if (op_is(n, "Add")) return build_binary(b, ni, KILN_OP_ADD);
+  if (op_is(n, "Sub")) return build_binary(b, ni, KILN_OP_SUB);
+  if (op_is(n, "Mul")) return build_binary(b, ni, KILN_OP_MUL);
+  if (op_is(n, "Div")) return build_binary(b, ni, KILN_OP_DIV);
+  if (op_is(n, "Relu")) return build_unary(b, ni, KILN_OP_RELU);
+  if (op_is(n, "LeakyRelu")) return build_unary(b, ni, KILN_OP_LEAKY_RELU);
+  if (op_is(n, "Sigmoid")) return build_unary(b, ni, KILN_OP_SIGMOID);
+  if (op_is(n, "Tanh")) return build_unary(b, ni, KILN_OP_TANH);
+  if (op_is(n, "Softmax")) return build_softmax(b, ni, KILN_OP_SOFTMAX);
+  if (op_is(n, "LogSoftmax")) return build_softmax(b, ni, KILN_OP_LOG_SOFTMAX);
+  if (op_is(n, "Concat")) return build_concat(b, ni);
+  if (op_is(n, "Flatten")) return build_flatten(b, ni);
+  if (op_is(n, "Reshape")) return build_reshape(b, ni);
+  if (op_is(n, "Identity")) return build_identity(b, ni);
+  if (op_is(n, "Dropout")) return build_dropout(b, ni);
+  if (op_is(n, "Cast")) return build_cast(b, ni);
+  return node_err(b, n, KILN_E_UNSUPPORTED,
+                  "op %s is not supported by the kiln runtime (supported: Gemm, MatMul, Add, Sub, "
+                  "Mul, Div, Relu, LeakyRelu, Sigmoid, Tanh, Softmax, LogSoftmax, Concat, Flatten, "
+                  "Reshape, Identity, Dropout, Cast)", n->op_type);
+}
+
+/* --- memory plan -------------------------------------------------------------- */
+
+static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+/* First-fit offsets for TEMP values by lifetime; returns the arena size. */
+static kiln_status plan_memory(builder *b, size_t *total) {
+  kiln_session *s = b->s;
+  for (int v = 0; v < s->n_values; v++) {
+    kiln_rt_value *val = &s->values[v];
+    if (val->kind != KILN_VALUE_TEMP) continue;
+    int is_out;
+    count_consumers(b, val->name, &is_out);
+    val->is_output = is_out;
+    if (is_out) val->last_step = s->n_steps;
+    int64_t dims[KILN_IR_MAX_RANK];
+    int64_t numel = kiln_shape_eval(&val->shape, s->max_batch, dims);
+    size_t es = kiln_dtype_size(val->dtype);
+    if (numel < 0 || (numel > 0 && (size_t)numel > ((size_t)-1 / 4) / es))
+      return kiln_error_set(b->err, KILN_E_SHAPE, "value \"%s\": size overflows", val->name);
+    val->bytes = round_up((size_t)numel * es, KILN_ARENA_ALIGN);
+    if (val->bytes == 0) val->bytes = KILN_ARENA_ALIGN;
+  }
+  size_t top = 0;
+  /* Values in order of definition; each goes at the lowest offset free of every
+   * already-placed value whose lifetime overlaps. */
+  for (int step = 0; step < s->n_steps; step++)
+    for (int o = 0; o < s->steps[step].n_out; o++) {
+      kiln_rt_value *val = &s->values[s->steps[step].out[o]];
+      size_t off = 0;
+      for (;;) {
+        int moved = 0;
+        for (int w = 0; w < s->n_values; w++) {
+          kiln_rt_value *p = &s->values[w];
+          if (p == val || p->kind != KILN_VALUE_TEMP || p->def_step < 0 || p->offset == (size_t)-1)
+            continue;
+          if (p->def_step > step || (p->def_step == step && p >= val)) continue; /* not placed yet */
+          int live = !(p->last_step < val->def_step || val->last_step < p->def_step);
+          if (live && off < p->offset + p->bytes && p->offset < off + val->bytes) {
+            off = p->offset + p->bytes;
+            moved = 1;
+          }
+        }
+        if (!moved) break;
+      }
+      val->offset = off;
+      if (off + val->bytes > top) top = off + val->bytes;
+    }
+  *total = top ? top : KILN_ARENA_ALIGN;
+  return KILN_OK;
+}
+
+/* --- create ------------------------------------------------------------------- */
+
+static kiln_status copy_value(kiln_ir_value *dst, const kiln_ir_value *src) {
+  memset(dst, 0, sizeof *dst);
+  dst->name = strdup(src->name);
+  dst->dtype = src->dtype;
+  dst->rank = src->rank;
+  if (!dst->name) return KILN_E_NOMEM;
+  for (int i = 0; i < src->rank && i < KILN_IR_MAX_RANK; i++) {
+    dst->dims[i].value = src->dims[i].value;
+    if (src->dims[i].param && !(dst->dims[i].param = strdup(src->dims[i].param)))
+      return KILN_E_NOMEM;
+  }
+  return KILN_OK;
+}
+
+static void free_value(kiln_ir_value *v) {
+  free(v->name);
+  for (int i = 0; i < KILN_IR_MAX_RANK; i++) free(v->dims[i].param);
+}
+
+void kiln_session_free(kiln_session *s) {
+  if (!s) return;
+  if (s->has_pool) kiln_pool_destroy(&s->pool);
+  for (int i = 0; i < s->n_values; i++) {
+    free(s->values[i].name);
+    free(s->values[i].data);
+  }
+  free(s->values);
+  free(s->ptr);
+  for (int i = 0; i < s->n_steps; i++) {
+    free(s->steps[i].bp);
+    free(s->steps[i].bias);
+  }
+  free(s->steps);
+  for (int i = 0; i < s->n_inputs && s->inputs; i++) free_value(&s->inputs[i]);
+  for (int i = 0; i < s->n_outputs && s->outputs; i++) free_value(&s->outputs[i]);
+  free(s->inputs);
+  free(s->outputs);
+  free(s->input_val);
+  free(s->output_val);
+  free(s->arena_alloc);
+  free(s->scratch_b);
+  for (int t = 0; t < s->threads; t++) {
+    if (s->ws) free(s->ws[t]);
+    if (s->nz_idx) free(s->nz_idx[t]);
+    if (s->nz_val) free(s->nz_val[t]);
+    if (s->marks) free(s->marks[t]);
+  }
+  free(s->ws);
+  free(s->nz_idx);
+  free(s->nz_val);
+  free(s->marks);
+  if (s->node_names)
+    for (int i = 0; i < s->n_steps; i++) free(s->node_names[i]);
+  free(s->node_names);
+  free(s);
+}
+
+static kiln_status check_options(const kiln_session_options *o, kiln_error *err) {
+  if (o->max_batch < 1)
+    return kiln_error_set(err, KILN_E_INVALID, "session options: max_batch=%lld must be >= 1",
+                          (long long)o->max_batch);
+  if (o->threads < 1 || o->threads > 256)
+    return kiln_error_set(err, KILN_E_INVALID, "session options: threads=%d must be in 1..256",
+                          o->threads);
+  if (o->arena && ((uintptr_t)o->arena % KILN_ARENA_ALIGN) != 0)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "session options: the caller-supplied arena %p is not %d-byte aligned",
+                          o->arena, KILN_ARENA_ALIGN);
+  return KILN_OK;
+}
+
+/* Everything but the arena and threads; plan_only skips nothing else (the plan needs
+ * the fused step list). */
+static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt,
+                         kiln_session **out, kiln_error *err) {
+  *out = NULL;
+  kiln_session_options defaults;
+  kiln_session_options_init(&defaults);
+  if (!opt) opt = &defaults;
+  if (!g) return kiln_error_set(err, KILN_E_INVALID, "session: the graph is NULL");
+  kiln_status st = check_options(opt, err);
+  if (st) return st;
+  kiln_session *s = calloc(1, sizeof *s);
+  if (!s) return kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+  s->max_batch = opt->max_batch;
+  s->threads = 1;
+  s->token_step = -1;
+  kiln_cpu_detect(&s->cpu);
+  if (!(s->kern = kiln_sgemm_select(&s->cpu, opt->kernel, err))) {
+    kiln_session_free(s);
+    return err ? err->status : KILN_E_UNSUPPORTED;
+  }
+  int64_t opset = kiln_ir_opset_version(g, "");
+  s->opset = opset ? (int)opset : OPSET_DEFAULT;
+  if (s->opset < OPSET_MIN || s->opset > OPSET_MAX) {
+    kiln_session_free(s);
+    return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                          "graph \"%s\": default-domain opset %d is not supported (kiln runs %d..%d)",
+                          g->name ? g->name : "", s->opset, OPSET_MIN, OPSET_MAX);
+  }
+  builder b;
+  memset(&b, 0, sizeof b);
+  b.s = s;
+  b.g = g;
+  b.err = err;
+  b.n_nodes = g->n_nodes;
+  b.nodes = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *b.nodes);
+  b.fused = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
+  if (!b.nodes || !b.fused) {
+    st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+    goto fail;
+  }
+  if (g->n_nodes) memcpy(b.nodes, g->nodes, (size_t)g->n_nodes * sizeof *b.nodes);
+  {
+    kiln_ir_graph view = *g; /* shallow: toposort only permutes the node array */
+    view.nodes = b.nodes;
+    if ((st = kiln_ir_toposort(&view, err))) goto fail;
+  }
+  /* graph inputs and initializers */
+  s->n_inputs = g->n_inputs;
+  s->inputs = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof *s->inputs);
+  s->input_val = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(int));
+  if (!s->inputs || !s->input_val) {
+    st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+    goto fail;
+  }
+  for (int i = 0; i < g->n_inputs; i++) {
+    const kiln_ir_value *in = &g->inputs[i];
+    if (copy_value(&s->inputs[i], in)) {
+      st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+      goto fail;
+    }
+    if (in->rank < 0 || in->rank > KILN_IR_MAX_RANK || kiln_dtype_size(in->dtype) == 0) {
+      st = kiln_error_set(err, KILN_E_UNSUPPORTED,
+                          "graph input \"%s\": needs a known tensor dtype and rank (got dtype %d, rank %d)",
+                          in->name, (int)in->dtype, in->rank);
+      goto fail;
+    }
+    kiln_shape sh;
+    memset(&sh, 0, sizeof sh);
+    sh.rank = in->rank;
+    for (int d = 0; d < in->rank; d++) {
+      sh.d[d] = in->dims[d].value < 0 ? 1 : in->dims[d].value;
+      sh.batch[d] = in->dims[d].value < 0;
+    }
+    if (val_find(s, in->name) >= 0) {
+      st = kiln_error_set(err, KILN_E_FORMAT, "graph input \"%s\" is declared twice", in->name);
+      goto fail;
+    }
+    if ((s->input_val[i] = val_add(&b, in->name, in->dtype, &sh, KILN_VALUE_INPUT)) < 0) {
+      st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+      goto fail;
+    }
+  }
+  for (int i = 0; i < g->n_initializers; i++) {
+    const kiln_ir_tensor *t = &g->initializers[i];
+    if (val_find(s, t->name) >= 0) continue; /* a graph input overrides it */
+    kiln_shape sh;
+    memset(&sh, 0, sizeof sh);
+    sh.rank = t->rank;
+    for (int d = 0; d < t->rank; d++) sh.d[d] = t->dims[d];
+    if (t->bytes != (size_t)kiln_ir_tensor_numel(t) * kiln_dtype_size(t->dtype)) {
+      st = kiln_error_set(err, KILN_E_FORMAT, "initializer \"%s\": %zu bytes for its shape and dtype",
+                          t->name, t->bytes);
+      goto fail;
+    }
+    int v = val_add(&b, t->name, t->dtype, &sh, KILN_VALUE_CONST);
+    if (v < 0) {
+      st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+      goto fail;
+    }
+    s->values[v].init = t;
+  }
+  /* nodes */
+  for (int i = 0; i < b.n_nodes; i++) {
+    if (b.fused[i]) continue;
+    if ((st = build_node(&b, i))) goto fail;
+  }
+  /* operands read at run time */
+  for (int i = 0; i < s->n_steps; i++) {
+    kiln_step *sp = &s->steps[i];
+    for (int k = 0; k < sp->n_in; k++) {
+      if (sp->op == KILN_OP_GEMM && k == 1 && sp->bp) continue;
+      if (s->values[sp->in[k]].kind == KILN_VALUE_CONST && !const_data(&b, sp->in[k])) {
+        st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+        goto fail;
+      }
+    }
+    for (int k = 0; k < sp->n_in; k++)
+      if (s->values[sp->in[k]].last_step < i) s->values[sp->in[k]].last_step = i;
+    for (int k = 0; k < sp->n_out; k++) {
+      s->values[sp->out[k]].def_step = i;
+      if (s->values[sp->out[k]].last_step < i) s->values[sp->out[k]].last_step = i;
+    }
+  }
+  /* graph outputs */
+  s->n_outputs = g->n_outputs;
+  s->outputs = calloc((size_t)(g->n_outputs ? g->n_outputs : 1), sizeof *s->outputs);
+  s->output_val = calloc((size_t)(g->n_outputs ? g->n_outputs : 1), sizeof(int));
+  if (!s->outputs || !s->output_val) {
+    st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+    goto fail;
+  }
+  for (int i = 0; i < g->n_outputs; i++) {
+    const kiln_ir_value *o = &g->outputs[i];
+    int v = val_find(s, o->name);
+    if (v < 0 || s->values[v].kind != KILN_VALUE_TEMP) {
+      st = kiln_error_set(err, KILN_E_UNSUPPORTED,
+                          "graph output \"%s\" is not produced by any node%s", o->name,
+                          v >= 0 ? " (it is a graph input or an initializer; add an Identity)" : "");
+      goto fail;
+    }
+    const kiln_rt_value *val = &s->values[v];
+    if (o->rank >= 0 && o->rank != val->shape.rank) {
+      char sh[128];
+      shape_str(&val->shape, sh, sizeof sh);
+      st = kiln_error_set(err, KILN_E_SHAPE, "graph output \"%s\" is declared rank %d, but the graph computes %s",
+                          o->name, o->rank, sh);
+      goto fail;
+    }
+    s->output_val[i] = v;
+    kiln_ir_value *ov = &s->outputs[i];
+    if (!(ov->name = strdup(o->name))) {
+      st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+      goto fail;
+    }
+    ov->dtype = val->dtype;
+    ov->rank = val->shape.rank;
+    for (int d = 0; d < val->shape.rank; d++) {
+      ov->dims[d].value = val->shape.batch[d] ? -1 : val->shape.d[d];
+      if (val->shape.batch[d] && val->shape.d[d] == 1 && !(ov->dims[d].param = strdup("batch"))) {
+        st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+        goto fail;
+      }
+    }
+  }
+  s->node_names = calloc((size_t)(s->n_steps ? s->n_steps : 1), sizeof(char *));
+  if (!s->node_names) {
+    st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+    goto fail;
+  }
+  for (int i = 0; i < s->n_steps; i++)
+    if (!(s->node_names[i] = strdup(b.nodes[s->steps[i].node_index].name))) {
+      st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+      goto fail;
+    }
+  /* run_tokens: input 0 read by exactly one Gemm/MatMul with packed weights */
+  if (s->n_inputs >= 1) {
+    int v0 = s->input_val[0], uses = 0, step = -1;
+    for (int i = 0; i < s->n_steps; i++)
+      for (int k = 0; k < s->steps[i].n_in; k++)
+        if (s->steps[i].in[k] == v0) {
+          uses++;
+          step = i;
+        }
+    const kiln_step *sp = step >= 0 ? &s->steps[step] : NULL;
+    if (uses == 1 && sp->op == KILN_OP_GEMM && sp->in[0] == v0 && sp->bp && !sp->trans_a &&
+        s->values[v0].shape.rank == 2 && s->values[v0].dtype == KILN_DTYPE_FLOAT)
+      s->token_step = step;
+  }
+  if ((st = plan_memory(&b, &s->arena_bytes))) goto fail;
+  free(b.nodes);
+  free(b.fused);
+  *out = s;
+  return KILN_OK;
+fail:
+  free(b.nodes);
+  free(b.fused);
+  kiln_session_free(s);
+  return st;
+}
+
+kiln_status kiln_session_plan_bytes(const kiln_ir_graph *g, const kiln_session_options *opt,
+                                    size_t *bytes, kiln_error *err) {
+  kiln_session *s;
+  kiln_session_options o;
+  if (opt) o = *opt;
+  else kiln_session_options_init(&o);
+  o.arena = NULL; /* planning only: the caller's arena is not checked here */
+  o.arena_bytes = 0;
+  kiln_status st = build(g, &o, &s, err);
+  if (st) return st;
+  *bytes = s->arena_bytes;
+  kiln_session_free(s);
+  return KILN_OK;
+}
+
+static void *alloc_aligned(size_t bytes) {
+  return aligned_alloc(KILN_ARENA_ALIGN, round_up(bytes ? bytes : 1, KILN_ARENA_ALIGN));
+}
+
+kiln_status kiln_session_create(const kiln_ir_graph *g, const kiln_session_options *opt,
+                                kiln_session **out, kiln_error *err) {
+  if (!out) return kiln_error_set(err, KILN_E_INVALID, "kiln_session_create: out is NULL");
+  *out = NULL;
+  kiln_session_options defaults;
+  kiln_session_options_init(&defaults);
+  if (!opt) opt = &defaults;
+  kiln_session *s;
+  kiln_status st = build(g, opt, &s, err);
+  if (st) return st;
+  if (opt->arena) {
+    if (opt->arena_bytes < s->arena_bytes) {
+      size_t need = s->arena_bytes;
+      kiln_session_free(s);
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "session options: the caller-supplied arena has %zu bytes; this graph "
+                            "at max_batch=%lld needs %zu (see kiln_session_plan_bytes)",
+                            opt->arena_bytes, (long long)opt->max_batch, need);
+    }
+    s->arena = opt->arena;
+  } else {
+    if (!(s->arena_alloc = alloc_aligned(s->arena_bytes))) goto nomem;
+    s->arena = s->arena_alloc;
+  }
+  /* value pointers: constants and planned temporaries are fixed from now on */
+  if (!(s->ptr = calloc((size_t)(s->n_values ? s->n_values : 1), sizeof(void *)))) goto nomem;
+  for (int v = 0; v < s->n_values; v++) {
+    kiln_rt_value *val = &s->values[v];
+    if (val->kind == KILN_VALUE_CONST) s->ptr[v] = val->data;
+    else if (val->kind == KILN_VALUE_TEMP && val->def_step >= 0) s->ptr[v] = s->arena + val->offset;
+  }
+  if (s->scratch_b_floats && !(s->scratch_b = alloc_aligned(s->scratch_b_floats * sizeof(float))))
+    goto nomem;
+  /* per-thread buffers, then the workers */
+  int T = opt->threads;
+  s->ws = calloc((size_t)T, sizeof(float *));
+  s->nz_idx = calloc((size_t)T, sizeof(int32_t *));
+  s->nz_val = calloc((size_t)T, sizeof(float *));
+  s->marks = calloc((size_t)T, sizeof(unsigned char *));
+  if (!s->ws || !s->nz_idx || !s->nz_val || !s->marks) goto nomem;
+  s->threads = T;
+  size_t kmax = (size_t)(s->max_k > 0 ? s->max_k : 1);
+  for (int t = 0; t < T; t++) {
+    s->ws[t] = alloc_aligned(kiln_sgemm_workspace_floats(s->kern, s->max_k) * sizeof(float));
+    s->nz_idx[t] = malloc(kmax * sizeof(int32_t));
+    s->nz_val[t] = malloc(kmax * sizeof(float));
+    s->marks[t] = calloc(kmax, 1);
+    if (!s->ws[t] || !s->nz_idx[t] || !s->nz_val[t] || !s->marks[t]) goto nomem;
+  }
+  if (T > 1) {
+    if ((st = kiln_pool_create(&s->pool, T, err))) {
+      kiln_session_free(s);
+      return st;
+    }
+    s->has_pool = 1;
+  }
+  *out = s;
+  return KILN_OK;
+nomem:
+  kiln_session_free(s);
+  return kiln_error_set(err, KILN_E_NOMEM, "session: out of memory allocating buffers");
+}
+
+size_t kiln_session_arena_bytes(const kiln_session *s) { return s ? s->arena_bytes : 0; }
+size_t kiln_session_weight_bytes(const kiln_session *s) { return s ? s->weight_bytes : 0; }
+const char *kiln_session_kernel_name(const kiln_session *s) { return s ? s->kern->name : ""; }
+int kiln_session_input_count(const kiln_session *s) { return s ? s->n_inputs : 0; }
+int kiln_session_output_count(const kiln_session *s) { return s ? s->n_outputs : 0; }
+const kiln_ir_value *kiln_session_input(const kiln_session *s, int i) {
+  return s && i >= 0 && i < s->n_inputs ? &s->inputs[i] : NULL;
+}
+const kiln_ir_value *kiln_session_output(const kiln_session *s, int i) {
+  return s && i >= 0 && i < s->n_outputs ? &s->outputs[i] : NULL;
+}

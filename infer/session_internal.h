@@ -1,0 +1,163 @@
+/* kiln runtime — the session's private structures: values with affine batch shapes,
+ * planned steps (one per executed node, after fusion), the thread pool and the
+ * kernels' entry points. Private to infer/. */
+#ifndef KILN_INFER_SESSION_INTERNAL_H
+#define KILN_INFER_SESSION_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln/infer.h"
+#include "sgemm.h"
+
+#define KILN_ARENA_ALIGN 64
+
+/* A shape whose dims are either fixed (d) or d times the run's batch (batch[i]). */
+typedef struct kiln_shape {
+  int rank;
+  int64_t d[KILN_IR_MAX_RANK];
+  unsigned char batch[KILN_IR_MAX_RANK];
+} kiln_shape;
+
+static inline int64_t kiln_shape_dim(const kiln_shape *s, int i, int64_t b) {
+  return s->batch[i] ? s->d[i] * b : s->d[i];
+}
+static inline int64_t kiln_shape_eval(const kiln_shape *s, int64_t b, int64_t *dims) {
+  int64_t n = 1;
+  for (int i = 0; i < s->rank; i++) {
+    dims[i] = kiln_shape_dim(s, i, b);
+    n *= dims[i];
+  }
+  return n;
+}
+
+typedef enum kiln_value_kind { KILN_VALUE_INPUT, KILN_VALUE_CONST, KILN_VALUE_TEMP } kiln_value_kind;
+
+typedef struct kiln_rt_value {
+  char *name;
+  kiln_dtype dtype;
+  kiln_shape shape;
+  kiln_value_kind kind;
+  const kiln_ir_tensor *init; /* during create only: the initializer of a CONST */
+  void *data;                 /* CONST: session-owned copy (NULL until needed) */
+  int consumers;              /* node inputs reading it (+1 per graph output) */
+  int is_output;
+  int def_step, last_step;    /* lifetime in steps, for the planner */
+  size_t bytes;               /* at max_batch, rounded to the arena alignment */
+  size_t offset;              /* TEMP: offset in the arena */
+} kiln_rt_value;
+
+typedef enum kiln_op {
+  KILN_OP_GEMM, /* Gemm, MatMul, MatMul+Add, each + an optional activation */
+  KILN_OP_ADD, KILN_OP_SUB, KILN_OP_MUL, KILN_OP_DIV,
+  KILN_OP_RELU, KILN_OP_LEAKY_RELU, KILN_OP_SIGMOID, KILN_OP_TANH,
+  KILN_OP_SOFTMAX, KILN_OP_LOG_SOFTMAX,
+  KILN_OP_CONCAT,
+  KILN_OP_COPY, /* Identity, Dropout, Flatten, Reshape, Cast float->float */
+  KILN_OP_CAST,
+  KILN_OP_FILL_ONES /* Dropout's mask in inference */
+} kiln_op;
+
+#define KILN_STEP_MAX_IN 16
+
+typedef struct kiln_step {
+  kiln_op op;
+  int n_in, n_out;
+  int in[KILN_STEP_MAX_IN];
+  int out[2];
+  int node_index;
+  /* Gemm / MatMul */
+  int is_matmul;
+  int trans_a, trans_b;
+  float alpha, beta;
+  float *bp;            /* B packed at create (constant 2-D B), else NULL */
+  int64_t K, N;
+  float *bias;          /* N entries: beta * C or the fused Add's bias, or NULL */
+  int c_value;          /* C to broadcast into the output first (-1: none) */
+  kiln_act act;
+  float act_alpha;
+  int sparse_ok;        /* may gather rows when A is mostly zeros */
+  /* Softmax / Concat */
+  int axis;
+  int legacy_softmax;   /* opset < 13: flatten to 2-D at axis */
+  /* LeakyRelu */
+  float slope;
+} kiln_step;
+
+/* Persistent workers; the caller is worker 0. */
+typedef void (*kiln_task_fn)(void *arg, int tid, int nthreads);
+typedef struct kiln_pool {
+  int n; /* threads including the caller */
+  pthread_t *threads;
+  pthread_mutex_t mu;
+  pthread_cond_t start, done;
+  unsigned long generation;
+  int pending;
+  int stop;
+  kiln_task_fn fn;
+  void *arg;
+} kiln_pool;
+
+kiln_status kiln_pool_create(kiln_pool *p, int threads, kiln_error *err);
+void kiln_pool_run(kiln_pool *p, kiln_task_fn fn, void *arg);
+void kiln_pool_destroy(kiln_pool *p);
+
+struct kiln_session {
+  kiln_cpu cpu;
+  const kiln_sgemm_kernel *kern;
+  int64_t max_batch;
+  int threads;
+  int opset;
+  int n_values;
+  kiln_rt_value *values;
+  void **ptr; /* per value, set during run */
+  int n_steps;
+  kiln_step *steps;
+  int n_inputs, n_outputs;
+  int *input_val, *output_val;
+  kiln_ir_value *inputs, *outputs;
+  unsigned char *arena;
+  size_t arena_bytes;
+  void *arena_alloc; /* owned allocation, NULL for a caller's arena */
+  size_t weight_bytes;
+  float *scratch_b; /* B packed at run time (Gemm/MatMul with a non-constant B) */
+  size_t scratch_b_floats;
+  int64_t max_k;    /* per-thread buffers below hold max_k entries */
+  float **ws;       /* per thread: A-packing workspace */
+  int32_t **nz_idx; /* per thread: non-zero columns of a row */
+  float **nz_val;
+  unsigned char **marks; /* per thread: token dedupe marks */
+  kiln_pool pool;
+  int has_pool;
+  int token_step; /* step that consumes input 0 (for run_tokens), -1 if none */
+  char **node_names; /* for messages at run time */
+};
+
+/* --- kernels (ops_*.c) --- */
+typedef struct kiln_gemm_call {
+  kiln_session *s;
+  kiln_gemm_args g;
+  int sparse; /* gather non-zeros instead of SGEMM */
+  /* run_tokens: rows of token ids */
+  const int64_t *offsets;
+  const int32_t *tokens;
+} kiln_gemm_call;
+
+void kiln_exec_gemm(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_gemm_tokens(kiln_session *s, const kiln_step *st, int64_t rows,
+                           const int64_t *offsets, const int32_t *tokens);
+void kiln_exec_binary(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_unary(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_softmax(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_concat(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_copy(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_cast(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_fill_ones(kiln_session *s, const kiln_step *st, int64_t batch);
+
+
+/* Numpy broadcasting of in (rank, dims) against out (rank, dims): element strides. */
+void kiln_broadcast_strides(int in_rank, const int64_t *in_dims, int out_rank,
+                            const int64_t *out_dims, int64_t *strides);
+
+#endif

@@ -1,0 +1,94 @@
+/* kiln runtime — the session's intra-op thread pool: workers created once at session
+ * create, woken per task by a condition variable; the calling thread is worker 0. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "session_internal.h"
+
+typedef struct worker_arg {
+  kiln_pool *pool;
+  int tid;
+} worker_arg;
+
+static void *worker_main(void *p) {
+  worker_arg wa = *(worker_arg *)p;
+  free(p);
+  kiln_pool *pool = wa.pool;
+  unsigned long seen = 0;
+  pthread_mutex_lock(&pool->mu);
+  for (;;) {
+    while (!pool->stop && pool->generation == seen) pthread_cond_wait(&pool->start, &pool->mu);
+    if (pool->stop) break;
+    seen = pool->generation;
+    kiln_task_fn fn = pool->fn;
+    void *arg = pool->arg;
+    pthread_mutex_unlock(&pool->mu);
+    fn(arg, wa.tid, pool->n);
+    pthread_mutex_lock(&pool->mu);
+    if (--pool->pending == 0) pthread_cond_signal(&pool->done);
+  }
+  pthread_mutex_unlock(&pool->mu);
+  return NULL;
+}
+
+kiln_status kiln_pool_create(kiln_pool *p, int threads, kiln_error *err) {
+  memset(p, 0, sizeof *p);
+  p->n = threads;
+  if (pthread_mutex_init(&p->mu, NULL)) return kiln_error_set(err, KILN_E_NOMEM, "thread pool: mutex init failed");
+  pthread_cond_init(&p->start, NULL);
+  pthread_cond_init(&p->done, NULL);
+  p->threads = calloc((size_t)threads, sizeof(pthread_t));
+  if (!p->threads) {
+    p->n = 1;
+    kiln_pool_destroy(p);
+    return kiln_error_set(err, KILN_E_NOMEM, "thread pool: out of memory");
+  }
+  for (int t = 1; t < threads; t++) {
+    worker_arg *wa = malloc(sizeof *wa);
+    if (wa) {
+      wa->pool = p;
+      wa->tid = t;
+    }
+    if (!wa || pthread_create(&p->threads[t], NULL, worker_main, wa)) {
+      free(wa);
+      p->n = t; /* the ones started so far are joined by destroy */
+      kiln_pool_destroy(p);
+      return kiln_error_set(err, KILN_E_NOMEM,
+                            "thread pool: could not start thread %d of %d", t + 1, threads);
+    }
+  }
+  return KILN_OK;
+}
+
+void kiln_pool_run(kiln_pool *p, kiln_task_fn fn, void *arg) {
+  pthread_mutex_lock(&p->mu);
+  p->fn = fn;
+  p->arg = arg;
+  p->pending = p->n - 1;
+  p->generation++;
+  pthread_cond_broadcast(&p->start);
+  pthread_mutex_unlock(&p->mu);
+  fn(arg, 0, p->n);
+  pthread_mutex_lock(&p->mu);
+  while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+}
+
+void kiln_pool_destroy(kiln_pool *p) {
+  if (!p->threads) {
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->start);
+    pthread_cond_destroy(&p->done);
+    return;
+  }
+  pthread_mutex_lock(&p->mu);
+  p->stop = 1;
+  pthread_cond_broadcast(&p->start);
+  pthread_mutex_unlock(&p->mu);
+  for (int t = 1; t < p->n; t++) pthread_join(p->threads[t], NULL);
+  free(p->threads);
+  p->threads = NULL;
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->start);
+  pthread_cond_destroy(&p->done);
+}
