@@ -46,6 +46,9 @@ static kiln_status node_err(builder *b, const kiln_ir_node *n, kiln_status st, c
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  if (!n->name[0]) /* unnamed: say which node by its position */
+    return kiln_error_set(b->err, st, "unnamed node #%d in topological order (%s): %s", (int)(n - b->nodes),
+                          n->op_type, msg);
   return kiln_error_set(b->err, st, "node \"%s\" (%s): %s", n->name, n->op_type, msg);
 }
 
