@@ -932,10 +932,11 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
   int64_t opset = kiln_ir_opset_version(g, "");
   s->opset = opset ? (int)opset : OPSET_DEFAULT;
   if (s->opset < OPSET_MIN || s->opset > OPSET_MAX) {
+    int bad = s->opset;
     kiln_session_free(s);
     return kiln_error_set(err, KILN_E_UNSUPPORTED,
                           "graph \"%s\": default-domain opset %d is not supported (kiln runs %d..%d)",
-                          g->name ? g->name : "", s->opset, OPSET_MIN, OPSET_MAX);
+                          g->name ? g->name : "", bad, OPSET_MIN, OPSET_MAX);
   }
   builder b;
   memset(&b, 0, sizeof b);

@@ -113,7 +113,9 @@ static int load_tensor(const char *path, kiln_tensor_view *v, char *why, size_t 
   if (!ok) snprintf(why, cap, "%s: tensor dtype %d is not one kiln handles", path, (int)t->data_type);
   if (ok) {
     v->data = calloc((size_t)(numel ? numel : 1), es);
-    if (t->has_raw_data && t->raw_data.len == (size_t)numel * es) {
+    if (numel == 0) {
+      /* nothing to copy */
+    } else if (t->has_raw_data && t->raw_data.len == (size_t)numel * es) {
       memcpy(v->data, t->raw_data.data, t->raw_data.len);
     } else if (v->dtype == KILN_DTYPE_FLOAT && t->n_float_data == (size_t)numel) {
       memcpy(v->data, t->float_data, (size_t)numel * es);
@@ -126,7 +128,7 @@ static int load_tensor(const char *path, kiln_tensor_view *v, char *why, size_t 
         if (es == 1) ((uint8_t *)v->data)[i] = (uint8_t)t->int32_data[i];
         else if (es == 4) ((int32_t *)v->data)[i] = t->int32_data[i];
       }
-    } else if (numel != 0) {
+    } else {
       snprintf(why, cap, "%s: data does not match its shape", path);
       free(v->data);
       v->data = NULL;
