@@ -358,7 +358,10 @@ static void softmax_ref(const float *x, float *y, int64_t outer, int64_t n, int6
   for (int64_t o = 0; o < outer; o++)
     for (int64_t i = 0; i < inner; i++) {
       double m = -INFINITY, s = 0;
-      for (int64_t j = 0; j < n; j++) m = fmax(m, x[(o * n + j) * inner + i]);
+      for (int64_t j = 0; j < n; j++) {
+        double v = x[(o * n + j) * inner + i];
+        if (v > m) m = v; /* not fmax: aarch64 gcc 12 -O3 hits an ICE vectorizing it */
+      }
       for (int64_t j = 0; j < n; j++) s += exp(x[(o * n + j) * inner + i] - m);
       for (int64_t j = 0; j < n; j++) {
         double v = x[(o * n + j) * inner + i] - m;
