@@ -70,7 +70,7 @@ static void dispatch(kiln_session *s, gemm_task *t) {
   const kiln_sgemm_kernel *k = s->kern;
   int n = s->has_pool ? s->pool.n : 1;
   double work = (double)t->g.M * (double)t->g.N * (double)(t->g.K ? t->g.K : 1);
-  if (n > 1 && work >= 262144.0) {
+  if (n > 1 && work >= 4.0e6) { /* below ~100 us of work a wake-up costs more than it saves */
     if (t->mode != 0) {
       if (t->g.M >= n) {
         kiln_pool_run(&s->pool, gemm_worker, t);

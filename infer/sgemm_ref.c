@@ -177,8 +177,10 @@ void kiln_sgemm_run(const kiln_sgemm_kernel *k, const kiln_gemm_args *g, int64_t
     }
     return;
   }
-  for (int64_t pc = 0; pc < K; pc += k->kc) {
-    int64_t kb = K - pc < k->kc ? K - pc : k->kc;
+  /* Equal K blocks of at most kc: fewer passes over C than a short tail block. */
+  int64_t nkb = (K + k->kc - 1) / k->kc, kc = (K + nkb - 1) / nkb;
+  for (int64_t pc = 0; pc < K; pc += kc) {
+    int64_t kb = K - pc < kc ? K - pc : kc;
     int first = pc == 0, last = pc + kb >= K;
     for (int64_t ic = m0; ic < m1; ic += k->mc) {
       int64_t mb = m1 - ic < k->mc ? m1 - ic : k->mc;

@@ -93,6 +93,8 @@ static void run_path(const kiln_sgemm_kernel *k) {
   check_case(k, 200, 130, 600, 0, 0, 1.0f, 0.0f, 1, KILN_ACT_TANH, 1);        /* M > mc */
   check_case(k, 1, 100, 784, 0, 0, 1.0f, 0.0f, 1, KILN_ACT_LEAKY_RELU, 1);   /* GEMV split */
   check_case(k, 9, 10, 0, 0, 0, 1.0f, 0.5f, 1, KILN_ACT_NONE, 0);            /* K = 0 */
+  check_case(k, 14, 35, 2100, 0, 1, 1.0f, 0.5f, 1, KILN_ACT_RELU, 0);       /* K > kc: 3 blocks */
+  check_case(k, 1, 33, 1500, 1, 0, 2.0f, 0.0f, 0, KILN_ACT_NONE, 0);       /* GEMV, long K */
 }
 
 static void test_ref(void **state) { (void)state; run_path(kiln_sgemm_kernel_ref()); }
