@@ -304,6 +304,23 @@ static void test_node_tests(void **state) {
   assert_int_equal(t.failed, 0);
 }
 
+/* kiln_session_create_from_file on one node test, and on a path that does not exist. */
+static void test_create_from_file(void **state) {
+  (void)state;
+  char path[1024];
+  snprintf(path, sizeof path, "%s/test_relu/model.onnx", node_dir());
+  kiln_session *s = NULL;
+  kiln_error e = {0};
+  if (kiln_session_create_from_file(path, NULL, &s, &e)) fail_msg("%s", e.message);
+  assert_int_equal(kiln_session_input_count(s), 1);
+  assert_int_equal(kiln_session_output_count(s), 1);
+  kiln_session_free(s);
+  s = NULL;
+  assert_int_not_equal(kiln_session_create_from_file("/nonexistent/kiln.onnx", NULL, &s, &e), KILN_OK);
+  assert_null(s);
+  assert_non_null(strstr(e.message, "/nonexistent/kiln.onnx"));
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   struct stat sb;
@@ -311,6 +328,7 @@ int main(void) {
     printf("ONNX node tests not found at %s; skipping\n", node_dir());
     return 77;
   }
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_node_tests)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_node_tests),
+                                     cmocka_unit_test(test_create_from_file)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
