@@ -27,6 +27,7 @@ typedef struct builder {
   kiln_ir_node *nodes; /* a private, topologically sorted copy of the node array */
   int n_nodes;
   unsigned char *fused; /* nodes folded into an earlier step */
+  int plan_only;        /* kiln_session_plan_bytes: no weight copies or packing */
   kiln_error *err;
   int cap_values, cap_steps;
 } builder;
@@ -100,6 +101,7 @@ static int val_add(builder *b, const char *name, kiln_dtype dt, const kiln_shape
 static const void *const_data(builder *b, int v) {
   kiln_rt_value *val = &b->s->values[v];
   if (val->data || !val->init) return val->data;
+  if (b->plan_only) return val->init->data; /* read-only peek, never stored */
   size_t bytes = val->init->bytes;
   val->data = aligned_alloc(KILN_ARENA_ALIGN, (bytes + KILN_ARENA_ALIGN - 1) / KILN_ARENA_ALIGN *
                                                   KILN_ARENA_ALIGN + KILN_ARENA_ALIGN);
@@ -574,7 +576,7 @@ static kiln_status try_fuse(builder *b, kiln_step *st) {
       b->fused[ci] = 1;
       continue;
     }
-    if (strcmp(c->op_type, "Add") == 0 && st->is_matmul && st->bp && !st->bias &&
+    if (strcmp(c->op_type, "Add") == 0 && st->is_matmul && st->b_packed && !st->bias &&
         c->n_inputs == 2 && has_output(c, 0)) {
       const char *other = strcmp(c->inputs[0], out->name) == 0 ? c->inputs[1] : c->inputs[0];
       int vb = val_find(b->s, other);
@@ -601,6 +603,8 @@ static kiln_status try_fuse(builder *b, kiln_step *st) {
 static kiln_status pack_const_b(builder *b, kiln_step *st, int vb, int64_t rsb, int64_t csb) {
   const kiln_sgemm_kernel *k = b->s->kern;
   size_t floats = kiln_sgemm_packed_b_floats(k, st->K, st->N);
+  st->b_packed = 1;
+  if (b->plan_only) return KILN_OK;
   st->bp = aligned_alloc(KILN_ARENA_ALIGN,
                          (floats * sizeof(float) + KILN_ARENA_ALIGN - 1) / KILN_ARENA_ALIGN *
                              KILN_ARENA_ALIGN);
@@ -750,7 +754,7 @@ static kiln_status build_gemm_like(builder *b, int ni) {
       sp->n_in = 3;
     }
   }
-  sp->sparse_ok = sp->bp != NULL && !sp->trans_a && K >= 32;
+  sp->sparse_ok = sp->b_packed && !sp->trans_a && K >= 32;
   return try_fuse(b, sp);
 }
 
@@ -908,9 +912,9 @@ static kiln_status check_options(const kiln_session_options *o, kiln_error *err)
   return KILN_OK;
 }
 
-/* Everything but the arena and threads; plan_only skips nothing else (the plan needs
- * the fused step list). */
-static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt,
+/* Everything but the arena and threads. plan_only (for kiln_session_plan_bytes)
+ * makes the same fused step list and plan without copying or packing weights. */
+static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt, int plan_only,
                          kiln_session **out, kiln_error *err) {
   *out = NULL;
   kiln_session_options defaults;
@@ -943,6 +947,7 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
   b.s = s;
   b.g = g;
   b.err = err;
+  b.plan_only = plan_only;
   b.n_nodes = g->n_nodes;
   b.nodes = malloc((size_t)(g->n_nodes ? g->n_nodes : 1) * sizeof *b.nodes);
   b.fused = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
@@ -1020,7 +1025,7 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
   for (int i = 0; i < s->n_steps; i++) {
     kiln_step *sp = &s->steps[i];
     for (int k = 0; k < sp->n_in; k++) {
-      if (sp->op == KILN_OP_GEMM && k == 1 && sp->bp) continue;
+      if (sp->op == KILN_OP_GEMM && k == 1 && sp->b_packed) continue;
       if (s->values[sp->in[k]].kind == KILN_VALUE_CONST && !const_data(&b, sp->in[k])) {
         st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
         goto fail;
@@ -1094,7 +1099,7 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
           step = i;
         }
     const kiln_step *sp = step >= 0 ? &s->steps[step] : NULL;
-    if (uses == 1 && sp->op == KILN_OP_GEMM && sp->in[0] == v0 && sp->bp && !sp->trans_a &&
+    if (uses == 1 && sp->op == KILN_OP_GEMM && sp->in[0] == v0 && sp->b_packed && !sp->trans_a &&
         s->values[v0].shape.rank == 2 && s->values[v0].dtype == KILN_DTYPE_FLOAT)
       s->token_step = step;
   }
@@ -1118,7 +1123,7 @@ kiln_status kiln_session_plan_bytes(const kiln_ir_graph *g, const kiln_session_o
   else kiln_session_options_init(&o);
   o.arena = NULL; /* planning only: the caller's arena is not checked here */
   o.arena_bytes = 0;
-  kiln_status st = build(g, &o, &s, err);
+  kiln_status st = build(g, &o, 1, &s, err);
   if (st) return st;
   *bytes = s->arena_bytes;
   kiln_session_free(s);
@@ -1137,7 +1142,7 @@ kiln_status kiln_session_create(const kiln_ir_graph *g, const kiln_session_optio
   kiln_session_options_init(&defaults);
   if (!opt) opt = &defaults;
   kiln_session *s;
-  kiln_status st = build(g, opt, &s, err);
+  kiln_status st = build(g, opt, 0, &s, err);
   if (st) return st;
   if (opt->arena) {
     if (opt->arena_bytes < s->arena_bytes) {

@@ -72,6 +72,7 @@ typedef struct kiln_step {
   int trans_a, trans_b;
   float alpha, beta;
   float *bp;            /* B packed at create (constant 2-D B), else NULL */
+  int b_packed;         /* B is constant and packed (bp stays NULL when only planning) */
   int64_t K, N;
   float *bias;          /* N entries: beta * C or the fused Add's bias, or NULL */
   int c_value;          /* C to broadcast into the output first (-1: none) */
