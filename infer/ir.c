@@ -247,6 +247,62 @@ kiln_status kiln_ir_node_set_string(kiln_ir_node *n, const char *name, const cha
   return KILN_OK;
 }
 
+kiln_status kiln_ir_node_set_floats(kiln_ir_node *n, const char *name, const float *v, int count,
+                                    kiln_error *err) {
+  kiln_ir_attr *a = attr_slot(n, name, err);
+  if (!a) return KILN_E_NOMEM;
+  a->type = KILN_ATTR_FLOATS;
+  a->floats = malloc((size_t)(count > 0 ? count : 1) * sizeof(float));
+  if (!a->floats) return NOMEM(err);
+  if (count > 0) memcpy(a->floats, v, (size_t)count * sizeof(float));
+  a->n = count;
+  return KILN_OK;
+}
+
+kiln_status kiln_ir_node_set_strings(kiln_ir_node *n, const char *name, const char *const *v,
+                                     int count, kiln_error *err) {
+  kiln_ir_attr *a = attr_slot(n, name, err);
+  if (!a) return KILN_E_NOMEM;
+  a->type = KILN_ATTR_STRINGS;
+  if (!(a->strings = dup_list(v, count))) return NOMEM(err);
+  a->n = count;
+  return KILN_OK;
+}
+
+kiln_status kiln_ir_node_set_tensor(kiln_ir_node *n, const char *name, kiln_dtype dtype,
+                                    const int64_t *dims, int rank, const void *data,
+                                    kiln_error *err) {
+  if (rank < 0 || rank > KILN_IR_MAX_RANK || kiln_dtype_size(dtype) == 0)
+    return kiln_error_set(err, KILN_E_INVALID, "attribute \"%s\": rank %d or dtype %d invalid",
+                          name, rank, (int)dtype);
+  for (int i = 0; i < rank; i++)
+    if (dims[i] < 0)
+      return kiln_error_set(err, KILN_E_INVALID, "attribute \"%s\": dim %d is negative", name, i);
+  kiln_ir_attr *a = attr_slot(n, name, err);
+  if (!a) return KILN_E_NOMEM;
+  a->type = KILN_ATTR_TENSOR;
+  kiln_ir_tensor *t = calloc(1, sizeof *t);
+  if (!t) return NOMEM(err);
+  a->t = t;
+  t->dtype = dtype;
+  t->rank = rank;
+  for (int i = 0; i < rank; i++) t->dims[i] = dims[i];
+  t->bytes = (size_t)kiln_ir_tensor_numel(t) * kiln_dtype_size(dtype);
+  t->name = dup("");
+  t->data = malloc(t->bytes ? t->bytes : 1);
+  if (!t->name || !t->data) return NOMEM(err);
+  if (t->bytes) memcpy(t->data, data, t->bytes);
+  return KILN_OK;
+}
+
+kiln_status kiln_ir_node_set_domain(kiln_ir_node *n, const char *domain, kiln_error *err) {
+  char *d = dup(domain);
+  if (!d) return NOMEM(err);
+  free(n->domain);
+  n->domain = d;
+  return KILN_OK;
+}
+
 kiln_status kiln_ir_add_initializer(kiln_ir_graph *g, const char *name, kiln_dtype dtype,
                                     const int64_t *dims, int rank, const void *data,
                                     kiln_error *err) {
@@ -433,7 +489,7 @@ kiln_status kiln_ir_toposort(kiln_ir_graph *g, kiln_error *err) {
       s = NOMEM(err);
     } else {
       for (int i = 0; i < n; i++) sorted[i] = g->nodes[order[i]];
-      memcpy(g->nodes, sorted, (size_t)n * sizeof *sorted);
+      if (n) memcpy(g->nodes, sorted, (size_t)n * sizeof *sorted); /* nodes is NULL when n = 0 */
       free(sorted);
     }
   }

@@ -156,6 +156,18 @@ kiln_status kiln_ir_node_set_ints(kiln_ir_node *n, const char *name, const int64
 kiln_status kiln_ir_node_set_string(kiln_ir_node *n, const char *name, const char *v,
                                     kiln_error *err);
 
+/* More attribute kinds (the ONNX reader needs every one the IR holds). Each copies
+ * what it is given; set_tensor copies numel * dtype size bytes of data. */
+kiln_status kiln_ir_node_set_floats(kiln_ir_node *n, const char *name, const float *v, int count,
+                                    kiln_error *err);
+kiln_status kiln_ir_node_set_strings(kiln_ir_node *n, const char *name, const char *const *v,
+                                     int count, kiln_error *err);
+kiln_status kiln_ir_node_set_tensor(kiln_ir_node *n, const char *name, kiln_dtype dtype,
+                                    const int64_t *dims, int rank, const void *data,
+                                    kiln_error *err);
+/* Sets the node's operator domain ("" = the default ONNX domain). */
+kiln_status kiln_ir_node_set_domain(kiln_ir_node *n, const char *domain, kiln_error *err);
+
 /* Adds an initializer holding a copy of data (numel * dtype size bytes). */
 kiln_status kiln_ir_add_initializer(kiln_ir_graph *g, const char *name, kiln_dtype dtype,
                                     const int64_t *dims, int rank, const void *data,
