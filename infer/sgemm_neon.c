@@ -1,18 +1,41 @@
-/* kiln runtime — NEON SGEMM micro-kernel (4 x 8) and GEMV panel kernel, for aarch64
- * and armhf (-mfpu=neon; picked only when AT_HWCAP reports NEON). */
+/* kiln runtime — NEON SGEMM micro-kernels (8 x 8 on aarch64, 4 x 8 on armhf) and the
+ * GEMV panel kernel, for aarch64 and armhf (-mfpu=neon; picked only when AT_HWCAP reports NEON). */
 #include "sgemm.h"
 
 #if (defined(__aarch64__) || defined(__arm__)) && defined(__ARM_NEON)
 #include <arm_neon.h>
 
-#define MR 4
 #define NR 8
 
 #if defined(__aarch64__)
+/* aarch64 has 32 q registers: 8 x 8 with 16 accumulators, A rows taken by lane. */
+#define MR 8
 #define MLA(acc, a, b) vfmaq_f32(acc, a, b)
+#define ROW(i, av, lane)                                  \
+  c##i##0 = vfmaq_laneq_f32(c##i##0, b0, av, lane);       \
+  c##i##1 = vfmaq_laneq_f32(c##i##1, b1, av, lane)
+#define STORE(i)                                          \
+  vst1q_f32(tile + (i) * NR, c##i##0);                    \
+  vst1q_f32(tile + (i) * NR + 4, c##i##1)
+
+static void micro_neon(int64_t kc, const float *pa, const float *pb, float *tile) {
+  float32x4_t z = vdupq_n_f32(0.0f);
+  float32x4_t c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
+  float32x4_t c40 = z, c41 = z, c50 = z, c51 = z, c60 = z, c61 = z, c70 = z, c71 = z;
+  for (int64_t k = 0; k < kc; k++) {
+    float32x4_t b0 = vld1q_f32(pb), b1 = vld1q_f32(pb + 4);
+    float32x4_t a0 = vld1q_f32(pa), a1 = vld1q_f32(pa + 4);
+    ROW(0, a0, 0); ROW(1, a0, 1); ROW(2, a0, 2); ROW(3, a0, 3);
+    ROW(4, a1, 0); ROW(5, a1, 1); ROW(6, a1, 2); ROW(7, a1, 3);
+    pa += MR;
+    pb += NR;
+  }
+  STORE(0); STORE(1); STORE(2); STORE(3); STORE(4); STORE(5); STORE(6); STORE(7);
+}
 #else
+/* armhf: 16 q registers, no FMA in plain NEON: 4 x 8 with 8 accumulators. */
+#define MR 4
 #define MLA(acc, a, b) vmlaq_f32(acc, a, b)
-#endif
 
 static void micro_neon(int64_t kc, const float *pa, const float *pb, float *tile) {
   float32x4_t z = vdupq_n_f32(0.0f);
@@ -31,6 +54,7 @@ static void micro_neon(int64_t kc, const float *pa, const float *pb, float *tile
   vst1q_f32(tile + 16, c20); vst1q_f32(tile + 20, c21);
   vst1q_f32(tile + 24, c30); vst1q_f32(tile + 28, c31);
 }
+#endif
 
 static void gemv_neon(int64_t K, const float *a, const float *pb, float *out) {
   float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
