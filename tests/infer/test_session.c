@@ -18,7 +18,7 @@
 /* --- a malloc counter: this program's malloc family wraps glibc's, so every
  * allocation the static kiln_infer makes during run() is seen. (Not under ASan,
  * which owns malloc; the Release/Debug ctest runs check it.) */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(__SANITIZE_MEMORY__)
 #define COUNT_MALLOC 0
 #else
 #define COUNT_MALLOC 1
