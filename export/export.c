@@ -2,8 +2,8 @@
  * apart from lower.c so a program that only lowers does not link the writer. */
 #include "kiln/export.h"
 
-kiln_status kiln_model_export(const kiln_model *m, const kiln_export_options *opt,
-                              const char *path, kiln_error *err) {
+kiln_status kiln_model_export(const kiln_model *m, const kiln_export_options *opt, const char *path,
+                              kiln_error *err) {
   kiln_ir_graph *g = NULL;
   kiln_status s = kiln_model_lower(m, opt, &g, err);
   if (s) return s;

@@ -60,9 +60,9 @@ typedef struct dense_match {
   int trans_b;
   int64_t in, units;
   kiln_activation activation;
-  const char *name;   /* the layer's output value */
-  int nodes;          /* graph nodes it covers ... */
-  int idx[3];         /* ... and their indices */
+  const char *name; /* the layer's output value */
+  int nodes;        /* graph nodes it covers ... */
+  int idx[3];       /* ... and their indices */
 } dense_match;
 
 static const char *other_input(const kiln_ir_node *n, const char *mine) {
@@ -103,7 +103,7 @@ static kiln_status match_dense(const kiln_ir_graph *g, const kiln_ir_node *n, co
     if (!d->kernel) return unsupported(err, n, "the kernel is not a 2-D float initializer");
     d->in = d->kernel->dims[0];
     d->units = d->kernel->dims[1];
-    int count, idx;
+    int count, idx = 0;
     const kiln_ir_node *add = consumer(g, n->outputs[0], &count, &idx);
     if (!add || count != 1 || strcmp(add->op_type, "Add") != 0 || add->n_inputs != 2 ||
         add->n_outputs != 1)
@@ -118,7 +118,7 @@ static kiln_status match_dense(const kiln_ir_graph *g, const kiln_ir_node *n, co
   }
   d->activation = KILN_ACTIVATION_LINEAR;
   d->name = out;
-  int count, idx;
+  int count, idx = 0;
   const kiln_ir_node *a = consumer(g, out, &count, &idx);
   if (!a || count != 1 || a->n_inputs != 1 || a->n_outputs != 1) return KILN_OK;
   if (strcmp(a->op_type, "Relu") == 0) {
@@ -129,7 +129,8 @@ static kiln_status match_dense(const kiln_ir_graph *g, const kiln_ir_node *n, co
     d->activation = KILN_ACTIVATION_TANH;
   } else if (strcmp(a->op_type, "Softmax") == 0) {
     int64_t axis = attr_int(a, "axis", kiln_ir_opset_version(g, "") >= 13 ? -1 : 1);
-    if (axis != -1 && axis != 1) return unsupported(err, a, "softmax over an axis other than the features");
+    if (axis != -1 && axis != 1)
+      return unsupported(err, a, "softmax over an axis other than the features");
     d->activation = KILN_ACTIVATION_SOFTMAX;
   } else {
     return KILN_OK;
@@ -172,7 +173,8 @@ kiln_status kiln_model_from_ir(const kiln_ir_graph *g, uint64_t seed, kiln_model
   if (g->n_inputs != 1 || g->n_outputs != 1)
     return kiln_error_set(err, KILN_E_UNSUPPORTED,
                           "import: the graph has %d inputs and %d outputs (kiln imports one "
-                          "input and one output)", g->n_inputs, g->n_outputs);
+                          "input and one output)",
+                          g->n_inputs, g->n_outputs);
   const kiln_ir_value *gin = &g->inputs[0];
   if (gin->dtype != KILN_DTYPE_FLOAT || gin->rank != 2)
     return kiln_error_set(err, KILN_E_UNSUPPORTED,

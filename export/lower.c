@@ -47,7 +47,8 @@ static kiln_status read_compile_info(const kiln_model *m, compile_info *ci, kiln
   if (fd < 0)
     return kiln_error_set(err, KILN_E_IO,
                           "lower: cannot create a temporary file in %s to read the model's "
-                          "compile settings", dir);
+                          "compile settings",
+                          dir);
   close(fd);
   kiln_error inner = {0};
   if (kiln_model_save(m, path, &inner)) {
@@ -129,7 +130,9 @@ static void sb_add(strbuf *b, const char *text, size_t n) {
   b->s[b->len] = '\0';
 }
 
-static void sb_str(strbuf *b, const char *text) { sb_add(b, text, strlen(text)); }
+static void sb_str(strbuf *b, const char *text) {
+  sb_add(b, text, strlen(text));
+}
 
 /* A JSON string literal. */
 static void sb_json_string(strbuf *b, const char *s) {
@@ -204,8 +207,8 @@ static kiln_status lower_dense(kiln_ir_graph *g, const kiln_layer_info *l, const
      * so transB = 0: Y = X W + b with no transposed copy of the weights. */
     const char *ins[3] = {input, kname, bname};
     const char *outs[1] = {affine_out};
-    if ((s = kiln_ir_add_node(g, "Gemm", join(node, sizeof node, l->name, "/Gemm"), ins, 3, outs,
-                              1, &n, err)) ||
+    if ((s = kiln_ir_add_node(g, "Gemm", join(node, sizeof node, l->name, "/Gemm"), ins, 3, outs, 1,
+                              &n, err)) ||
         (s = kiln_ir_node_set_float(n, "alpha", 1.0f, err)) ||
         (s = kiln_ir_node_set_float(n, "beta", 1.0f, err)) ||
         (s = kiln_ir_node_set_int(n, "transA", 0, err)) ||
@@ -301,7 +304,8 @@ static kiln_status check_options(const kiln_export_options *opt, int64_t in_feat
     if (opt->n_class_names != want && opt->n_class_names != out_features)
       return kiln_error_set(err, KILN_E_SHAPE,
                             "export: %d class names for a model with %lld output%s (expected "
-                            "%lld)", opt->n_class_names, (long long)out_features,
+                            "%lld)",
+                            opt->n_class_names, (long long)out_features,
                             out_features == 1 ? "" : "s", (long long)want);
   }
   if ((opt->input_mean || opt->input_std) &&
@@ -348,7 +352,8 @@ kiln_status kiln_model_lower(const kiln_model *m, const kiln_export_options *opt
       if (++n_inputs > 1) {
         s = kiln_error_set(err, KILN_E_UNSUPPORTED,
                            "lower: layer '%s': a second Input (kiln exports single-input "
-                           "models)", l.name);
+                           "models)",
+                           l.name);
         goto done;
       }
       in_features = l.out_features;
@@ -388,8 +393,8 @@ kiln_status kiln_model_lower(const kiln_model *m, const kiln_export_options *opt
     const char *ins[1] = {value[output]};
     const char *outs[1] = {ol.name};
     char node[NAME_CAP];
-    if ((s = kiln_ir_add_node(g, "Identity", join(node, sizeof node, ol.name, "/Identity"), ins,
-                              1, outs, 1, NULL, err)))
+    if ((s = kiln_ir_add_node(g, "Identity", join(node, sizeof node, ol.name, "/Identity"), ins, 1,
+                              outs, 1, NULL, err)))
       goto done;
   }
 

@@ -180,8 +180,8 @@ static void test_every_combination(void **state) {
             int opset = (h + o + l + dropout) % 2 ? 17 : 13;
             kiln_loss loss = LOSSES[l];
             int64_t units = loss == KILN_LOSS_BINARY_CROSSENTROPY ? 1 : 3;
-            const char *metric = loss <= KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY ? "accuracy"
-                                                                                    : "mae";
+            const char *metric =
+                loss <= KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY ? "accuracy" : "mae";
             kiln_model *m = build(ACTS[h], ACTS[o], units, dropout, loss, metric);
             kiln_export_options opt;
             kiln_export_options_init(&opt);
@@ -193,7 +193,8 @@ static void test_every_combination(void **state) {
             if (kiln_model_lower(m, &opt, &g, &err)) fail_msg("%s", err.message);
 
             int per_layer = matmul ? 2 : 1;
-            int want_nodes = 2 * per_layer + (ACT_OPS[ACTS[h]] != NULL) + (ACT_OPS[ACTS[o]] != NULL);
+            int want_nodes =
+                2 * per_layer + (ACT_OPS[ACTS[h]] != NULL) + (ACT_OPS[ACTS[o]] != NULL);
             assert_int_equal(g->n_nodes, want_nodes);
             assert_int_equal(g->n_initializers, 4);
             for (int i = 0; i < g->n_nodes; i++) {
