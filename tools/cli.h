@@ -27,6 +27,12 @@ int cmd_train(int argc, char **argv);
 void cmd_train_usage(FILE *out);
 int cmd_summary(int argc, char **argv);
 void cmd_summary_usage(FILE *out);
+int cmd_export(int argc, char **argv);
+void cmd_export_usage(FILE *out);
+int cmd_predict(int argc, char **argv);
+void cmd_predict_usage(FILE *out);
+int cmd_inspect(int argc, char **argv);
+void cmd_inspect_usage(FILE *out);
 
 /* "kiln <cmd>: error: <message>" on stderr; returns CLI_EXIT_ERROR. */
 int cli_error(const char *cmd, const char *fmt, ...)

@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "kiln/data.h"
+#include "kiln/export.h"
 #include "kiln/train.h"
 
 static const char *const CMD = "train";
@@ -49,6 +50,9 @@ void cmd_train_usage(FILE *out) {
           "Output:\n"
           "  --history FILE.csv      write the per-epoch figures (Keras' History) as CSV\n"
           "  --output MODEL.kiln     write the trained model (a kiln checkpoint)\n"
+          "  --output MODEL.onnx     or export it as ONNX (opset 13, Gemm; the --standardize\n"
+          "                          mean and std recorded as kiln.input_mean/input_std;\n"
+          "                          see kiln export for other forms)\n"
           "  --json                  print one JSON object with the final figures as the last\n"
           "                          line of stdout\n"
           "\n"
@@ -326,6 +330,24 @@ static int one_hot_in_place(kiln_matrix *y, int32_t classes) {
   return 0;
 }
 
+static int is_onnx_name(const char *path) {
+  size_t n = strlen(path);
+  return n >= 5 && strcmp(path + n - 5, ".onnx") == 0;
+}
+
+/* A .onnx name exports the model; any other name writes the checkpoint. */
+static kiln_status save_model(const train_args *a, const train_run *t, kiln_error *err) {
+  if (!is_onnx_name(a->output_path)) return kiln_model_save(t->model, a->output_path, err);
+  kiln_export_options opt;
+  kiln_export_options_init(&opt);
+  if (a->standardize) {
+    opt.input_mean = t->standardizer.mean;
+    opt.input_std = t->standardizer.std;
+    opt.n_input_stats = t->standardizer.cols;
+  }
+  return kiln_model_export(t->model, &opt, a->output_path, err);
+}
+
 static int run(const train_args *a, train_run *t) {
   kiln_error err = {0};
   if (kiln_spec_load(a->spec_path, &t->spec, &err)) return cli_kiln_error(CMD, &err);
@@ -470,7 +492,7 @@ static int run(const train_args *a, train_run *t) {
 
   if (a->history_path && kiln_history_write_csv(&t->history, a->history_path, &err))
     return cli_kiln_error(CMD, &err);
-  if (a->output_path && kiln_model_save(t->model, a->output_path, &err)) {
+  if (a->output_path && save_model(a, t, &err)) {
     if (a->history_path) remove(a->history_path); /* this run wrote it */
     return cli_kiln_error(CMD, &err);
   }

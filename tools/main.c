@@ -10,6 +10,10 @@
 static const cli_command commands[] = {
     {"train", "train a model from a JSON spec on a data set", cmd_train, cmd_train_usage},
     {"summary", "print the layers of a spec or a saved model", cmd_summary, cmd_summary_usage},
+    {"export", "write a trained model (.kiln) as ONNX", cmd_export, cmd_export_usage},
+    {"predict", "run a .onnx on a .npy, a CSV or a data set", cmd_predict, cmd_predict_usage},
+    {"inspect", "describe a .onnx: inputs, outputs, ops, shapes, sizes", cmd_inspect,
+     cmd_inspect_usage},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
@@ -19,7 +23,8 @@ static void usage(FILE *out) {
           "       kiln <command> --help\n"
           "       kiln --version\n"
           "\n"
-          "kiln trains small dense networks the Keras way (Deep Learning with Python, ch. 4-7).\n"
+          "kiln trains small dense networks the Keras way (Deep Learning with Python, ch. 4-7),\n"
+          "exports them to ONNX and runs them.\n"
           "\n"
           "Commands:\n");
   for (int i = 0; i < N_COMMANDS; i++)
