@@ -572,7 +572,7 @@ static kiln_status read_attr(const reader *r, const Onnx__AttributeProto *ap, ki
     case 1: s = kiln_ir_node_set_float(n, ap->name, ap->f, r->err); break;
     case 2: s = kiln_ir_node_set_int(n, ap->name, ap->i, r->err); break;
     case 3: {
-      char *v;
+      char *v = NULL;
       if ((s = c_string(r, ap->s, what, &v))) return s;
       s = kiln_ir_node_set_string(n, ap->name, v, r->err);
       free(v);
