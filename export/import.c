@@ -225,7 +225,9 @@ kiln_status kiln_model_from_ir(const kiln_ir_graph *g, uint64_t seed, kiln_model
     kiln_dense_options_init(&o);
     o.activation = d.activation;
     o.kernel_initializer = KILN_INIT_ZEROS;
-    o.name = d.name; /* lower names every layer's output value after the layer */
+    /* lower names every layer's output value after the layer; a name the trainer
+     * cannot take (another tool's long value names) gets the default "dense_N". */
+    o.name = strlen(d.name) < 64 ? d.name : NULL;
     if ((s = kiln_model_dense(m, node, d.units, &o, &node, err))) {
       kiln_error_prefix(err, "import: node '%s'", n->name);
       goto fail;

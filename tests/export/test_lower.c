@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kiln/export.h"
+#include "kiln/infer.h"
 
 static const kiln_activation ACTS[] = {KILN_ACTIVATION_LINEAR, KILN_ACTIVATION_RELU,
                                        KILN_ACTIVATION_SIGMOID, KILN_ACTIVATION_SOFTMAX,
@@ -462,6 +463,46 @@ static void test_foreign_graphs(void **state) {
   kiln_ir_free(g);
 }
 
+/* PyTorch's exports of the same shapes (Gemm with transB = 1, MatMul + Add): imported
+ * as Dense layers, they predict what torch did. */
+static void test_import_torch(void **state) {
+  (void)state;
+  const char *src = getenv("KILN_SOURCE_DIR");
+  static const char *const names[] = {"housing", "housing_matmul", "imdb", "reuters_matmul",
+                                      "dropout_tanh"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char path[1024];
+    kiln_error err = {0};
+    kiln_matrix x = {0}, y = {0}, p = {0};
+    snprintf(path, sizeof path, "%s/tests/integration/torch/fixtures/%s_x.npy", src ? src : ".",
+             names[i]);
+    if (kiln_npy_read(path, &x, &err)) fail_msg("%s", err.message);
+    snprintf(path, sizeof path, "%s/tests/integration/torch/fixtures/%s_y.npy", src ? src : ".",
+             names[i]);
+    assert_int_equal(kiln_npy_read(path, &y, &err), KILN_OK);
+    snprintf(path, sizeof path, "%s/tests/integration/torch/fixtures/%s_opset13.onnx",
+             src ? src : ".", names[i]);
+    kiln_ir_graph *g = NULL;
+    kiln_model *m = NULL;
+    if (kiln_onnx_read_file(path, &g, &err)) fail_msg("%s", err.message);
+    if (kiln_model_from_ir(g, 1, &m, &err)) fail_msg("%s: %s", path, err.message);
+    assert_int_equal(kiln_model_predict(m, &x, 16, &p, &err), KILN_OK);
+    assert_int_equal(p.rows, y.rows);
+    assert_int_equal(p.cols, y.cols);
+    for (int64_t k = 0; k < p.rows * p.cols; k++)
+      if (!(fabsf(p.values[k] - y.values[k]) <= 1e-5f))
+        fail_msg("%s: output %lld: kiln %g, torch %g", path, (long long)k, (double)p.values[k],
+                 (double)y.values[k]);
+    /* Not compiled: torch records no loss. */
+    assert_null(kiln_ir_get_meta(g, "kiln.loss"));
+    kiln_matrix_free(&x);
+    kiln_matrix_free(&y);
+    kiln_matrix_free(&p);
+    kiln_model_free(m);
+    kiln_ir_free(g);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_combination),
@@ -469,6 +510,7 @@ int main(void) {
       cmocka_unit_test(test_uncompiled_and_sequential),
       cmocka_unit_test(test_dropout_output),
       cmocka_unit_test(test_foreign_graphs),
+      cmocka_unit_test(test_import_torch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
