@@ -7,9 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include <cjson/cJSON.h>
 
 #include "kiln/export.h"
 
@@ -22,88 +19,32 @@ void kiln_export_options_init(kiln_export_options *opt) {
   opt->opset = 13;
 }
 
-/* --- compile settings ---------------------------------------------------------
- * train.h has no accessor for the loss, the metric names or the output node, but a
- * checkpoint records them: write one to a temporary file, read its JSON header and
- * remove it. Replace with accessors (kiln_model_loss, kiln_model_metric_names,
- * kiln_model_output) once train.h has them. */
+/* --- compile settings --------------------------------------------------------- */
 typedef struct compile_info {
   int compiled;
   char loss[64];
   char *metrics; /* comma-separated, malloc'd (NULL when none) */
-  int output;    /* the output node, -1 when the checkpoint does not say */
+  int output;    /* the output node */
 } compile_info;
 
 static kiln_status read_compile_info(const kiln_model *m, compile_info *ci, kiln_error *err) {
   memset(ci, 0, sizeof *ci);
-  ci->output = -1;
-  /* $TMPDIR, else memory-backed /dev/shm (the checkpoint is synced on commit, which
-   * costs milliseconds per call on a disk), else /tmp. */
-  const char *dir = getenv("TMPDIR");
-  if (!dir || !*dir) dir = access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : "/tmp";
-  char path[4096];
-  int n = snprintf(path, sizeof path, "%s/kiln-lower-XXXXXX", dir);
-  if (n < 0 || (size_t)n >= sizeof path)
-    return kiln_error_set(err, KILN_E_IO, "lower: temporary folder name too long: %s", dir);
-  int fd = mkstemp(path);
-  if (fd < 0)
-    return kiln_error_set(err, KILN_E_IO,
-                          "lower: cannot create a temporary file in %s to read the model's "
-                          "compile settings",
-                          dir);
-  close(fd);
-  kiln_error inner = {0};
-  if (kiln_model_save(m, path, &inner)) {
-    remove(path);
-    return kiln_error_set(err, inner.status, "lower: reading the compile settings: %s",
-                          inner.message);
+  ci->output = kiln_model_output(m);
+  if (!kiln_model_is_compiled(m)) return KILN_OK;
+  ci->compiled = 1;
+  snprintf(ci->loss, sizeof ci->loss, "%s", kiln_loss_name(kiln_model_loss(m)));
+  size_t total = 0;
+  int n = kiln_model_metric_count(m);
+  for (int i = 0; i < n; i++) total += strlen(kiln_model_metric_name(m, i)) + 1;
+  if (!total) return KILN_OK;
+  ci->metrics = malloc(total);
+  if (!ci->metrics) return kiln_error_set(err, KILN_E_NOMEM, "lower: out of memory");
+  ci->metrics[0] = '\0';
+  for (int i = 0; i < n; i++) {
+    if (i) strcat(ci->metrics, ",");
+    strcat(ci->metrics, kiln_model_metric_name(m, i));
   }
-  FILE *f = fopen(path, "rb");
-  unsigned char head[16];
-  char *json = NULL;
-  uint64_t len = 0;
-  int ok = f && fread(head, 1, 16, f) == 16 && memcmp(head, "KILNCKP1", 8) == 0;
-  if (ok) {
-    for (int i = 0; i < 8; i++) len |= (uint64_t)head[8 + i] << (8 * i);
-    ok = len < (64u << 20) && (json = malloc((size_t)len + 1)) != NULL &&
-         fread(json, 1, (size_t)len, f) == (size_t)len;
-  }
-  if (f) fclose(f);
-  remove(path);
-  if (!ok) {
-    free(json);
-    return kiln_error_set(err, KILN_E_IO, "lower: cannot read back the model's compile settings");
-  }
-  json[len] = '\0';
-  cJSON *root = cJSON_Parse(json);
-  free(json);
-  if (!root) return kiln_error_set(err, KILN_E_NOMEM, "lower: out of memory");
-  const cJSON *out = cJSON_GetObjectItemCaseSensitive(root, "output");
-  if (cJSON_IsNumber(out)) ci->output = out->valueint;
-  const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "compile");
-  const cJSON *loss = cJSON_GetObjectItemCaseSensitive(c, "loss");
-  kiln_status s = KILN_OK;
-  if (cJSON_IsString(loss)) {
-    ci->compiled = 1;
-    snprintf(ci->loss, sizeof ci->loss, "%s", loss->valuestring);
-    const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(c, "metrics"), *it;
-    size_t total = 0;
-    cJSON_ArrayForEach(it, metrics) if (cJSON_IsString(it)) total += strlen(it->valuestring) + 1;
-    if (total) {
-      ci->metrics = malloc(total);
-      if (!ci->metrics) {
-        s = kiln_error_set(err, KILN_E_NOMEM, "lower: out of memory");
-      } else {
-        ci->metrics[0] = '\0';
-        cJSON_ArrayForEach(it, metrics) if (cJSON_IsString(it)) {
-          if (ci->metrics[0]) strcat(ci->metrics, ",");
-          strcat(ci->metrics, it->valuestring);
-        }
-      }
-    }
-  }
-  cJSON_Delete(root);
-  return s;
+  return KILN_OK;
 }
 
 /* --- small string builders ------------------------------------------------------ */
@@ -242,22 +183,6 @@ static kiln_status lower_dense(kiln_ir_graph *g, const kiln_layer_info *l, const
   return KILN_OK;
 }
 
-/* The output node: the one the checkpoint names, else the last node nobody reads. */
-static int find_output(const kiln_model *m, int n_layers, int hint) {
-  if (hint >= 0 && hint < n_layers) return hint;
-  for (int i = n_layers - 1; i >= 0; i--) {
-    int read = 0;
-    for (int j = i + 1; j < n_layers && !read; j++) {
-      kiln_layer_info lj;
-      if (kiln_model_layer(m, j, &lj, NULL)) continue;
-      for (int k = 0; k < lj.n_inputs; k++)
-        if (lj.inputs[k] == i) read = 1;
-    }
-    if (!read) return i;
-  }
-  return n_layers - 1;
-}
-
 static kiln_status set_metadata(kiln_ir_graph *g, const compile_info *ci,
                                 const kiln_export_options *opt, kiln_error *err) {
   kiln_status s;
@@ -333,7 +258,7 @@ kiln_status kiln_model_lower(const kiln_model *m, const kiln_export_options *opt
   kiln_status s;
   compile_info ci;
   if ((s = read_compile_info(m, &ci, err))) return s;
-  int output = find_output(m, n_layers, ci.output);
+  int output = ci.output;
 
   /* value[i]: the name of the value that holds node i's output (a layer name). */
   const char **value = calloc((size_t)n_layers, sizeof *value);

@@ -511,3 +511,12 @@ kiln_status kiln_model_add_metric(kiln_model *m, kiln_metric *metric, kiln_error
 void kiln_model_set_learning_rate(kiln_model *m, float lr) { m->opt.learning_rate = lr; }
 float kiln_model_learning_rate(const kiln_model *m) { return m->opt.learning_rate; }
 void kiln_model_stop_training(kiln_model *m) { m->stop_training = 1; }
+
+int kiln_model_is_compiled(const kiln_model *m) { return m->compiled; }
+kiln_loss kiln_model_loss(const kiln_model *m) { return m->loss; }
+void kiln_model_get_optimizer(const kiln_model *m, kiln_optimizer *out) { *out = m->opt; }
+int kiln_model_metric_count(const kiln_model *m) { return m->n_metric_names; }
+const char *kiln_model_metric_name(const kiln_model *m, int i) {
+  return i >= 0 && i < m->n_metric_names ? m->metric_names[i] : NULL;
+}
+kiln_node kiln_model_output(const kiln_model *m) { return output_node(m); }

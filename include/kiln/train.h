@@ -188,6 +188,15 @@ kiln_status kiln_model_compile(kiln_model *m, const kiln_optimizer *opt, kiln_lo
                                const char *const *metrics, int n_metrics, kiln_error *err);
 /* Adds a custom metric after compile; the model takes ownership (also on failure). */
 kiln_status kiln_model_add_metric(kiln_model *m, kiln_metric *metric, kiln_error *err);
+/* What compile set: whether the model is compiled, its loss, optimizer settings, the
+ * metric names as given to compile (valid until recompiled or freed), and its
+ * output node (the last node added when none was set). */
+int kiln_model_is_compiled(const kiln_model *m);
+kiln_loss kiln_model_loss(const kiln_model *m);
+void kiln_model_get_optimizer(const kiln_model *m, kiln_optimizer *out);
+int kiln_model_metric_count(const kiln_model *m);
+const char *kiln_model_metric_name(const kiln_model *m, int i);
+kiln_node kiln_model_output(const kiln_model *m);
 /* Changes the learning rate (schedules). */
 void kiln_model_set_learning_rate(kiln_model *m, float lr);
 float kiln_model_learning_rate(const kiln_model *m);
