@@ -29,6 +29,31 @@ typedef void (*kiln_micro_fn)(int64_t kc, const float *pa, const float *pb, floa
 /* out[nr] = sum_k a[k] * pb[k * nr + j] (one B panel, a contiguous). */
 typedef void (*kiln_gemv_fn)(int64_t k, const float *a, const float *pb, float *out);
 
+/* What a micro-kernel does with its mr x nr result when it stores straight to C:
+ * c[i * ldc + j] = (acc ? c : 0) + tile + bias[j], ReLU'd if relu, for j < n (n <= nr). */
+typedef struct kiln_tile_store {
+  float *c;
+  int64_t ldc;
+  int n;
+  int acc;          /* add to C (a later K block) instead of overwriting it */
+  const float *bias; /* NULL: none */
+  int relu;
+} kiln_tile_store;
+
+/* The micro-kernel reading A in place (no packing): mr rows a + i * rsa, k contiguous,
+ * against one packed B panel over kc, the result stored as st says. */
+typedef void (*kiln_micro_rs_fn)(int64_t kc, const float *a, int64_t rsa, const float *pb,
+                                 const kiln_tile_store *st);
+/* acc[j] = sum_t (val ? val[t] : 1) * panel[idx[t] * nr + j] for j < ncols (<= nr);
+ * acc has nr floats, columns >= ncols are unspecified. */
+typedef void (*kiln_gather_fn)(const float *panel, int nr, const int32_t *idx, const float *val,
+                               int64_t nnz, int ncols, float *acc);
+/* The non-zeros of x[0..K) as (idx, val), in order; returns their count. */
+typedef int64_t (*kiln_nzscan_fn)(const float *x, int64_t K, int32_t *idx, float *val);
+/* out[i] = sum_k a[i * rsa + k] * w[k] for i < M (the N = 1 layer). */
+typedef void (*kiln_rowdot_fn)(int64_t M, int64_t K, const float *a, int64_t rsa, const float *w,
+                               float *out);
+
 typedef struct kiln_sgemm_kernel {
   kiln_kernel_path path;
   const char *name;
@@ -36,7 +61,20 @@ typedef struct kiln_sgemm_kernel {
   int64_t kc, mc; /* K and M block sizes (L1/L2) */
   kiln_micro_fn micro;
   kiln_gemv_fn gemv;
+  kiln_micro_rs_fn micro_rs;
+  kiln_gather_fn gather;
+  kiln_nzscan_fn nzscan;
+  kiln_rowdot_fn rowdot;
 } kiln_sgemm_kernel;
+
+/* The plain C versions (the references the SIMD ones are tested against). */
+void kiln_gather_ref(const float *panel, int nr, const int32_t *idx, const float *val,
+                     int64_t nnz, int ncols, float *acc);
+int64_t kiln_nzscan_ref(const float *x, int64_t K, int32_t *idx, float *val);
+void kiln_rowdot_ref(int64_t M, int64_t K, const float *a, int64_t rsa, const float *w,
+                     float *out);
+/* Shared by the kernels' micro_rs: the store of one row of a tile (r: nr floats). */
+void kiln_tile_store_row(const kiln_tile_store *st, int i, const float *r);
 
 /* CPU features, detected once per session (no global state). */
 typedef struct kiln_cpu {
@@ -57,7 +95,8 @@ const kiln_sgemm_kernel *kiln_sgemm_kernel_avx2(void);
 const kiln_sgemm_kernel *kiln_sgemm_kernel_avx512(void);
 const kiln_sgemm_kernel *kiln_sgemm_kernel_neon(void);
 
-/* Floats of a packed B of K x N. */
+/* Floats of a packed B of K x N (for N = 1 the column also follows the panel,
+ * contiguous, for the row-dot path). */
 size_t kiln_sgemm_packed_b_floats(const kiln_sgemm_kernel *k, int64_t K, int64_t N);
 /* Floats of the A-packing workspace one thread needs. */
 size_t kiln_sgemm_workspace_floats(const kiln_sgemm_kernel *k, int64_t K);

@@ -68,15 +68,69 @@ static void gemv_ref(int64_t K, const float *a, const float *pb, float *out) {
   memcpy(out, acc, sizeof acc);
 }
 
+void kiln_tile_store_row(const kiln_tile_store *st, int i, const float *r) {
+  float *c = st->c + i * st->ldc;
+  for (int j = 0; j < st->n; j++) {
+    float v = r[j];
+    if (st->acc) v += c[j];
+    if (st->bias) v += st->bias[j];
+    if (st->relu) v = v > 0.0f ? v : 0.0f;
+    c[j] = v;
+  }
+}
+
+static void micro_rs_ref(int64_t kc, const float *a, int64_t rsa, const float *pb,
+                         const kiln_tile_store *st) {
+  float acc[REF_MR * REF_NR];
+  memset(acc, 0, sizeof acc);
+  for (int64_t k = 0; k < kc; k++)
+    for (int i = 0; i < REF_MR; i++) {
+      float ai = a[i * rsa + k];
+      for (int j = 0; j < REF_NR; j++) acc[i * REF_NR + j] += ai * pb[k * REF_NR + j];
+    }
+  for (int i = 0; i < REF_MR; i++) kiln_tile_store_row(st, i, acc + i * REF_NR);
+}
+
+void kiln_gather_ref(const float *panel, int nr, const int32_t *idx, const float *val,
+                     int64_t nnz, int ncols, float *acc) {
+  for (int j = 0; j < ncols; j++) acc[j] = 0.0f;
+  for (int64_t t = 0; t < nnz; t++) {
+    const float *b = panel + (int64_t)idx[t] * nr;
+    float v = val ? val[t] : 1.0f;
+    for (int j = 0; j < ncols; j++) acc[j] += v * b[j];
+  }
+}
+
+int64_t kiln_nzscan_ref(const float *x, int64_t K, int32_t *idx, float *val) {
+  int64_t n = 0;
+  for (int64_t k = 0; k < K; k++)
+    if (x[k] != 0.0f) {
+      idx[n] = (int32_t)k;
+      val[n++] = x[k];
+    }
+  return n;
+}
+
+void kiln_rowdot_ref(int64_t M, int64_t K, const float *a, int64_t rsa, const float *w,
+                     float *out) {
+  for (int64_t i = 0; i < M; i++) {
+    float s = 0.0f;
+    for (int64_t k = 0; k < K; k++) s += a[i * rsa + k] * w[k];
+    out[i] = s;
+  }
+}
+
 static const kiln_sgemm_kernel REF_KERNEL = {KILN_KERNEL_REF, "ref", REF_MR, REF_NR, 256, 128,
-                                             micro_ref, gemv_ref};
+                                             micro_ref, gemv_ref, micro_rs_ref, kiln_gather_ref,
+                                             kiln_nzscan_ref, kiln_rowdot_ref};
 
 const kiln_sgemm_kernel *kiln_sgemm_kernel_ref(void) { return &REF_KERNEL; }
 
 /* --- packing and the driver ------------------------------------------------ */
 
 size_t kiln_sgemm_packed_b_floats(const kiln_sgemm_kernel *k, int64_t K, int64_t N) {
-  return (size_t)(K > 0 ? K : 1) * (size_t)kiln_sgemm_panels(k, N) * (size_t)k->nr;
+  return (size_t)(K > 0 ? K : 1) * (size_t)kiln_sgemm_panels(k, N) * (size_t)k->nr +
+         (N == 1 ? (size_t)(K > 0 ? K : 1) : 0);
 }
 
 size_t kiln_sgemm_workspace_floats(const kiln_sgemm_kernel *k, int64_t K) {
@@ -101,6 +155,8 @@ void kiln_sgemm_pack_b(const kiln_sgemm_kernel *k, int64_t K, int64_t N, const f
       for (; j < nr; j++) dst[kk * nr + j] = 0.0f;
     }
   }
+  if (N == 1)
+    for (int64_t kk = 0; kk < K; kk++) out[K * nr + kk] = b[kk * rsb];
 }
 
 /* Rows [i0, i0+mb) x k [k0, k0+kb) of A into panels of mr rows, k-major, zero-padded. */
@@ -146,6 +202,58 @@ static void epilogue(const kiln_gemm_args *g, const float *tile, int nr, int64_t
   }
 }
 
+/* N = 1: a dot product per row against the contiguous copy of the column. */
+static void run_rowdot(const kiln_sgemm_kernel *k, const kiln_gemm_args *g, int64_t m0,
+                       int64_t m1, float *tile) {
+  const float *w = g->bp + g->K * k->nr;
+  const int64_t chunk = KILN_SGEMM_MAX_MR * KILN_SGEMM_MAX_NR;
+  for (int64_t i = m0; i < m1; i += chunk) {
+    int64_t m = m1 - i < chunk ? m1 - i : chunk;
+    k->rowdot(m, g->K, g->a + i * g->rsa, g->rsa, w, tile);
+    epilogue(g, tile, 1, i, m, 0, 1, 1, 1);
+  }
+}
+
+/* A read in place (row-major, csa == 1): no packing; where alpha is 1, beta 0 or 1 and
+ * the activation none or ReLU the micro-kernel stores bias + activation straight to C. */
+static void run_inplace(const kiln_sgemm_kernel *k, const kiln_gemm_args *g, int64_t m0,
+                        int64_t m1, int64_t p0, int64_t p1, float *ws, float *tile) {
+  int mr = k->mr, nr = k->nr;
+  int64_t K = g->K, N = g->N;
+  int fused = g->alpha == 1.0f && (g->beta == 0.0f || g->beta == 1.0f) &&
+              (g->act == KILN_ACT_NONE || g->act == KILN_ACT_RELU);
+  int64_t nkb = (K + k->kc - 1) / k->kc, kc = (K + nkb - 1) / nkb;
+  for (int64_t pc = 0; pc < K; pc += kc) {
+    int64_t kb = K - pc < kc ? K - pc : kc;
+    int first = pc == 0, last = pc + kb >= K;
+    for (int64_t i = m0; i < m1; i += mr) {
+      int64_t m = m1 - i < mr ? m1 - i : mr;
+      const float *a = g->a + i * g->rsa + pc;
+      int64_t rs = g->rsa;
+      if (m < mr) { /* the last rows, zero-padded to a full micro-tile */
+        for (int64_t r = 0; r < mr; r++)
+          for (int64_t kk = 0; kk < kb; kk++) ws[r * kb + kk] = r < m ? a[r * rs + kk] : 0.0f;
+        a = ws;
+        rs = kb;
+      }
+      for (int64_t p = p0; p < p1; p++) {
+        const float *bpanel = g->bp + p * K * nr + pc * nr;
+        int64_t col = p * nr, n = N - col < nr ? N - col : nr;
+        if (fused && m == mr) {
+          kiln_tile_store st = {g->c + i * g->ldc + col, g->ldc, (int)n,
+                                !first || g->beta != 0.0f, last ? (g->bias ? g->bias + col : NULL) : NULL,
+                                last && g->act == KILN_ACT_RELU};
+          k->micro_rs(kb, a, rs, bpanel, &st);
+        } else {
+          kiln_tile_store st = {tile, nr, nr, 0, NULL, 0};
+          k->micro_rs(kb, a, rs, bpanel, &st);
+          epilogue(g, tile, nr, i, m, col, n, first, last);
+        }
+      }
+    }
+  }
+}
+
 void kiln_sgemm_run(const kiln_sgemm_kernel *k, const kiln_gemm_args *g, int64_t m0, int64_t m1,
                     int64_t p0, int64_t p1, float *ws) {
   int mr = k->mr, nr = k->nr;
@@ -177,6 +285,16 @@ void kiln_sgemm_run(const kiln_sgemm_kernel *k, const kiln_gemm_args *g, int64_t
     }
     return;
   }
+  if (g->csa == 1 && g->N == 1) {
+    run_rowdot(k, g, m0, m1, tile);
+    return;
+  }
+  /* Few B panels (each packed A panel would be used once or twice) or a short K: packing
+   * A costs as much as the multiply, so read it in place. */
+  if (g->csa == 1 && (p1 - p0 <= 2 || K <= 128)) {
+    run_inplace(k, g, m0, m1, p0, p1, ws, tile);
+    return;
+  }
   /* Equal K blocks of at most kc: fewer passes over C than a short tail block. */
   int64_t nkb = (K + k->kc - 1) / k->kc, kc = (K + nkb - 1) / nkb;
   for (int64_t pc = 0; pc < K; pc += kc) {
@@ -204,21 +322,8 @@ void kiln_sgemm_gather_row(const kiln_sgemm_kernel *k, const kiln_gemm_args *g, 
   int64_t K = g->K, N = g->N, panels = kiln_sgemm_panels(k, N);
   float *acc = tile_buf;
   for (int64_t p = 0; p < panels; p++) {
-    const float *panel = g->bp + p * K * nr;
-    for (int j = 0; j < nr; j++) acc[j] = 0.0f;
-    if (val) {
-      for (int64_t t = 0; t < nnz; t++) {
-        const float *b = panel + (int64_t)idx[t] * nr;
-        float v = val[t];
-        for (int j = 0; j < nr; j++) acc[j] += v * b[j];
-      }
-    } else {
-      for (int64_t t = 0; t < nnz; t++) {
-        const float *b = panel + (int64_t)idx[t] * nr;
-        for (int j = 0; j < nr; j++) acc[j] += b[j];
-      }
-    }
     int64_t col = p * nr, n = N - col < nr ? N - col : nr;
+    k->gather(g->bp + p * K * nr, nr, idx, val, nnz, (int)n, acc);
     epilogue(g, acc, nr, row, 1, col, n, 1, 1);
   }
 }

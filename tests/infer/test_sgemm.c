@@ -97,7 +97,132 @@ static void run_path(const kiln_sgemm_kernel *k) {
   check_case(k, 1, 33, 1500, 1, 0, 2.0f, 0.0f, 0, KILN_ACT_NONE, 0);       /* GEMV, long K */
 }
 
-static void test_ref(void **state) { (void)state; run_path(kiln_sgemm_kernel_ref()); }
+/* The sparse-row and N = 1 helpers against their plain C references, and the fused
+ * bias + ReLU store against the unfused epilogue. */
+static void check_helpers(const kiln_sgemm_kernel *k) {
+  uint32_t seed = 12345;
+  /* gather: odd counts, repeats allowed, every column count up to nr */
+  int64_t K = 1000;
+  float *panel = amalloc((size_t)K * (size_t)k->nr);
+  assert_non_null(panel);
+  for (int64_t i = 0; i < K * k->nr; i++) panel[i] = frand(&seed);
+  static const int64_t counts[] = {0, 1, 2, 3, 4, 5, 7, 9, 12, 13, 17, 31, 140, 999};
+  int32_t idx[1000];
+  float val[1000], got[KILN_SGEMM_MAX_NR], want[KILN_SGEMM_MAX_NR];
+  for (int ci = 0; ci < (int)(sizeof counts / sizeof counts[0]); ci++)
+    for (int ncols = 1; ncols <= k->nr; ncols += (ncols < 9 || ncols >= k->nr - 1) ? 1 : 7)
+      for (int use_val = 0; use_val < 2; use_val++) {
+        int64_t nnz = counts[ci];
+        for (int64_t t = 0; t < nnz; t++) {
+          idx[t] = (int32_t)((seed = seed * 1664525u + 1013904223u) >> 8) % (int32_t)K;
+          val[t] = frand(&seed);
+        }
+        kiln_gather_ref(panel, k->nr, idx, use_val ? val : NULL, nnz, ncols, want);
+        k->gather(panel, k->nr, idx, use_val ? val : NULL, nnz, ncols, got);
+        for (int j = 0; j < ncols; j++)
+          if (fabsf(got[j] - want[j]) > 1e-5f * (1.0f + (float)nnz))
+            fail_msg("%s gather nnz=%lld ncols=%d val=%d: acc[%d]=%g, want %g", k->name,
+                     (long long)nnz, ncols, use_val, j, got[j], want[j]);
+      }
+  free(panel);
+
+  /* nzscan: odd lengths, runs of zeros, NaN, -0.0 (a zero), values at block edges */
+  static const int64_t lens[] = {0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 129, 1000};
+  float x[1000];
+  int32_t i1[1000], i2[1000];
+  float v1[1000], v2[1000];
+  for (int li = 0; li < (int)(sizeof lens / sizeof lens[0]); li++)
+    for (int density = 0; density < 3; density++) {
+      int64_t n = lens[li];
+      for (int64_t i = 0; i < n; i++) {
+        float r = frand(&seed);
+        x[i] = density == 0 ? (r > 0.97f ? r : 0.0f) : density == 1 ? (r > 0.5f ? 1.0f : -0.0f) : r;
+      }
+      if (n > 5) x[n - 1] = NAN, x[n / 2] = 2.0f, x[0] = -0.0f;
+      int64_t c1 = kiln_nzscan_ref(x, n, i1, v1), c2 = k->nzscan(x, n, i2, v2);
+      assert_int_equal(c1, c2);
+      for (int64_t i = 0; i < c1; i++) {
+        assert_int_equal(i1[i], i2[i]);
+        assert_memory_equal(&v1[i], &v2[i], sizeof(float));
+      }
+    }
+
+  /* rowdot: odd M, K and a row stride wider than K */
+  static const int64_t dims[] = {1, 3, 4, 5, 8, 15, 16, 17, 33, 64, 67};
+  int nd = (int)(sizeof dims / sizeof dims[0]);
+  float *a = malloc(67 * 70 * sizeof(float)), w[70], o1[67], o2[67];
+  assert_non_null(a);
+  for (int i = 0; i < 67 * 70; i++) a[i] = frand(&seed);
+  for (int i = 0; i < 70; i++) w[i] = frand(&seed);
+  for (int mi = 0; mi < nd; mi++)
+    for (int ki = 0; ki < nd; ki++) {
+      int64_t M = dims[mi], KK = dims[ki];
+      kiln_rowdot_ref(M, KK, a, 70, w, o1);
+      k->rowdot(M, KK, a, 70, w, o2);
+      for (int64_t i = 0; i < M; i++)
+        if (fabsf(o1[i] - o2[i]) > 1e-5f * (1.0f + (float)KK))
+          fail_msg("%s rowdot M=%lld K=%lld: out[%lld]=%g, want %g", k->name, (long long)M,
+                   (long long)KK, (long long)i, o2[i], o1[i]);
+    }
+  free(a);
+}
+
+/* kiln_sgemm_run with ReLU fused (into the micro-kernel's store where it can) equals
+ * the same product without it followed by the activation. */
+static void check_fused_relu(const kiln_sgemm_kernel *k, int64_t M, int64_t N, int64_t K,
+                             float beta) {
+  uint32_t seed = (uint32_t)(M * 7 + N * 3 + K);
+  float *a = malloc((size_t)(M * K + 1) * sizeof(float));
+  float *b = malloc((size_t)(K * N + 1) * sizeof(float));
+  float *bias = malloc((size_t)N * sizeof(float));
+  float *c1 = malloc((size_t)(M * N) * sizeof(float)), *c2 = malloc((size_t)(M * N) * sizeof(float));
+  float *bp = amalloc(kiln_sgemm_packed_b_floats(k, K, N));
+  float *ws = malloc(kiln_sgemm_workspace_floats(k, K) * sizeof(float));
+  assert_non_null(a); assert_non_null(b); assert_non_null(bias); assert_non_null(c1);
+  assert_non_null(c2); assert_non_null(bp); assert_non_null(ws);
+  for (int64_t i = 0; i < M * K; i++) a[i] = frand(&seed);
+  for (int64_t i = 0; i < K * N; i++) b[i] = frand(&seed);
+  for (int64_t i = 0; i < N; i++) bias[i] = frand(&seed);
+  for (int64_t i = 0; i < M * N; i++) c1[i] = c2[i] = frand(&seed);
+  kiln_sgemm_pack_b(k, K, N, b, N, 1, bp);
+  kiln_gemm_args g = {M, N, K, a, K, 1, bp, c1, N, 1.0f, beta, bias, KILN_ACT_RELU, 0.0f};
+  kiln_sgemm_run(k, &g, 0, M, 0, kiln_sgemm_panels(k, N), ws);
+  g.c = c2;
+  g.act = KILN_ACT_NONE;
+  kiln_sgemm_run(k, &g, 0, M, 0, kiln_sgemm_panels(k, N), ws);
+  for (int64_t i = 0; i < M; i++) kiln_act_apply(KILN_ACT_RELU, 0.0f, c2 + i * N, N);
+  for (int64_t i = 0; i < M * N; i++)
+    if (c1[i] != c2[i])
+      fail_msg("%s fused ReLU M=%lld N=%lld K=%lld beta=%g: C[%lld]=%g, unfused %g", k->name,
+               (long long)M, (long long)N, (long long)K, beta, (long long)i, c1[i], c2[i]);
+  free(a); free(b); free(bias); free(c1); free(c2); free(bp); free(ws);
+}
+
+static void run_extra(const kiln_sgemm_kernel *k) {
+  check_helpers(k);
+  static const int64_t ms[] = {2, 12, 25, 37}, ns[] = {1, 5, 16, 17, 32, 64, 65}, ks[] = {1, 8, 16, 64, 130, 1100};
+  for (int mi = 0; mi < 4; mi++)
+    for (int ni = 0; ni < 7; ni++)
+      for (int ki = 0; ki < 6; ki++) {
+        check_fused_relu(k, ms[mi], ns[ni], ks[ki], 0.0f);
+        check_fused_relu(k, ms[mi], ns[ni], ks[ki], 1.0f);
+      }
+  /* the in-place path: small N with long K (several K blocks), N = 1 row dots with
+   * every activation, alpha and beta */
+  check_case(k, 29, 16, 2500, 0, 0, 1.0f, 0.0f, 1, KILN_ACT_RELU, 0);
+  check_case(k, 29, 16, 2500, 0, 1, 1.0f, 1.0f, 1, KILN_ACT_NONE, 1);
+  check_case(k, 50, 1, 64, 0, 0, 1.0f, 0.0f, 1, KILN_ACT_SIGMOID, 1);
+  check_case(k, 1030, 1, 16, 0, 1, 0.5f, 2.0f, 1, KILN_ACT_TANH, 0);
+  check_case(k, 13, 1, 3, 1, 0, 1.0f, 0.0f, 0, KILN_ACT_LEAKY_RELU, 0);
+  check_case(k, 26, 64, 8, 0, 0, 1.0f, 0.0f, 1, KILN_ACT_RELU, 1);
+  check_case(k, 26, 40, 64, 0, 0, -2.0f, 0.0f, 1, KILN_ACT_RELU, 0);
+}
+
+static void test_ref(void **state) {
+  (void)state;
+  run_path(kiln_sgemm_kernel_ref());
+  run_extra(kiln_sgemm_kernel_ref());
+}
 
 static void test_path(void **state, kiln_kernel_path path, const char *name) {
   (void)state;
@@ -110,6 +235,7 @@ static void test_path(void **state, kiln_kernel_path path, const char *name) {
     skip();
   }
   run_path(k);
+  run_extra(k);
 }
 
 static void test_avx2(void **s) { test_path(s, KILN_KERNEL_AVX2, "avx2"); }
