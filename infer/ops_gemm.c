@@ -21,6 +21,30 @@ static void row_range(int64_t M, int mr, int tid, int n, int64_t *m0, int64_t *m
   *m1 = b1 * mr < M ? b1 * mr : M;
 }
 
+/* The distinct in-range ids of one row, in first-seen order, into idx (n + 1 slots).
+ * Branch-free: mark[id] holds the stamp of the last row that saw id, so the marks are
+ * never cleared (only when the stamp wraps); out-of-range ids go to slot K, stamped
+ * as seen. */
+static int64_t dedupe_tokens(uint32_t *mark, uint32_t *gen, uint32_t K, const int32_t *tok,
+                             int64_t n, int32_t *idx) {
+  uint32_t g = *gen + 1;
+  if (g == 0) { /* wrapped: start over */
+    memset(mark, 0, ((size_t)K + 1) * sizeof *mark);
+    g = 1;
+  }
+  *gen = g;
+  mark[K] = g;
+  int64_t nnz = 0;
+  for (int64_t p = 0; p < n; p++) {
+    uint32_t u = (uint32_t)tok[p];
+    u = u < K ? u : K;
+    idx[nnz] = (int32_t)u;
+    nnz += mark[u] != g;
+    mark[u] = g;
+  }
+  return nnz;
+}
+
 static void gemm_worker(void *arg, int tid, int n) {
   gemm_task *t = arg;
   kiln_session *s = t->s;
@@ -41,25 +65,13 @@ static void gemm_worker(void *arg, int tid, int n) {
   int32_t *idx = s->nz_idx[tid];
   int64_t K = t->g.K;
   for (int64_t i = m0; i < m1; i++) {
-    int64_t nnz = 0;
     if (t->mode == 1) {
-      const float *row = t->g.a + i * t->g.rsa;
       float *val = s->nz_val[tid];
-      for (int64_t kk = 0; kk < K; kk++)
-        if (row[kk] != 0.0f) {
-          idx[nnz] = (int32_t)kk;
-          val[nnz++] = row[kk];
-        }
+      int64_t nnz = k->nzscan(t->g.a + i * t->g.rsa, K, idx, val);
       kiln_sgemm_gather_row(k, &t->g, i, idx, val, nnz, acc);
     } else {
-      unsigned char *mark = s->marks[tid];
-      for (int64_t p = t->offsets[i]; p < t->offsets[i + 1]; p++) {
-        int32_t id = t->tokens[p];
-        if (id < 0 || id >= K || mark[id]) continue; /* out of range, or a repeat */
-        mark[id] = 1;
-        idx[nnz++] = id;
-      }
-      for (int64_t q = 0; q < nnz; q++) mark[idx[q]] = 0;
+      int64_t nnz = dedupe_tokens(s->marks[tid], &s->mark_gen[tid], (uint32_t)K,
+                                  t->tokens + t->offsets[i], t->offsets[i + 1] - t->offsets[i], idx);
       kiln_sgemm_gather_row(k, &t->g, i, idx, NULL, nnz, acc);
     }
   }

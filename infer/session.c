@@ -892,6 +892,7 @@ void kiln_session_free(kiln_session *s) {
   free(s->nz_idx);
   free(s->nz_val);
   free(s->marks);
+  free(s->mark_gen);
   if (s->node_names)
     for (int i = 0; i < s->n_steps; i++) free(s->node_names[i]);
   free(s->node_names);
@@ -1172,15 +1173,17 @@ kiln_status kiln_session_create(const kiln_ir_graph *g, const kiln_session_optio
   s->ws = calloc((size_t)T, sizeof(float *));
   s->nz_idx = calloc((size_t)T, sizeof(int32_t *));
   s->nz_val = calloc((size_t)T, sizeof(float *));
-  s->marks = calloc((size_t)T, sizeof(unsigned char *));
-  if (!s->ws || !s->nz_idx || !s->nz_val || !s->marks) goto nomem;
+  s->marks = calloc((size_t)T, sizeof(uint32_t *));
+  s->mark_gen = calloc((size_t)T, sizeof(uint32_t));
+  if (!s->ws || !s->nz_idx || !s->nz_val || !s->marks || !s->mark_gen) goto nomem;
   s->threads = T;
   size_t kmax = (size_t)(s->max_k > 0 ? s->max_k : 1);
   for (int t = 0; t < T; t++) {
     s->ws[t] = alloc_aligned(kiln_sgemm_workspace_floats(s->kern, s->max_k) * sizeof(float));
-    s->nz_idx[t] = malloc(kmax * sizeof(int32_t));
+    /* + 1: the branch-free dedupe writes one slot past the unique ids */
+    s->nz_idx[t] = malloc((kmax + 1) * sizeof(int32_t));
     s->nz_val[t] = malloc(kmax * sizeof(float));
-    s->marks[t] = calloc(kmax, 1);
+    s->marks[t] = calloc(kmax + 1, sizeof(uint32_t));
     if (!s->ws[t] || !s->nz_idx[t] || !s->nz_val[t] || !s->marks[t]) goto nomem;
   }
   if (T > 1) {

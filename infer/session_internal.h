@@ -128,7 +128,8 @@ struct kiln_session {
   float **ws;       /* per thread: A-packing workspace */
   int32_t **nz_idx; /* per thread: non-zero columns of a row */
   float **nz_val;
-  unsigned char **marks; /* per thread: token dedupe marks */
+  uint32_t **marks;   /* per thread: token dedupe marks, max_k + 1 generation stamps */
+  uint32_t *mark_gen; /* per thread: the stamp of the row being deduplicated */
   kiln_pool pool;
   int has_pool;
   int token_step; /* step that consumes input 0 (for run_tokens), -1 if none */

@@ -662,6 +662,70 @@ static void test_run_tokens_and_sparse_rows(void **state) {
   free(m);
 }
 
+/* Many rows with heavy repeats (Zipf-like) and out-of-range ids on every kernel path the
+ * CPU has, run several times (the dedupe marks are stamped, never cleared, between
+ * rows and runs): run_tokens equals run on the multi-hot rows, and the reference. */
+static void test_run_tokens_repeats_paths(void **state) {
+  (void)state;
+  mlp *m = mlp_new();
+  kiln_ir_graph *g = mlp_graph(m, 0);
+  enum { R = 97, MAXT = 400 };
+  int64_t *offsets = malloc((R + 1) * sizeof(int64_t));
+  int32_t *tokens = malloc((size_t)R * MAXT * sizeof(int32_t));
+  float *dense = calloc((size_t)R * MLP_IN, sizeof(float));
+  float *ref = malloc((size_t)R * MLP_OUT * sizeof(float));
+  float *tok_out = malloc((size_t)R * MLP_OUT * sizeof(float));
+  assert_non_null(offsets); assert_non_null(tokens); assert_non_null(dense);
+  assert_non_null(ref); assert_non_null(tok_out);
+  uint32_t seed = 99;
+  offsets[0] = 0;
+  for (int r = 0; r < R; r++) {
+    seed = seed * 1664525u + 1013904223u;
+    int n = (int)((seed >> 8) % MAXT);
+    if (r % 10 == 3) n = 0;
+    for (int i = 0; i < n; i++) {
+      seed = seed * 1664525u + 1013904223u;
+      uint32_t u = (seed >> 8) & 0xffff;
+      int32_t id = (int32_t)((u * u) >> 24) % (MLP_IN + 20) - 10; /* skewed to small ids */
+      if (i % 37 == 5) id = (int32_t)0x7fffffff;
+      if (i % 41 == 7) id = INT32_MIN;
+      tokens[offsets[r] + i] = id;
+      if (id >= 0 && id < MLP_IN) dense[r * MLP_IN + id] = 1.0f;
+    }
+    offsets[r + 1] = offsets[r] + n;
+  }
+  mlp_ref(m, dense, R, ref);
+  static const kiln_kernel_path paths[] = {KILN_KERNEL_REF, KILN_KERNEL_AVX2, KILN_KERNEL_AVX512,
+                                           KILN_KERNEL_NEON, KILN_KERNEL_AUTO};
+  for (int pi = 0; pi < 5; pi++)
+    for (int threads = 1; threads <= 2; threads++) {
+      kiln_session_options o;
+      kiln_session_options_init(&o);
+      o.max_batch = R;
+      o.threads = threads;
+      o.kernel = paths[pi];
+      kiln_session *s = NULL;
+      kiln_error e = {0};
+      if (kiln_session_create(g, &o, &s, &e)) continue; /* the CPU lacks this path */
+      for (int rep = 0; rep < 3; rep++) {
+        kiln_tensor_view out, dout;
+        int64_t rows = rep == 1 ? 5 : R;
+        if (kiln_session_run_tokens(s, offsets, tokens, rows, &out, 1, &e))
+          fail_msg("run_tokens: %s", e.message);
+        expect_near(out.data, ref, rows * MLP_OUT, 1e-5, "run_tokens (repeats) vs reference");
+        memcpy(tok_out, out.data, (size_t)rows * MLP_OUT * sizeof(float));
+        int64_t xr[2] = {rows, MLP_IN};
+        kiln_tensor_view in = view(dense, 2, xr);
+        run1(s, &in, 1, &dout, 1);
+        expect_near(dout.data, tok_out, rows * MLP_OUT, 1e-5, "run on multi-hot rows vs run_tokens");
+      }
+      kiln_session_free(s);
+    }
+  free(offsets); free(tokens); free(dense); free(ref); free(tok_out);
+  kiln_ir_free(g);
+  free(m);
+}
+
 /* --- errors --------------------------------------------------------------------- */
 
 static void test_bad_inputs(void **state) {
@@ -873,6 +937,7 @@ int main(void) {
       cmocka_unit_test(test_fusion_batches_threads_paths),
       cmocka_unit_test(test_threads_big_batch),
       cmocka_unit_test(test_run_tokens_and_sparse_rows),
+      cmocka_unit_test(test_run_tokens_repeats_paths),
       cmocka_unit_test(test_bad_inputs),
       cmocka_unit_test(test_arena),
       cmocka_unit_test(test_validation_errors),
