@@ -428,41 +428,81 @@ const char *kiln_ir_get_meta(const kiln_ir_graph *g, const char *key) {
   return NULL;
 }
 
-/* Whether value `name` exists before any node runs (a graph input or initializer). */
-static int is_source(const kiln_ir_graph *g, const char *name) {
-  if (!*name) return 1; /* an omitted optional input */
-  for (int i = 0; i < g->n_inputs; i++)
-    if (strcmp(g->inputs[i].name, name) == 0) return 1;
-  return kiln_ir_find_initializer(g, name) != NULL;
+/* Value names for the topological sort: hashed, so a hostile model with tens of
+ * thousands of nodes sorts in linear time. Each entry records whether the value exists
+ * before any node runs (a graph input or initializer), how many node outputs produce it
+ * and the list of (node) consumers in node order. */
+typedef struct topo_entry {
+  const char *name;
+  int source, producers, first, last; /* first/last: edge indices, -1 when none */
+} topo_entry;
+
+typedef struct topo_index {
+  topo_entry *e;
+  size_t cap;
+  int *edge_node, *edge_next;
+  int n_edges;
+} topo_index;
+
+static topo_entry *topo_get(topo_index *t, const char *name) {
+  uint64_t h = 1469598103934665603ull;
+  for (const char *c = name; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;
+  for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+    if (!t->e[i].name) {
+      t->e[i].name = name;
+      t->e[i].first = t->e[i].last = -1;
+      return &t->e[i];
+    }
+    if (strcmp(t->e[i].name, name) == 0) return &t->e[i];
+  }
 }
 
 kiln_status kiln_ir_toposort(kiln_ir_graph *g, kiln_error *err) {
   int n = g->n_nodes;
-  /* Kahn's algorithm over "node j consumes an output of node i"; quadratic in the
-   * node count, which is small for the models kiln serves. */
-  int *indeg = calloc((size_t)(n ? n : 1), sizeof(int));
-  int *order = calloc((size_t)(n ? n : 1), sizeof(int));
-  char *done = calloc((size_t)(n ? n : 1), 1);
-  if (!indeg || !order || !done) {
-    free(indeg);
-    free(order);
-    free(done);
-    return NOMEM(err);
+  if (n < 0) return kiln_error_set(err, KILN_E_INVALID, "graph IR: negative node count");
+  size_t n_alloc = n > 0 ? (size_t)n : 1;
+  size_t names = (size_t)g->n_inputs + (size_t)g->n_initializers, edges = 0;
+  for (int j = 0; j < n; j++) {
+    names += (size_t)g->nodes[j].n_inputs + (size_t)g->nodes[j].n_outputs;
+    edges += (size_t)g->nodes[j].n_inputs;
   }
+  topo_index t = {0};
+  t.cap = 16;
+  while (t.cap < names * 2 + 1) t.cap *= 2;
+  t.e = calloc(t.cap, sizeof *t.e);
+  t.edge_node = malloc((edges ? edges : 1) * sizeof(int));
+  t.edge_next = malloc((edges ? edges : 1) * sizeof(int));
+  int *indeg = calloc(n_alloc, sizeof(int));
+  int *order = calloc(n_alloc, sizeof(int));
+  char *done = calloc(n_alloc, 1);
   kiln_status s = KILN_OK;
+  if (!t.e || !t.edge_node || !t.edge_next || !indeg || !order || !done) {
+    s = NOMEM(err);
+    goto out;
+  }
+  for (int i = 0; i < g->n_inputs; i++) topo_get(&t, g->inputs[i].name)->source = 1;
+  for (int i = 0; i < g->n_initializers; i++) topo_get(&t, g->initializers[i].name)->source = 1;
+  for (int i = 0; i < n; i++)
+    for (int o = 0; o < g->nodes[i].n_outputs; o++) topo_get(&t, g->nodes[i].outputs[o])->producers++;
+  /* Kahn's algorithm over "node j consumes an output of node i"; an omitted optional
+   * input ("") and sources are no edges. Consumers are kept in (node, input) order. */
   for (int j = 0; j < n && !s; j++)
     for (int k = 0; k < g->nodes[j].n_inputs && !s; k++) {
       const char *in = g->nodes[j].inputs[k];
-      if (is_source(g, in)) continue;
-      int producers = 0;
-      for (int i = 0; i < n; i++)
-        for (int o = 0; o < g->nodes[i].n_outputs; o++)
-          if (strcmp(g->nodes[i].outputs[o], in) == 0) producers++;
-      if (producers == 0)
+      if (!*in) continue;
+      topo_entry *e = topo_get(&t, in);
+      if (e->source) continue;
+      if (e->producers == 0)
         s = kiln_error_set(err, KILN_E_FORMAT,
                            "node \"%s\" (%s): input \"%s\" is not a graph input, an initializer "
                            "or the output of any node", g->nodes[j].name, g->nodes[j].op_type, in);
-      indeg[j] += producers;
+      indeg[j] += e->producers;
+      int x = t.n_edges++;
+      t.edge_node[x] = j;
+      t.edge_next[x] = -1;
+      if (e->last >= 0) t.edge_next[e->last] = x;
+      else e->first = x;
+      e->last = x;
     }
   int head = 0, tail = 0;
   for (int j = 0; j < n && !s; j++)
@@ -470,12 +510,12 @@ kiln_status kiln_ir_toposort(kiln_ir_graph *g, kiln_error *err) {
   while (!s && head < tail) {
     int i = order[head++];
     done[i] = 1;
-    for (int o = 0; o < g->nodes[i].n_outputs; o++)
-      for (int j = 0; j < n; j++)
-        for (int k = 0; k < g->nodes[j].n_inputs; k++)
-          if (!is_source(g, g->nodes[j].inputs[k]) &&
-              strcmp(g->nodes[j].inputs[k], g->nodes[i].outputs[o]) == 0 && --indeg[j] == 0)
-            order[tail++] = j;
+    for (int o = 0; o < g->nodes[i].n_outputs; o++) {
+      topo_entry *e = topo_get(&t, g->nodes[i].outputs[o]);
+      if (e->source) continue;
+      for (int x = e->first; x >= 0; x = t.edge_next[x])
+        if (--indeg[t.edge_node[x]] == 0) order[tail++] = t.edge_node[x];
+    }
   }
   if (!s && tail < n) {
     int j = 0;
@@ -484,7 +524,7 @@ kiln_status kiln_ir_toposort(kiln_ir_graph *g, kiln_error *err) {
                        g->nodes[j].name, g->nodes[j].op_type);
   }
   if (!s) {
-    kiln_ir_node *sorted = malloc((size_t)(n ? n : 1) * sizeof *sorted);
+    kiln_ir_node *sorted = malloc(n_alloc * sizeof *sorted);
     if (!sorted) {
       s = NOMEM(err);
     } else {
@@ -493,6 +533,10 @@ kiln_status kiln_ir_toposort(kiln_ir_graph *g, kiln_error *err) {
       free(sorted);
     }
   }
+out:
+  free(t.e);
+  free(t.edge_node);
+  free(t.edge_next);
   free(indeg);
   free(order);
   free(done);

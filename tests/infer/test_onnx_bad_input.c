@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kiln/infer.h"
@@ -632,6 +633,55 @@ static void test_graph_without_nodes(void **state) {
   expect(&t, KILN_OK, NULL);
 }
 
+/* 20000 Relu nodes in reverse order: sorted and read in well under a second (the
+ * topological sort once was quadratic, a denial of service for a 450 KB file). */
+static void test_long_chain_reads_fast(void **state) {
+  (void)state;
+  enum { N = 20000 };
+  model t;
+  model_init(&t);
+  Onnx__NodeProto *nodes = calloc(N, sizeof *nodes);
+  Onnx__NodeProto **np = calloc(N, sizeof *np);
+  char (*names)[16] = calloc(N + 1, sizeof *names);
+  char **ins = calloc(N, sizeof *ins), **outs = calloc(N, sizeof *outs);
+  assert_true(nodes && np && names && ins && outs);
+  for (int i = 0; i <= N; i++) snprintf(names[i], sizeof names[i], "v%d", i);
+  for (int i = 0; i < N; i++) {
+    onnx__node_proto__init(&nodes[i]);
+    nodes[i].op_type = "Relu";
+    ins[i] = names[i];
+    outs[i] = names[i + 1];
+    nodes[i].n_input = 1;
+    nodes[i].input = &ins[i];
+    nodes[i].n_output = 1;
+    nodes[i].output = &outs[i];
+    np[N - 1 - i] = &nodes[i];
+  }
+  t.in.name = "v0";
+  t.out.name = names[N];
+  t.g.n_node = N;
+  t.g.node = np;
+  t.g.n_initializer = 0;
+  size_t n;
+  uint8_t *buf = pack(&t, &n);
+  kiln_ir_graph *g = NULL;
+  kiln_error err = {0};
+  clock_t c0 = clock();
+  assert_int_equal(kiln_onnx_read_buffer(buf, n, "chain.onnx", &g, &err), KILN_OK);
+  double secs = (double)(clock() - c0) / CLOCKS_PER_SEC;
+  assert_int_equal(g->n_nodes, N);
+  assert_string_equal(g->nodes[0].inputs[0], "v0");
+  assert_string_equal(g->nodes[N - 1].outputs[0], names[N]);
+  if (secs > 5.0) fail_msg("reading %d nodes took %.1f s", N, secs);
+  kiln_ir_free(g);
+  free(buf);
+  free(nodes);
+  free(np);
+  free(names);
+  free(ins);
+  free(outs);
+}
+
 static void sparse_init(model *t) {
   model_init(t);
   /* W becomes sparse: [[0, 5], [0, -1]] */
@@ -716,6 +766,7 @@ int main(void) {
       cmocka_unit_test(test_bad_attributes),
       cmocka_unit_test(test_initializer_listed_as_input),
       cmocka_unit_test(test_graph_without_nodes),
+      cmocka_unit_test(test_long_chain_reads_fast),
       cmocka_unit_test(test_sparse_initializers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
