@@ -82,6 +82,9 @@ static void dispatch(kiln_session *s, gemm_task *t) {
   const kiln_sgemm_kernel *k = s->kern;
   int n = s->has_pool ? s->pool.n : 1;
   double work = (double)t->g.M * (double)t->g.N * (double)(t->g.K ? t->g.K : 1);
+  /* token rows: the work is the weight rows gathered (a dependent, cache-missing load
+   * each, ~8 FMAs' worth per float), not M x N x K */
+  if (t->mode == 2) work = 8.0 * (double)(t->offsets[t->g.M] - t->offsets[0]) * (double)t->g.N;
   if (n > 1 && work >= 4.0e6) { /* below ~100 us of work a wake-up costs more than it saves */
     if (t->mode != 0) {
       if (t->g.M >= n) {
