@@ -197,6 +197,11 @@ static int64_t nzscan_avx512(const float *x, int64_t K, int32_t *idx, float *val
   int64_t n = 0, k = 0;
   /* NEQ_UQ: NaN counts as non-zero, as `x != 0.0f` does */
   for (; k + 64 <= K; k += 64) {
+    /* the row streams from memory: fetch ahead of the hardware prefetcher */
+    _mm_prefetch((const char *)(x + k + 512), _MM_HINT_T0);
+    _mm_prefetch((const char *)(x + k + 528), _MM_HINT_T0);
+    _mm_prefetch((const char *)(x + k + 544), _MM_HINT_T0);
+    _mm_prefetch((const char *)(x + k + 560), _MM_HINT_T0);
     __mmask16 m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + k), z, _CMP_NEQ_UQ);
     __mmask16 m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + k + 16), z, _CMP_NEQ_UQ);
     __mmask16 m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + k + 32), z, _CMP_NEQ_UQ);
