@@ -1,7 +1,10 @@
 /* kiln trainer — model checkpoints: "KILNCKP1", a little-endian u64 length, a JSON
  * description of the graph and compile settings, then every Dense layer's kernel
  * and bias as little-endian float32 in layer order. The training state, not a
- * deployment format (that is ONNX). */
+ * deployment format (that is ONNX). A training state ("KILNSTA1") adds a "state"
+ * object to the JSON (epoch, iterations, the three generator states as decimal
+ * strings, the slot count) and, after the weights, every optimizer slot (slot1 then
+ * slot2 of each trainable tensor, in m->params order). */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -11,6 +14,7 @@
 #include "model_internal.h"
 
 #define MAGIC "KILNCKP1"
+#define STATE_MAGIC "KILNSTA1" /* the same, plus the training state (see state_describe) */
 #define MAX_JSON (16u << 20)
 
 static cJSON *describe(const kiln_model *m) {
@@ -77,8 +81,44 @@ static int write_floats(FILE *fp, const float *v, int64_t n) {
   return fwrite(v, sizeof(float), (size_t)n, fp) == (size_t)n;
 }
 
-kiln_status kiln_model_save(const kiln_model *m, const char *path, kiln_error *err) {
+/* Optimizer slots per trainable tensor (0, 1 or 2: all tensors have the same). */
+static int slot_count(const kiln_model *m) {
+  if (m->n_params == 0) return 0;
+  return m->params[0].slot2 ? 2 : m->params[0].slot1 ? 1 : 0;
+}
+
+static void add_u64(cJSON *o, const char *key, uint64_t v) {
+  char b[32];
+  snprintf(b, sizeof b, "%llu", (unsigned long long)v);
+  cJSON_AddStringToObject(o, key, b);
+}
+
+static void add_rng(cJSON *o, const char *key, const kiln_rng *r) {
+  cJSON *a = cJSON_AddArrayToObject(o, key);
+  for (int i = 0; i < 4; i++) {
+    char b[32];
+    snprintf(b, sizeof b, "%llu", (unsigned long long)r->s[i]);
+    cJSON_AddItemToArray(a, cJSON_CreateString(b));
+  }
+}
+
+/* "state": what a resumed fit needs beyond the weights (the slots follow them). */
+static void state_describe(const kiln_model *m, cJSON *root) {
+  cJSON *st = cJSON_AddObjectToObject(root, "state");
+  cJSON_AddNumberToObject(st, "epoch", m->epoch);
+  add_u64(st, "iterations", (uint64_t)m->iterations);
+  cJSON_AddNumberToObject(st, "slots", slot_count(m));
+  add_rng(st, "init_rng", &m->init_rng);
+  add_rng(st, "shuffle_rng", &m->shuffle_rng);
+  add_rng(st, "dropout_rng", &m->dropout_rng);
+}
+
+static kiln_status save_file(const kiln_model *m, const char *path, int state, kiln_error *err) {
+  if (state && !m->compiled)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "%s: a training state needs a compiled model (compile it first)", path);
   cJSON *root = describe(m);
+  if (root && state) state_describe(m, root);
   char *json = root ? cJSON_PrintUnformatted(root) : NULL;
   cJSON_Delete(root);
   if (!json) return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory", path);
@@ -90,7 +130,7 @@ kiln_status kiln_model_save(const kiln_model *m, const char *path, kiln_error *e
   }
   unsigned char len[8];
   put_u64(len, strlen(json));
-  int ok = fwrite(MAGIC, 1, 8, f.fp) == 8 && fwrite(len, 1, 8, f.fp) == 8 &&
+  int ok = fwrite(state ? STATE_MAGIC : MAGIC, 1, 8, f.fp) == 8 && fwrite(len, 1, 8, f.fp) == 8 &&
            fwrite(json, 1, strlen(json), f.fp) == strlen(json);
   free(json);
   for (int i = 0; ok && i < m->n_layers; i++) {
@@ -99,11 +139,24 @@ kiln_status kiln_model_save(const kiln_model *m, const char *path, kiln_error *e
     ok = write_floats(f.fp, l->kernel, l->in_features * l->out_features) &&
          write_floats(f.fp, l->bias, l->out_features);
   }
+  int slots = state ? slot_count(m) : 0;
+  for (int i = 0; ok && i < m->n_params; i++) {
+    if (slots >= 1) ok = write_floats(f.fp, m->params[i].slot1, m->params[i].size);
+    if (ok && slots >= 2) ok = write_floats(f.fp, m->params[i].slot2, m->params[i].size);
+  }
   if (!ok) {
     kiln_atomic_abort(&f);
     return kiln_error_set(err, KILN_E_IO, "%s: write failed; nothing was written", path);
   }
   return kiln_atomic_commit(&f, err);
+}
+
+kiln_status kiln_model_save(const kiln_model *m, const char *path, kiln_error *err) {
+  return save_file(m, path, 0, err);
+}
+
+kiln_status kiln_model_save_state(const kiln_model *m, const char *path, kiln_error *err) {
+  return save_file(m, path, 1, err);
 }
 
 static const cJSON *get(const cJSON *o, const char *key) {
@@ -213,15 +266,76 @@ static kiln_status build_from(const cJSON *root, const char *path, kiln_model **
   return KILN_OK;
 }
 
-kiln_status kiln_model_load(const char *path, kiln_model **out, kiln_error *err) {
+static int get_u64_string(const cJSON *o, const char *key, uint64_t *out) {
+  const cJSON *v = get(o, key);
+  if (!cJSON_IsString(v) || !*v->valuestring) return 0;
+  char *end;
+  errno = 0;
+  unsigned long long x = strtoull(v->valuestring, &end, 10);
+  if (*end || errno || v->valuestring[0] == '-') return 0;
+  *out = (uint64_t)x;
+  return 1;
+}
+
+static int get_rng(const cJSON *o, const char *key, kiln_rng *r) {
+  const cJSON *a = get(o, key);
+  if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != 4) return 0;
+  for (int i = 0; i < 4; i++) {
+    const cJSON *v = cJSON_GetArrayItem(a, i);
+    char *end;
+    if (!cJSON_IsString(v) || !*v->valuestring || v->valuestring[0] == '-') return 0;
+    errno = 0;
+    r->s[i] = (uint64_t)strtoull(v->valuestring, &end, 10);
+    if (*end || errno) return 0;
+  }
+  return r->s[0] | r->s[1] | r->s[2] | r->s[3]; /* xoshiro's state is never all zero */
+}
+
+/* Applies the "state" object to a freshly built model (before its slots are read). */
+static kiln_status state_apply(const cJSON *root, kiln_model *m, const char *path, int *slots,
+                               kiln_error *err) {
+  const cJSON *st = get(root, "state");
+  int64_t epoch, n;
+  uint64_t it;
+  if (!cJSON_IsObject(st))
+    return kiln_error_set(err, KILN_E_FORMAT, "%s: the header has no \"state\" object", path);
+  if (!m->compiled)
+    return kiln_error_set(err, KILN_E_FORMAT, "%s: a training state without compile settings",
+                          path);
+  if (!get_int(st, "epoch", 0, INT32_MAX, &epoch))
+    return kiln_error_set(err, KILN_E_FORMAT, "%s: state.epoch is invalid", path);
+  if (!get_u64_string(st, "iterations", &it) || it > (uint64_t)INT64_MAX)
+    return kiln_error_set(err, KILN_E_FORMAT, "%s: state.iterations is invalid", path);
+  if (!get_int(st, "slots", 0, 2, &n) || n != slot_count(m))
+    return kiln_error_set(err, KILN_E_FORMAT,
+                          "%s: state.slots does not match the optimizer %s (expected %d)", path,
+                          kiln_optimizer_name(m->opt.kind), slot_count(m));
+  static const char *const keys[] = {"init_rng", "shuffle_rng", "dropout_rng"};
+  kiln_rng *rngs[] = {&m->init_rng, &m->shuffle_rng, &m->dropout_rng};
+  for (int k = 0; k < 3; k++)
+    if (!get_rng(st, keys[k], rngs[k]))
+      return kiln_error_set(err, KILN_E_FORMAT,
+                            "%s: state.%s is invalid (expected 4 decimal strings)", path, keys[k]);
+  m->epoch = (int)epoch;
+  m->iterations = (int64_t)it;
+  *slots = (int)n;
+  return KILN_OK;
+}
+
+static kiln_status load_file(const char *path, int state, kiln_model **out, kiln_error *err) {
+  const char *magic = state ? STATE_MAGIC : MAGIC;
   FILE *fp = fopen(path, "rb");
   if (!fp) return kiln_error_set(err, KILN_E_IO, "%s: cannot open (%s)", path, strerror(errno));
   unsigned char head[16];
-  if (fread(head, 1, 16, fp) != 16 || memcmp(head, MAGIC, 8) != 0) {
+  if (fread(head, 1, 16, fp) != 16 || memcmp(head, magic, 8) != 0) {
+    int other = memcmp(head, state ? MAGIC : STATE_MAGIC, 8) == 0;
     fclose(fp);
     return kiln_error_set(err, KILN_E_FORMAT,
-                          "%s: not a kiln checkpoint (expected the bytes \"%s\" at offset 0)",
-                          path, MAGIC);
+                          "%s: not a kiln %s (expected the bytes \"%s\" at offset 0)%s", path,
+                          state ? "training state" : "checkpoint", magic,
+                          other ? (state ? "; it is a model checkpoint, which cannot resume"
+                                         : "; it is a training state: load it with load_state")
+                                : "");
   }
   uint64_t len = get_u64(head + 8);
   if (len == 0 || len > MAX_JSON) {
@@ -245,6 +359,8 @@ kiln_status kiln_model_load(const char *path, kiln_model **out, kiln_error *err)
   }
   kiln_model *m = NULL;
   kiln_status s = build_from(root, path, &m, err);
+  int slots = 0;
+  if (!s && state) s = state_apply(root, m, path, &slots, err);
   cJSON_Delete(root);
   long offset = 16 + (long)len;
   for (int i = 0; !s && i < m->n_layers; i++) {
@@ -257,9 +373,19 @@ kiln_status kiln_model_load(const char *path, kiln_model **out, kiln_error *err)
                          l->name, offset);
     offset += (long)((nk + nb) * sizeof(float));
   }
+  for (int i = 0; !s && i < m->n_params; i++) {
+    kiln_param *p = &m->params[i];
+    float *slot[2] = {p->slot1, p->slot2};
+    for (int k = 0; !s && k < slots; k++) {
+      if (fread(slot[k], sizeof(float), (size_t)p->size, fp) != (size_t)p->size)
+        s = kiln_error_set(err, KILN_E_FORMAT,
+                           "%s: truncated optimizer slots (from byte offset %ld)", path, offset);
+      offset += (long)((size_t)p->size * sizeof(float));
+    }
+  }
   if (!s && fgetc(fp) != EOF)
-    s = kiln_error_set(err, KILN_E_FORMAT, "%s: unexpected bytes after the weights at offset %ld",
-                       path, offset);
+    s = kiln_error_set(err, KILN_E_FORMAT, "%s: unexpected bytes after the %s at offset %ld",
+                       path, state ? "optimizer slots" : "weights", offset);
   fclose(fp);
   if (s) {
     kiln_model_free(m);
@@ -267,4 +393,12 @@ kiln_status kiln_model_load(const char *path, kiln_model **out, kiln_error *err)
   }
   *out = m;
   return KILN_OK;
+}
+
+kiln_status kiln_model_load(const char *path, kiln_model **out, kiln_error *err) {
+  return load_file(path, 0, out, err);
+}
+
+kiln_status kiln_model_load_state(const char *path, kiln_model **out, kiln_error *err) {
+  return load_file(path, 1, out, err);
 }

@@ -294,10 +294,16 @@ static kiln_status history_append(kiln_history *h, const kiln_logs *logs, kiln_e
   return KILN_OK;
 }
 
-#define EACH_CALLBACK(opt, hook, ...)                                   \
-  for (int cb_ = 0; cb_ < (opt)->n_callbacks; cb_++)                   \
-    if ((opt)->callbacks[cb_].hook)                                     \
+/* Calls hook on every callback in order; stops at the first kiln_model_fail. */
+#define EACH_CALLBACK(opt, hook, ...)                                             \
+  for (int cb_ = 0; cb_ < (opt)->n_callbacks && m->fail_status == KILN_OK; cb_++) \
+    if ((opt)->callbacks[cb_].hook)                                               \
       (opt)->callbacks[cb_].hook((opt)->callbacks[cb_].ctx, __VA_ARGS__)
+
+/* The failure a callback reported with kiln_model_fail, as fit's status. */
+static kiln_status callback_failure(const kiln_model *m, kiln_error *err) {
+  return kiln_error_set(err, m->fail_status, "%s", m->fail_message);
+}
 
 kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
                            const kiln_fit_options *user_opt, kiln_history *history,
@@ -310,6 +316,9 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
   if (user_opt->epochs <= 0)
     return kiln_error_set(err, KILN_E_INVALID, "fit: epochs must be positive, got %d",
                           user_opt->epochs);
+  if (user_opt->initial_epoch < 0)
+    return kiln_error_set(err, KILN_E_INVALID, "fit: initial_epoch must be >= 0, got %d",
+                          user_opt->initial_epoch);
   if (!(user_opt->validation_split >= 0.0 && user_opt->validation_split < 1.0))
     return kiln_error_set(err, KILN_E_INVALID, "fit: validation_split must be in [0, 1), got %g",
                           user_opt->validation_split);
@@ -374,9 +383,18 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
   int64_t batches = (n_train + batch - 1) / batch;
   kiln_logs logs = {0};
   m->stop_training = 0;
+  m->fail_status = KILN_OK;
+  m->fail_message[0] = 0;
+  int nan_stop = 0; /* a callback ended fit at a non-finite batch loss */
   EACH_CALLBACK(&opt, on_train_begin, m);
-  for (int epoch = 0; epoch < opt.epochs && !m->stop_training && s == KILN_OK; epoch++) {
+  if (m->fail_status) s = callback_failure(m, err);
+  for (int epoch = opt.initial_epoch; epoch < opt.epochs && !m->stop_training && s == KILN_OK;
+       epoch++) {
     EACH_CALLBACK(&opt, on_epoch_begin, m, epoch);
+    if (m->fail_status) {
+      s = callback_failure(m, err);
+      break;
+    }
     if (opt.shuffle) kiln_rng_shuffle(&m->shuffle_rng, idx, n_train);
     for (int i = 0; i < m->n_metrics; i++) m->metrics[i]->reset_state(m->metrics[i]);
     double loss_sum = 0;
@@ -391,11 +409,23 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
       for (int i = 0; i < m->n_metrics; i++)
         m->metrics[i]->update_state(m->metrics[i], ybatch, yc, out->out, out->out_features, rows);
       if (!isfinite(loss)) {
-        s = kiln_error_set(err, KILN_E_DIVERGED,
-                           "fit: epoch %d, batch %lld: the loss is %s; training stopped (the "
-                           "learning rate %g may be too high)",
-                           epoch + 1, (long long)bi + 1, isnan(loss) ? "NaN" : "infinite",
-                           m->opt.learning_rate);
+        /* No step: the callbacks see the bad loss and may stop cleanly (TerminateOnNaN). */
+        int stop_before = m->stop_training;
+        m->stop_training = 0;
+        logs_fill(m, &logs, loss, 0);
+        EACH_CALLBACK(&opt, on_batch_end, m, bi, batches, &logs);
+        if (m->fail_status) {
+          s = callback_failure(m, err);
+        } else if (m->stop_training) {
+          nan_stop = 1;
+        } else {
+          m->stop_training = stop_before;
+          s = kiln_error_set(err, KILN_E_DIVERGED,
+                             "fit: epoch %d, batch %lld: the loss is %s; training stopped (the "
+                             "learning rate %g may be too high)",
+                             epoch + 1, (long long)bi + 1, isnan(loss) ? "NaN" : "infinite",
+                             m->opt.learning_rate);
+        }
         break;
       }
       kiln_optimizer_step(m);
@@ -403,8 +433,12 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
       seen += rows;
       logs_fill(m, &logs, loss_sum / (double)seen, 0);
       EACH_CALLBACK(&opt, on_batch_end, m, bi, batches, &logs);
+      if (m->fail_status) {
+        s = callback_failure(m, err);
+        break;
+      }
     }
-    if (s) break;
+    if (s || nan_stop) break;
     logs_fill(m, &logs, loss_sum / (double)seen, 0);
     if (vx) {
       kiln_logs train_logs = logs;
@@ -416,9 +450,14 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
     }
     s = history_append(history, &logs, err);
     if (s) break;
+    m->epoch = epoch + 1;
     EACH_CALLBACK(&opt, on_epoch_end, m, epoch, &logs);
+    if (m->fail_status) s = callback_failure(m, err);
   }
-  if (s == KILN_OK) EACH_CALLBACK(&opt, on_train_end, m, &logs);
+  if (s == KILN_OK) {
+    EACH_CALLBACK(&opt, on_train_end, m, &logs);
+    if (m->fail_status) s = callback_failure(m, err);
+  }
   if (opt.verbose && opt.progress && s) kiln_progress_abort(&progress);
   kiln_matrix_free(&src.csr);
   free(idx);

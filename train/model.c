@@ -1,5 +1,6 @@
 /* kiln trainer — the layer graph: building, naming, weights, read access, summary. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -511,6 +512,18 @@ kiln_status kiln_model_add_metric(kiln_model *m, kiln_metric *metric, kiln_error
 void kiln_model_set_learning_rate(kiln_model *m, float lr) { m->opt.learning_rate = lr; }
 float kiln_model_learning_rate(const kiln_model *m) { return m->opt.learning_rate; }
 void kiln_model_stop_training(kiln_model *m) { m->stop_training = 1; }
+int kiln_model_epoch(const kiln_model *m) { return m->epoch; }
+void kiln_model_set_epoch(kiln_model *m, int epoch) { m->epoch = epoch > 0 ? epoch : 0; }
+
+void kiln_model_fail(kiln_model *m, kiln_status status, const char *fmt, ...) {
+  if (m->fail_status != KILN_OK) return; /* the first failure is the one reported */
+  m->fail_status = status != KILN_OK ? status : KILN_E_INVALID;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(m->fail_message, sizeof m->fail_message, fmt, ap);
+  va_end(ap);
+  m->stop_training = 1;
+}
 
 int kiln_model_is_compiled(const kiln_model *m) { return m->compiled; }
 kiln_loss kiln_model_loss(const kiln_model *m) { return m->loss; }

@@ -76,6 +76,10 @@ struct kiln_model {
   /* batch buffers */
   int64_t cap_rows;
   int stop_training;
+  int epoch; /* epochs completed by fit (the next fit's default initial_epoch) */
+  /* Set by kiln_model_fail from a callback; fit returns it after the hook. */
+  kiln_status fail_status;
+  char fail_message[KILN_ERROR_MESSAGE_MAX];
 };
 
 /* model.c */

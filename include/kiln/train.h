@@ -226,6 +226,20 @@ typedef struct kiln_callback {
   void (*on_train_end)(void *ctx, kiln_model *m, const kiln_logs *logs);
 } kiln_callback;
 void kiln_model_stop_training(kiln_model *m);
+/* Called by a callback that cannot go on (a monitored key missing from the logs, a
+ * checkpoint that cannot be written, ...): fit stops after the current hook, calls no
+ * further hook (not even on_train_end) and returns `status` with this message in its
+ * kiln_error. Only the first failure of a fit is kept; fit clears it when it starts. */
+void kiln_model_fail(kiln_model *m, kiln_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Epochs completed by fit over the model's life (0 for a new model; restored by
+ * kiln_model_load_state). Each epoch fit finishes sets it to that epoch's index + 1,
+ * before the on_epoch_end hooks run. */
+int kiln_model_epoch(const kiln_model *m);
+void kiln_model_set_epoch(kiln_model *m, int epoch);
 
 typedef struct kiln_fit_options {
   int epochs;               /* default 1 */
@@ -238,6 +252,8 @@ typedef struct kiln_fit_options {
   FILE *progress;           /* where verbose output goes; NULL: nowhere */
   const kiln_callback *callbacks;
   int n_callbacks;
+  int initial_epoch;        /* default 0: fit runs epochs initial_epoch..epochs-1 (Keras'
+                               initial_epoch, to resume training; none when >= epochs) */
 } kiln_fit_options;
 void kiln_fit_options_init(kiln_fit_options *opt);
 
@@ -256,7 +272,12 @@ void kiln_history_free(kiln_history *h);
 /* Targets y: rows x 1 for binary, sparse categorical and scalar regression; rows x C
  * one-hot (or any distribution) for categorical crossentropy. x may be dense or CSR.
  * history may be NULL. A NaN or infinite loss stops training with KILN_E_DIVERGED
- * (the history so far is kept). */
+ * (the history so far is kept), unless a callback stops it cleanly: on such a batch
+ * fit skips the optimizer step and calls on_batch_end with the non-finite "loss" in
+ * the logs; when a hook then calls kiln_model_stop_training (TerminateOnNaN does),
+ * fit ends at once, without on_epoch_end for the unfinished epoch (it is not in the
+ * history), calls on_train_end and returns KILN_OK with the weights of the last
+ * finite batch. A callback's kiln_model_fail makes fit return that failure. */
 kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
                            const kiln_fit_options *opt, kiln_history *history, kiln_error *err);
 /* Loss and metrics on (x, y), inference mode (no dropout). */
@@ -272,6 +293,16 @@ kiln_status kiln_model_predict(kiln_model *m, const kiln_matrix *x, int64_t batc
  * state; ONNX is the deployment format). Written atomically. */
 kiln_status kiln_model_save(const kiln_model *m, const char *path, kiln_error *err);
 kiln_status kiln_model_load(const char *path, kiln_model **out, kiln_error *err);
+/* A training state ("KILNSTA1"): the checkpoint above plus what resuming needs to
+ * continue exactly as an uninterrupted run — the optimizer slots (SGD momentum,
+ * RMSprop velocity, Adam m and v), the iteration count, the epoch counter
+ * (kiln_model_epoch) and the init, shuffle and dropout generator states. Written
+ * atomically. Saved between epochs (from on_epoch_end, or after fit), a load_state +
+ * fit with initial_epoch = kiln_model_epoch continues bit-identically. Custom metrics
+ * added with kiln_model_add_metric are not saved (add them again). load_state
+ * returns a new model the caller frees. */
+kiln_status kiln_model_save_state(const kiln_model *m, const char *path, kiln_error *err);
+kiln_status kiln_model_load_state(const char *path, kiln_model **out, kiln_error *err);
 
 /* --- JSON model specs (the `kiln train` format) --------------------------- */
 
