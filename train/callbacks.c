@@ -2,9 +2,11 @@
  * ModelCheckpoint, LearningRateScheduler, ReduceLROnPlateau, CSVLogger,
  * TerminateOnNaN and the per-batch LossHistory of listing 7.20. Every ctx starts
  * with a cb_header so kiln_callback_free and the accessors know what they hold. */
+#include <dirent.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "atomic_file.h"
 #include "kiln/callbacks.h"
@@ -265,9 +267,45 @@ static void checkpoint_destroy(void *ctx) {
   free(c);
 }
 
+/* Removes "<filepath>.tmpXXXXXX" files a killed run left beside a fixed filepath
+ * (kiln_atomic_open's temporaries), so a resumed run leaves the folder clean. */
+static void remove_stale_temporaries(const char *filepath) {
+  if (strstr(filepath, "{epoch}")) return;
+  const char *slash = strrchr(filepath, '/');
+  const char *base = slash ? slash + 1 : filepath;
+  size_t dlen = slash ? (size_t)(slash - filepath) : 0, blen = strlen(base);
+  char *dirname = malloc(dlen + 2);
+  if (!dirname) return;
+  if (slash) {
+    memcpy(dirname, filepath, dlen);
+    dirname[dlen ? dlen : 1] = 0;
+    if (!dlen) dirname[0] = '/';
+  } else {
+    strcpy(dirname, ".");
+  }
+  DIR *d = opendir(dirname);
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    const char *n = e->d_name;
+    if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp", 4) != 0 ||
+        strlen(n + blen + 4) != 6)
+      continue;
+    size_t len = strlen(dirname) + strlen(n) + 2;
+    char *full = malloc(len);
+    if (full) {
+      snprintf(full, len, "%s/%s", dirname, n);
+      unlink(full);
+      free(full);
+    }
+  }
+  if (d) closedir(d);
+  free(dirname);
+}
+
 static void checkpoint_train_begin(void *ctx, kiln_model *m) {
   checkpoint *c = ctx;
   c->best = worst(&c->mo);
+  remove_stale_temporaries(c->filepath);
 }
 
 /* filepath with every "{epoch}" replaced by n; NULL when out of memory. */

@@ -377,7 +377,6 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
   opt.callbacks = cbs;
   opt.n_callbacks = ncb;
 
-  for (int64_t i = 0; i < n_train; i++) idx[i] = i;
   kiln_layer *input = &m->layers[input_node(m)];
   kiln_layer *out = &m->layers[m->output];
   int64_t batches = (n_train + batch - 1) / batch;
@@ -395,6 +394,10 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
       s = callback_failure(m, err);
       break;
     }
+    /* Each epoch's order is a fresh permutation of 0..n-1 drawn from the shuffle
+     * generator alone (not of the last epoch's order), so a resumed fit whose generator
+     * state was restored shuffles exactly as an uninterrupted one. */
+    for (int64_t i = 0; i < n_train; i++) idx[i] = i;
     if (opt.shuffle) kiln_rng_shuffle(&m->shuffle_rng, idx, n_train);
     for (int i = 0; i < m->n_metrics; i++) m->metrics[i]->reset_state(m->metrics[i]);
     double loss_sum = 0;

@@ -56,7 +56,9 @@ typedef struct kiln_model_checkpoint_config {
                             instead of a model checkpoint (kiln_model_save) */
 } kiln_model_checkpoint_config;
 void kiln_model_checkpoint_config_init(kiln_model_checkpoint_config *c);
-/* Writes at each epoch end (atomically: a crash leaves the previous file). */
+/* Writes at each epoch end (atomically: a crash leaves the previous file). A fixed
+ * filepath's stray temporaries ("<filepath>.tmpXXXXXX", left by a run killed inside a
+ * write) are removed when fit begins. */
 kiln_status kiln_model_checkpoint_create(const kiln_model_checkpoint_config *c,
                                          kiln_callback *out, kiln_error *err);
 /* Files written by this callback so far (all fits). */

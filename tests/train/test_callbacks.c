@@ -295,6 +295,8 @@ static void test_model_checkpoint_best_only(void **state) {
   kiln_matrix_free(&p);
   kiln_model_free(loaded);
   kiln_callback_free(&cbs[1]);
+  rec_free(&r);
+  cbs[0] = rec_callback(&r);
   /* Not best-only, a fixed name: rewritten every epoch; a bad folder fails fit. */
   snprintf(pattern, sizeof pattern, "%s/last.kiln", dir);
   c.save_best_only = 0;
