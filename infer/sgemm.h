@@ -1,8 +1,11 @@
 /* kiln runtime — float32 GEMM/GEMV kernels (private to infer/ and its tests).
  *
  * One blocked driver (sgemm_ref.c) runs every path: B (the weights) is packed once
- * into panels of `nr` columns (K x nr, k-major, zero-padded), A is packed per block
- * into panels of `mr` rows, and a per-path micro-kernel computes an mr x nr tile.
+ * into panels of `nr` columns (K x nr, k-major, zero-padded). Row-major A is read in
+ * place by a per-path micro-kernel (micro_rs) that stores an mr x nr tile to C with
+ * bias and ReLU fused; a transposed A is packed per block into panels of `mr` rows
+ * for `micro`. N = 1 takes a dot product per row; mostly-zero rows and token ids
+ * gather weight rows instead.
  * The naive triple loop kiln_sgemm_naive is the truth every path is tested against. */
 #ifndef KILN_INFER_SGEMM_H
 #define KILN_INFER_SGEMM_H
