@@ -168,7 +168,7 @@ static void early_train_begin(void *ctx, kiln_model *m) {
 
 static void early_epoch_end(void *ctx, kiln_model *m, int epoch, const kiln_logs *logs) {
   early_stopping *e = ctx;
-  double current;
+  double current = NAN;
   if (!monitor_value(&e->mo, m, "EarlyStopping", epoch, logs, &current)) return;
   /* As Keras: the first epoch's weights are the fallback, then every improvement's. */
   int snapshot = e->restore && !e->have_weights;
@@ -329,7 +329,7 @@ static char *format_path(const char *pattern, int n) {
 static void checkpoint_epoch_end(void *ctx, kiln_model *m, int epoch, const kiln_logs *logs) {
   checkpoint *c = ctx;
   if (c->save_best_only) {
-    double current;
+    double current = NAN;
     if (!monitor_value(&c->mo, m, "ModelCheckpoint", epoch, logs, &current)) return;
     if (!improves(&c->mo, current, c->best, 0.0)) return;
     c->best = current;
@@ -449,7 +449,7 @@ static void reduce_train_begin(void *ctx, kiln_model *m) {
 
 static void reduce_epoch_end(void *ctx, kiln_model *m, int epoch, const kiln_logs *logs) {
   reduce_lr *r = ctx;
-  double current;
+  double current = NAN;
   if (!monitor_value(&r->mo, m, "ReduceLROnPlateau", epoch, logs, &current)) return;
   if (r->cooldown_left > 0) {
     r->cooldown_left--;
