@@ -3,19 +3,23 @@
  * Order of work: arguments, spec, output folders, data, model, fit, test evaluation,
  * and only then the output files, so a failure before the end leaves no file behind;
  * a file this run wrote is removed if a later step fails. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "kiln/callbacks.h"
 #include "kiln/data.h"
 #include "kiln/export.h"
 #include "kiln/train.h"
 
 static const char *const CMD = "train";
+#define STATE_FILE "state.kstate"
 
 void cmd_train_usage(FILE *out) {
   fprintf(out,
@@ -56,6 +60,18 @@ void cmd_train_usage(FILE *out) {
           "  --json                  print one JSON object with the final figures as the last\n"
           "                          line of stdout\n"
           "\n"
+          "Checkpoints and resuming:\n"
+          "  --checkpoint-dir DIR    after every epoch, write the training state (weights,\n"
+          "                          optimizer slots, epoch, random generator states) to\n"
+          "                          DIR/" STATE_FILE ", atomically (DIR is created if missing)\n"
+          "  --resume CHECKPOINT     continue from a training state (a file, or a folder\n"
+          "                          holding " STATE_FILE "): the model comes from it, the\n"
+          "                          data and fit settings from SPEC.json and the options,\n"
+          "                          and training runs from the epoch it reached up to\n"
+          "                          --epochs (the total, as Keras' initial_epoch); the\n"
+          "                          result is the same as that of an uninterrupted run. The\n"
+          "                          history covers the epochs run by this command\n"
+          "\n"
           "Categorical crossentropy takes one-hot targets: the class labels are encoded\n"
           "here. For a classification loss, a CSV's target must hold class indices in\n"
           "[0, classes), where classes is the width of the model's output (2 for\n"
@@ -90,6 +106,8 @@ typedef struct train_args {
   double scale_targets;
   int64_t verbose; /* -1: the spec's */
   int json;
+  const char *resume;         /* a training state file or a folder holding one */
+  const char *checkpoint_dir; /* where to write the state after every epoch */
 } train_args;
 
 static int parse_args(int argc, char **argv, train_args *a) {
@@ -158,6 +176,10 @@ static int parse_args(int argc, char **argv, train_args *a) {
       a->standardize = 1;
     } else if (FLAG("--json")) {
       a->json = 1;
+    } else if (OPTION("--resume")) {
+      a->resume = v;
+    } else if (OPTION("--checkpoint-dir")) {
+      a->checkpoint_dir = v;
     } else {
       return cli_usage_error(CMD, "unknown option \"%s\"", arg);
     }
@@ -169,6 +191,9 @@ static int parse_args(int argc, char **argv, train_args *a) {
   if (!a->data) return cli_usage_error(CMD, "missing --data NAME|FILE");
   if (a->history_path && a->output_path && strcmp(a->history_path, a->output_path) == 0)
     return cli_usage_error(CMD, "--history and --output name the same file %s", a->history_path);
+  if (a->resume && a->has_seed)
+    return cli_usage_error(CMD, "--seed cannot be combined with --resume (the training state "
+                                "holds the generator states)");
   return CLI_EXIT_OK;
 }
 
@@ -305,6 +330,8 @@ typedef struct train_run {
   kiln_model *model;
   kiln_history history;
   char *json_line;
+  char *state_path;      /* --checkpoint-dir's file */
+  kiln_callback checkpoint;
 } train_run;
 
 static void run_free(train_run *t) {
@@ -315,6 +342,59 @@ static void run_free(train_run *t) {
   kiln_model_free(t->model);
   kiln_history_free(&t->history);
   cJSON_free(t->json_line);
+  free(t->state_path);
+  kiln_callback_free(&t->checkpoint);
+}
+
+/* DIR/name in a new string (NULL when out of memory). */
+static char *join_path(const char *dir, const char *name) {
+  size_t n = strlen(dir) + strlen(name) + 2;
+  char *p = malloc(n);
+  if (p) snprintf(p, n, "%s%s%s", dir, dir[0] && dir[strlen(dir) - 1] == '/' ? "" : "/", name);
+  return p;
+}
+
+/* --resume: loads the training state (a file, or DIR/state.kstate). */
+static int load_resume_state(const train_args *a, train_run *t, const kiln_fit_options *fit) {
+  struct stat st;
+  if (stat(a->resume, &st) != 0)
+    return cli_error(CMD, "--resume: %s: %s", a->resume, strerror(errno));
+  char *path = S_ISDIR(st.st_mode) ? join_path(a->resume, STATE_FILE) : strdup(a->resume);
+  if (!path) return cli_error(CMD, "out of memory");
+  kiln_error err = {0};
+  kiln_status s = kiln_model_load_state(path, &t->model, &err);
+  free(path);
+  if (s) {
+    kiln_error_prefix(&err, "--resume");
+    return cli_kiln_error(CMD, &err);
+  }
+  if (kiln_model_epoch(t->model) >= fit->epochs)
+    return cli_error(CMD,
+                     "--resume: %s has already run %d epoch%s; ask for more with --epochs N "
+                     "(the total, now %d)",
+                     a->resume, kiln_model_epoch(t->model),
+                     kiln_model_epoch(t->model) == 1 ? "" : "s", fit->epochs);
+  return CLI_EXIT_OK;
+}
+
+/* --checkpoint-dir: creates DIR if needed and a ModelCheckpoint writing the state. */
+static int prepare_checkpoints(const train_args *a, train_run *t) {
+  if (mkdir(a->checkpoint_dir, 0755) != 0 && errno != EEXIST)
+    return cli_error(CMD, "--checkpoint-dir: %s: cannot create it (%s)", a->checkpoint_dir,
+                     strerror(errno));
+  struct stat st;
+  if (stat(a->checkpoint_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    return cli_error(CMD, "--checkpoint-dir: %s is not a folder", a->checkpoint_dir);
+  t->state_path = join_path(a->checkpoint_dir, STATE_FILE);
+  if (!t->state_path) return cli_error(CMD, "out of memory");
+  if (cli_check_output_path(CMD, "--checkpoint-dir", t->state_path)) return CLI_EXIT_ERROR;
+  kiln_model_checkpoint_config c;
+  kiln_model_checkpoint_config_init(&c);
+  c.filepath = t->state_path;
+  c.save_state = 1;
+  kiln_error err = {0};
+  if (kiln_model_checkpoint_create(&c, &t->checkpoint, &err)) return cli_kiln_error(CMD, &err);
+  return CLI_EXIT_OK;
 }
 
 /* Replaces the class labels of y (rows x 1) by their one-hot rows. */
@@ -372,6 +452,9 @@ static int run(const train_args *a, train_run *t) {
     return CLI_EXIT_ERROR;
   if (a->output_path && cli_check_output_path(CMD, "--output", a->output_path))
     return CLI_EXIT_ERROR;
+  /* A bad checkpoint fails before the data is loaded. */
+  if (a->resume && load_resume_state(a, t, &fit)) return CLI_EXIT_ERROR;
+  if (a->checkpoint_dir && prepare_checkpoints(a, t)) return CLI_EXIT_ERROR;
 
   kiln_load_options lo;
   kiln_load_options_init(&lo);
@@ -436,9 +519,20 @@ static int run(const train_args *a, train_run *t) {
        (has_test && one_hot_in_place(&t->test.y, classes))))
     return CLI_EXIT_ERROR;
 
-  if (kiln_spec_build(t->spec, t->train.x.cols, a->has_seed ? a->seed : KILN_SEED_FROM_SPEC,
-                      &t->model, &err))
+  if (t->model) {
+    if (kiln_model_input_features(t->model) != t->train.x.cols)
+      return cli_error(CMD, "--resume: the model of %s takes %lld features but %s has %lld",
+                       a->resume, (long long)kiln_model_input_features(t->model), a->data,
+                       (long long)t->train.x.cols);
+    fit.initial_epoch = kiln_model_epoch(t->model);
+  } else if (kiln_spec_build(t->spec, t->train.x.cols,
+                             a->has_seed ? a->seed : KILN_SEED_FROM_SPEC, &t->model, &err)) {
     return cli_kiln_error(CMD, &err);
+  }
+  if (a->checkpoint_dir) {
+    fit.callbacks = &t->checkpoint;
+    fit.n_callbacks = 1;
+  }
   kiln_model_summary(t->model, stdout);
   fflush(stdout);
 

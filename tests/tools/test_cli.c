@@ -333,6 +333,74 @@ static void test_train_writes_history_model_and_json(void **state) {
   result_free(&r);
 }
 
+/* --checkpoint-dir writes a training state every epoch; --resume continues from it to
+ * the same model, byte for byte, as an uninterrupted run. */
+static void test_train_resume(void **state) {
+  (void)state;
+  result r = run_kiln((const char *[]){"train", "spec.json", "--data", "data.csv", "--epochs", "5",
+                                       "--output", "full.kiln", NULL});
+  if (r.code != 0) print_error("stderr: %s\n", r.err);
+  assert_int_equal(r.code, 0);
+  result_free(&r);
+  r = run_kiln((const char *[]){"train", "spec.json", "--data", "data.csv", "--epochs", "2",
+                                "--checkpoint-dir", "ck", NULL});
+  if (r.code != 0) print_error("stderr: %s\n", r.err);
+  assert_int_equal(r.code, 0);
+  result_free(&r);
+  assert_true(exists("ck/state.kstate"));
+  r = run_kiln((const char *[]){"train", "spec.json", "--data", "data.csv", "--epochs", "5",
+                                "--resume", "ck", "--checkpoint-dir", "ck", "--output",
+                                "resumed.kiln", "--history", "resumed.csv", "--json", NULL});
+  if (r.code != 0) print_error("stderr: %s\n", r.err);
+  assert_int_equal(r.code, 0);
+  cJSON *j = last_line_json(r.out);
+  assert_int_equal((int)json_number(j, "epochs"), 3); /* epochs 3..5 */
+  cJSON_Delete(j);
+  result_free(&r);
+  FILE *fa = fopen(in_dir("full.kiln"), "rb"), *fb = fopen(in_dir("resumed.kiln"), "rb");
+  assert_non_null(fa);
+  assert_non_null(fb);
+  int ca, cb;
+  long at = 0;
+  do {
+    ca = fgetc(fa);
+    cb = fgetc(fb);
+    if (ca != cb) fail_msg("full.kiln and resumed.kiln differ at byte %ld", at);
+    at++;
+  } while (ca != EOF);
+  fclose(fa);
+  fclose(fb);
+  /* The state now holds 5 epochs: asking for no more is a clear error. */
+  r = run_kiln((const char *[]){"train", "spec.json", "--data", "data.csv", "--epochs", "5",
+                                "--resume", "ck/state.kstate", NULL});
+  assert_int_equal(r.code, 2);
+  expect_in(r.err, "already run 5 epochs", "stderr");
+  result_free(&r);
+  /* A model checkpoint is not a training state; --seed conflicts with --resume. */
+  r = run_kiln((const char *[]){"train", "spec.json", "--data", "data.csv", "--resume",
+                                "full.kiln", NULL});
+  assert_int_equal(r.code, 2);
+  expect_in(r.err, "full.kiln", "stderr");
+  expect_in(r.err, "training state", "stderr");
+  result_free(&r);
+  r = run_kiln((const char *[]){"train", "spec.json", "--data", "data.csv", "--resume", "ck",
+                                "--seed", "3", NULL});
+  assert_int_equal(r.code, 2);
+  expect_in(r.err, "--seed", "stderr");
+  result_free(&r);
+  r = run_kiln((const char *[]){"train", "spec.json", "--data", "data.csv", "--resume",
+                                "missing_dir", NULL});
+  assert_int_equal(r.code, 2);
+  expect_in(r.err, "missing_dir", "stderr");
+  result_free(&r);
+  r = run_kiln((const char *[]){"train", "--help", NULL});
+  expect_in(r.out, "--resume", "kiln train --help");
+  expect_in(r.out, "--checkpoint-dir", "kiln train --help");
+  result_free(&r);
+  unlink(in_dir("ck/state.kstate"));
+  assert_int_equal(rmdir(in_dir("ck")), 0); /* nothing else left in it: no temporaries */
+}
+
 static void test_train_categorical_and_regression(void **state) {
   (void)state;
   write_multi_csv("multi.csv");
@@ -563,6 +631,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_help_and_version, setup, teardown),
       cmocka_unit_test_setup_teardown(test_train_writes_history_model_and_json, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_train_resume, setup, teardown),
       cmocka_unit_test_setup_teardown(test_train_categorical_and_regression, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_spec, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_data_file, setup, teardown),
