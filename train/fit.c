@@ -405,7 +405,6 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
     for (int64_t bi = 0; bi < batches; bi++) {
       int64_t b = bi * batch, rows = n_train - b < batch ? n_train - b : batch;
       batch_gather(&src, input, idx, b, rows);
-      forward(m, rows, 1);
       for (int64_t i = 0; i < rows; i++)
         memcpy(ybatch + i * yc, y->values + idx[b + i] * yc, (size_t)yc * sizeof(float));
       double loss = loss_and_gradients(m, rows, ybatch, yc, 1);
