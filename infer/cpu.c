@@ -28,11 +28,17 @@ void kiln_cpu_detect(kiln_cpu *cpu) {
       avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
   cpu->avx2_fma = ymm_os && avx2 && fma;
   cpu->avx512f = cpu->avx2_fma && zmm_os && avx512f && avx512dq && avx512bw && avx512vl;
+  cpu->avx512vnni = cpu->avx512f && ((c >> 11) & 1);
 }
 #elif defined(__aarch64__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
 void kiln_cpu_detect(kiln_cpu *cpu) {
   memset(cpu, 0, sizeof *cpu);
   cpu->neon = 1; /* Advanced SIMD is part of the base AArch64 profile */
+  cpu->dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
 }
 #elif defined(__arm__)
 #include <sys/auxv.h>
@@ -65,6 +71,13 @@ const kiln_sgemm_kernel *kiln_sgemm_select(const kiln_cpu *cpu, kiln_kernel_path
                                               : "this build is not for x86-64");
       return NULL;
     case KILN_KERNEL_AVX512:
+    case KILN_KERNEL_VNNI:
+      if (path == KILN_KERNEL_VNNI && !cpu->avx512vnni) {
+        kiln_error_set(err, KILN_E_UNSUPPORTED,
+                       "kernel path vnni was requested, but this CPU (or build) lacks AVX-512 VNNI; "
+                       "use KILN_KERNEL_AUTO or REF");
+        return NULL;
+      }
       if (cpu->avx512f && (k = kiln_sgemm_kernel_avx512())) return k;
       kiln_error_set(err, KILN_E_UNSUPPORTED,
                      "kernel path avx512 was requested, but %s; use KILN_KERNEL_AUTO or REF",
@@ -72,13 +85,20 @@ const kiln_sgemm_kernel *kiln_sgemm_select(const kiln_cpu *cpu, kiln_kernel_path
                                                 : "this build is not for x86-64");
       return NULL;
     case KILN_KERNEL_NEON:
+    case KILN_KERNEL_DOTPROD:
+      if (path == KILN_KERNEL_DOTPROD && !cpu->dotprod) {
+        kiln_error_set(err, KILN_E_UNSUPPORTED,
+                       "kernel path dotprod was requested, but this CPU (or build) lacks the "
+                       "Armv8.2 dot product; use KILN_KERNEL_AUTO or REF");
+        return NULL;
+      }
       if (cpu->neon && (k = kiln_sgemm_kernel_neon())) return k;
       kiln_error_set(err, KILN_E_UNSUPPORTED,
                      "kernel path neon was requested, but %s; use KILN_KERNEL_AUTO or REF",
                      kiln_sgemm_kernel_neon() ? "this CPU lacks NEON" : "this build is not for ARM");
       return NULL;
   }
-  kiln_error_set(err, KILN_E_INVALID, "kernel path %d is not one of AUTO, REF, AVX2, AVX512, NEON",
+  kiln_error_set(err, KILN_E_INVALID, "kernel path %d is not one of AUTO, REF, AVX2, AVX512, NEON, VNNI, DOTPROD",
                  (int)path);
   return NULL;
 }

@@ -83,7 +83,9 @@ void kiln_tile_store_row(const kiln_tile_store *st, int i, const float *r);
 typedef struct kiln_cpu {
   int avx2_fma;
   int avx512f;
+  int avx512vnni; /* AVX-512 VNNI (with avx512f) */
   int neon;
+  int dotprod;    /* Armv8.2 SDOT/UDOT (AArch64 HWCAP_ASIMDDP) */
 } kiln_cpu;
 
 void kiln_cpu_detect(kiln_cpu *cpu);

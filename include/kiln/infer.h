@@ -37,7 +37,9 @@ typedef enum kiln_kernel_path {
   KILN_KERNEL_REF,      /* the plain C reference kernels */
   KILN_KERNEL_AVX2,     /* x86 AVX2 + FMA */
   KILN_KERNEL_AVX512,   /* x86 AVX-512F */
-  KILN_KERNEL_NEON      /* ARM NEON */
+  KILN_KERNEL_NEON,     /* ARM NEON */
+  KILN_KERNEL_VNNI,     /* x86 AVX-512 VNNI for int8 (float layers: AVX-512F) */
+  KILN_KERNEL_DOTPROD   /* AArch64 SDOT for int8 (float layers: NEON) */
 } kiln_kernel_path;
 
 typedef struct kiln_session_options {

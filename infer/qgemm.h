@@ -1,0 +1,102 @@
+/* kiln runtime — int8 GEMM (private to infer/ and its tests).
+ *
+ * Y_q = requant(X_q W + bias_q): X_q int8 or uint8 [M, K] row-major, W int8 [K, N]
+ * packed once into panels of KILN_QGEMM_NR columns, int32 accumulation, then the
+ * fixed-point requantization below, fused bias and ReLU (a clamp at zp_y).
+ *
+ * The definition (what kiln_qgemm_naive computes and every path must reproduce):
+ *   acc[m,n]   = sum_k x[m,k] * w[k,n]                        (exact, int32)
+ *   total[m,n] = sat32((int64)acc[m,n] + bias_eff[n])  where
+ *                bias_eff[n] = bias_q[n] - zp_x * colsum[n]    (folded at create)
+ *   y[m,n]     = clamp(zp_y + kiln_q_mul(total, mult[n], shift[n]), lo, hi)
+ * kiln_q_mul is TFLite's MultiplyByQuantizedMultiplier (SaturatingRoundingDoublingHighMul
+ * then RoundingDivideByPOT); lo = max(qmin, zp_y) under ReLU.
+ *
+ * Every SIMD path computes the same integer sums (integer addition is associative)
+ * and shares the plain C epilogue, so outputs are bit-identical across paths and
+ * architectures. Paths that multiply in the other signedness (VNNI's u8 x s8; NEON and
+ * SDOT's s8 x s8 for uint8 activations) flip the activations' top bit when packing A
+ * and fold +-128 * colsum[n] into their bias. */
+#ifndef KILN_INFER_QGEMM_H
+#define KILN_INFER_QGEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln/infer.h"
+#include "sgemm.h"
+
+#define KILN_QGEMM_NR 16     /* columns per packed panel */
+#define KILN_QGEMM_MAX_MR 8  /* rows per tile, at most */
+#define KILN_QGEMM_MAX_K 32768 /* keeps |acc| < 2^31 for uint8 x int8 */
+
+/* acc[r * 16 + j] = sum_k a[r * kp + k] * pb[(k / 4) * 64 + j * 4 + k % 4] for r < rows
+ * (rows == mr or 1); kp is a multiple of 4; a holds the kernel's own signedness. */
+typedef void (*kiln_qtile_fn)(int64_t kp, const int8_t *a, int rows, const int8_t *pb,
+                              int32_t *acc);
+
+typedef struct kiln_qgemm_kernel {
+  kiln_kernel_path path;
+  const char *name;
+  int mr;
+  int a_unsigned; /* the kernel reads A as uint8 (VNNI) rather than int8 */
+  kiln_qtile_fn tile;
+} kiln_qgemm_kernel;
+
+const kiln_qgemm_kernel *kiln_qgemm_kernel_ref(void);
+const kiln_qgemm_kernel *kiln_qgemm_kernel_avx2(void);    /* NULL where not built */
+const kiln_qgemm_kernel *kiln_qgemm_kernel_vnni(void);
+const kiln_qgemm_kernel *kiln_qgemm_kernel_neon(void);
+const kiln_qgemm_kernel *kiln_qgemm_kernel_dotprod(void);
+
+/* The int8 path for a requested kernel path (AUTO: the best the CPU has; AVX512: VNNI
+ * when present, else AVX2). NULL with a message when the CPU or build lacks it. */
+const kiln_qgemm_kernel *kiln_qgemm_select(const kiln_cpu *cpu, kiln_kernel_path path,
+                                           kiln_error *err);
+
+/* K rounded up to a multiple of 4, and the bytes of W packed. */
+static inline int64_t kiln_qgemm_kp(int64_t K) { return (K + 3) / 4 * 4; }
+size_t kiln_qgemm_packed_bytes(int64_t K, int64_t N);
+/* Packs W(k,n) = w[k*rsw + n*csw] (int8) and writes colsum[n] = sum_k W(k,n). */
+void kiln_qgemm_pack(int64_t K, int64_t N, const int8_t *w, int64_t rsw, int64_t csw, int8_t *pb,
+                     int32_t *colsum);
+
+/* The fixed-point multiplier of a real multiplier m > 0: m ~= mult * 2^(shift - 31),
+ * mult in [2^30, 2^31). m too small to represent gives mult = 0. */
+void kiln_q_multiplier(double m, int32_t *mult, int *shift);
+/* TFLite's MultiplyByQuantizedMultiplier: round(x * mult * 2^(shift - 31)). */
+int32_t kiln_q_mul(int32_t x, int32_t mult, int shift);
+/* ONNX QuantizeLinear of one value: saturate(round_half_even(x / scale) + zp). */
+int32_t kiln_q_quantize(float x, float scale, int32_t zp, int32_t lo, int32_t hi);
+
+/* One int8 GEMM as the session runs it. */
+typedef struct kiln_qgemm_args {
+  int64_t M, N, K;
+  const void *x;       /* M x K, row stride K */
+  int x_unsigned;      /* x is uint8 (else int8) */
+  const int8_t *pb;    /* packed W */
+  const int64_t *bias; /* N: bias_eff for this kernel (see kiln_qgemm_bias) */
+  const int32_t *mult; /* N */
+  const int32_t *shift;/* N */
+  int32_t zp_y, lo, hi;
+  void *y;             /* M x N, row stride N */
+  int y_unsigned;
+} kiln_qgemm_args;
+
+/* bias_eff[n] for kernel k: bias_q[n] - zp_x * colsum[n], plus 128 * colsum[n] when the
+ * kernel flips the activations' sign bit (int8 into u8: -128, uint8 into s8: +128). */
+void kiln_qgemm_bias(const kiln_qgemm_kernel *k, int x_unsigned, int64_t N, const int64_t *bias_q,
+                     int32_t zp_x, const int32_t *colsum, int64_t *bias_eff);
+/* Bytes of per-thread workspace (an A block). */
+size_t kiln_qgemm_workspace_bytes(const kiln_qgemm_kernel *k, int64_t K);
+/* Rows [m0, m1) of the product. */
+void kiln_qgemm_run(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
+                    int8_t *ws);
+
+/* The truth: plain loops on unpacked W(k,n) = w[k*N + n], bias_q (int64) and zp_x. */
+void kiln_qgemm_naive(int64_t M, int64_t N, int64_t K, const void *x, int x_unsigned, int32_t zp_x,
+                      const int8_t *w, const int64_t *bias_q, const int32_t *mult,
+                      const int32_t *shift, int32_t zp_y, int32_t lo, int32_t hi, void *y,
+                      int y_unsigned);
+
+#endif

@@ -1,0 +1,173 @@
+/* Every int8 GEMM path the CPU has against the naive truth, bit for bit: odd shapes,
+ * extreme values (-128/127/255), int8 and uint8 activations, zero points, per-channel
+ * multipliers, bias and ReLU, split row ranges; and the requantization primitives. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qgemm.h"
+
+static uint32_t rnd(uint32_t *s) {
+  *s = *s * 1664525u + 1013904223u;
+  return *s >> 8;
+}
+
+/* Mostly extreme values: the corners are where an overflow would show. */
+static int32_t pick(uint32_t *s, int lo, int hi) {
+  uint32_t r = rnd(s) % 8;
+  if (r == 0) return lo;
+  if (r == 1) return hi;
+  return lo + (int32_t)(rnd(s) % (uint32_t)(hi - lo + 1));
+}
+
+static int run_case(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K, int xu, int yu,
+                    int relu, int use_bias, uint32_t seed) {
+  int xlo = xu ? 0 : -128, xhi = xu ? 255 : 127;
+  int8_t *w = malloc((size_t)(K * N + 1));
+  uint8_t *x = malloc((size_t)(M * K + 1));
+  int64_t *bq = malloc((size_t)(N + 1) * sizeof(int64_t));
+  int64_t *be = malloc((size_t)(N + 1) * sizeof(int64_t));
+  int32_t *mult = malloc((size_t)(N + 1) * sizeof(int32_t)), *shift = malloc((size_t)(N + 1) * sizeof(int32_t));
+  int32_t *colsum = malloc((size_t)(N + 1) * sizeof(int32_t));
+  uint8_t *y = malloc((size_t)(M * N + 1)), *ref = malloc((size_t)(M * N + 1));
+  int8_t *pb = NULL;
+  if (posix_memalign((void **)&pb, 64, kiln_qgemm_packed_bytes(K, N) + 64)) pb = NULL;
+  int8_t *ws = malloc(kiln_qgemm_workspace_bytes(k, K));
+  assert_non_null(w); assert_non_null(x); assert_non_null(bq); assert_non_null(be);
+  assert_non_null(mult); assert_non_null(shift); assert_non_null(colsum); assert_non_null(y);
+  assert_non_null(ref); assert_non_null(pb); assert_non_null(ws);
+  for (int64_t i = 0; i < K * N; i++) w[i] = (int8_t)pick(&seed, -128, 127);
+  for (int64_t i = 0; i < M * K; i++) x[i] = (uint8_t)pick(&seed, xlo, xhi);
+  int32_t zp_x = pick(&seed, xlo, xhi);
+  int32_t zp_y = yu ? pick(&seed, 0, 255) : pick(&seed, -128, 127);
+  double sx = 0.001 + (rnd(&seed) % 1000) * 1e-4;
+  for (int64_t n = 0; n < N; n++) {
+    double sw = 1e-4 + (rnd(&seed) % 1000) * 1e-5, sy = 0.01 + (rnd(&seed) % 1000) * 1e-3;
+    int sh;
+    kiln_q_multiplier(sx * sw / sy, &mult[n], &sh);
+    shift[n] = sh;
+    bq[n] = use_bias ? (int64_t)(rnd(&seed) % 200001) - 100000 : 0;
+  }
+  int32_t lo = yu ? 0 : -128, hi = yu ? 255 : 127;
+  if (relu && zp_y > lo) lo = zp_y;
+  kiln_qgemm_pack(K, N, w, N, 1, pb, colsum);
+  kiln_qgemm_bias(k, xu, N, use_bias ? bq : NULL, zp_x, colsum, be);
+  kiln_qgemm_args g = {M, N, K, x, xu, pb, be, mult, shift, zp_y, lo, hi, y, yu};
+  memset(y, 0x5a, (size_t)(M * N));
+  if (M > 2) {
+    kiln_qgemm_run(k, &g, 0, M / 3, ws);
+    kiln_qgemm_run(k, &g, M / 3, M, ws);
+  } else {
+    kiln_qgemm_run(k, &g, 0, M, ws);
+  }
+  kiln_qgemm_naive(M, N, K, x, xu, zp_x, w, use_bias ? bq : NULL, mult, shift, zp_y, lo, hi, ref, yu);
+  int bad = memcmp(y, ref, (size_t)(M * N)) != 0;
+  if (bad)
+    fprintf(stderr, "%s: M=%lld N=%lld K=%lld xu=%d yu=%d relu=%d bias=%d differs\n", k->name,
+            (long long)M, (long long)N, (long long)K, xu, yu, relu, use_bias);
+  free(w); free(x); free(bq); free(be); free(mult); free(shift); free(colsum); free(y); free(ref);
+  free(pb); free(ws);
+  return bad;
+}
+
+static void test_path(kiln_kernel_path path, const char *name) {
+  kiln_cpu cpu;
+  kiln_cpu_detect(&cpu);
+  const kiln_qgemm_kernel *k = kiln_qgemm_select(&cpu, path, NULL);
+  if (!k) {
+    printf("int8 path %s: not available on this CPU/build; skipped\n", name);
+    return;
+  }
+  assert_string_equal(k->name, name);
+  static const int64_t Ms[] = {1, 2, 3, 5, 7, 8, 9, 17, 33};
+  static const int64_t Ns[] = {1, 3, 15, 16, 17, 31, 33, 70};
+  static const int64_t Ks[] = {1, 2, 3, 4, 5, 7, 31, 64, 100, 257};
+  int bad = 0, cases = 0;
+  uint32_t seed = 7;
+  for (size_t a = 0; a < sizeof Ms / sizeof *Ms; a++)
+    for (size_t b = 0; b < sizeof Ns / sizeof *Ns; b++)
+      for (size_t c = 0; c < sizeof Ks / sizeof *Ks; c++) {
+        int xu = (int)((a + b + c) & 1), yu = (int)((a + c) % 3 == 0);
+        bad += run_case(k, Ms[a], Ns[b], Ks[c], xu, yu, (int)(b & 1), (int)(c % 3 != 1), seed++);
+        cases++;
+      }
+  /* long K: the accumulator near its bound (all -128 x -128 or 255 x -128 corners) */
+  bad += run_case(k, 9, 40, 4099, 1, 0, 0, 1, 99);
+  bad += run_case(k, 9, 40, 4099, 0, 1, 1, 1, 98);
+  bad += run_case(k, 1, 512, 784, 0, 0, 1, 1, 97);
+  bad += run_case(k, 64, 10, 512, 1, 1, 0, 1, 96);
+  printf("int8 path %s: %d cases + 4 large, all bit-identical to the truth\n", name, cases);
+  assert_int_equal(bad, 0);
+}
+
+static void test_ref(void **s) { (void)s; test_path(KILN_KERNEL_REF, "ref"); }
+static void test_avx2(void **s) { (void)s; test_path(KILN_KERNEL_AVX2, "avx2"); }
+static void test_vnni(void **s) { (void)s; test_path(KILN_KERNEL_VNNI, "vnni"); }
+static void test_neon(void **s) { (void)s; test_path(KILN_KERNEL_NEON, "neon"); }
+static void test_dotprod(void **s) { (void)s; test_path(KILN_KERNEL_DOTPROD, "dotprod"); }
+
+static void test_auto_is_available(void **s) {
+  (void)s;
+  kiln_cpu cpu;
+  kiln_cpu_detect(&cpu);
+  const kiln_qgemm_kernel *k = kiln_qgemm_select(&cpu, KILN_KERNEL_AUTO, NULL);
+  assert_non_null(k);
+  printf("int8 AUTO path: %s\n", k->name);
+}
+
+/* The fixed-point multiply is within one unit of the real product, and exact on the
+ * cases TFLite documents (rounding half away from zero). */
+static void test_requant(void **s) {
+  (void)s;
+  int32_t m;
+  int sh;
+  kiln_q_multiplier(0.5, &m, &sh);
+  assert_int_equal(m, 1 << 30);
+  assert_int_equal(sh, 0);
+  assert_int_equal(kiln_q_mul(3, m, sh), 2);   /* 1.5 -> 2 */
+  assert_int_equal(kiln_q_mul(-3, m, sh), -1); /* gemmlowp's nudge: -1.5 -> -1 */
+  assert_int_equal(kiln_q_mul(5, m, sh), 3);
+  kiln_q_multiplier(0.25, &m, &sh); /* the RoundingDivideByPOT stage: half away from zero */
+  assert_int_equal(sh, -1);
+  assert_int_equal(kiln_q_mul(6, m, sh), 2);   /* 1.5 -> 2 */
+  assert_int_equal(kiln_q_mul(-6, m, sh), -2); /* -1.5 -> -2 */
+  kiln_q_multiplier(1e-12, &m, &sh);
+  assert_int_equal(m, 0);
+  assert_int_equal(kiln_q_mul(INT32_MAX, m, sh), 0);
+  uint32_t seed = 3;
+  for (int i = 0; i < 200000; i++) {
+    double real = ldexp(1.0 + (rnd(&seed) % 100000) / 100000.0, (int)(rnd(&seed) % 40) - 30);
+    int32_t x = (int32_t)(rnd(&seed) * 2u) - (1 << 24);
+    kiln_q_multiplier(real, &m, &sh);
+    double want = (double)x * real;
+    if (fabs(want) > 1e9) continue; /* x * 2^shift must fit int32 */
+    double got = kiln_q_mul(x, m, sh);
+    assert_true(fabs(got - want) <= 1.0 + fabs(want) * 1e-9);
+  }
+  /* QuantizeLinear: half to even, saturation, NaN to the zero point */
+  assert_int_equal(kiln_q_quantize(2.5f, 1.0f, 0, -128, 127), 2);
+  assert_int_equal(kiln_q_quantize(3.5f, 1.0f, 0, -128, 127), 4);
+  assert_int_equal(kiln_q_quantize(-2.5f, 1.0f, 0, -128, 127), -2);
+  assert_int_equal(kiln_q_quantize(1e30f, 1.0f, 0, -128, 127), 127);
+  assert_int_equal(kiln_q_quantize(-1e30f, 0.5f, 10, 0, 255), 0);
+  assert_int_equal(kiln_q_quantize(NAN, 0.5f, 10, 0, 255), 10);
+  assert_int_equal(kiln_q_quantize(1.0f, 0.25f, 100, 0, 255), 104);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_requant),     cmocka_unit_test(test_ref),
+      cmocka_unit_test(test_avx2),        cmocka_unit_test(test_vnni),
+      cmocka_unit_test(test_neon),        cmocka_unit_test(test_dotprod),
+      cmocka_unit_test(test_auto_is_available),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
