@@ -1,0 +1,539 @@
+/* kiln drift — a reference and a candidate model on the same labeled rows: metric,
+ * drop, changed predictions, output differences, per-class figures, verdict.
+ * The layer-by-layer analysis is in drift_layers.c, ONNX Runtime in drift_ort.c. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "drift_internal.h"
+
+void kiln_drift_options_init(kiln_drift_options *opt) {
+  memset(opt, 0, sizeof *opt);
+  opt->metric = KILN_DRIFT_ACCURACY;
+  opt->k = 5;
+  opt->runtime = KILN_DRIFT_RUNTIME_KILN;
+  opt->batch = 1024;
+  opt->threads = 1;
+  opt->max_drop = NAN;
+  opt->min_agreement = NAN;
+  opt->tolerance = NAN;
+  opt->standardize = 1;
+  opt->layers = 1;
+}
+
+const char *kiln_drift_metric_name(kiln_drift_metric m) {
+  switch (m) {
+    case KILN_DRIFT_ACCURACY: return "accuracy";
+    case KILN_DRIFT_TOP_K: return "top_k";
+    case KILN_DRIFT_MAE: return "mae";
+  }
+  return "unknown";
+}
+
+void kiln_drift_data_from_dataset(const kiln_dataset *d, kiln_drift_data *out) {
+  memset(out, 0, sizeof *out);
+  if (!d) return;
+  if (d->x.cols > 0 && d->x.rows > 0) out->x = &d->x;
+  if (d->seq.count > 0) out->seq = &d->seq;
+  out->y = &d->y;
+}
+
+void kiln_drift_report_free(kiln_drift_report *r) {
+  if (!r) return;
+  for (int i = 0; i < r->n_layers; i++) {
+    free(r->layers[i].name);
+    free(r->layers[i].op_type);
+    free(r->layers[i].reference_value);
+    free(r->layers[i].candidate_value);
+  }
+  free(r->layers);
+  free(r->classes);
+  free(r);
+}
+
+/* --- models -------------------------------------------------------------------------- */
+
+/* A JSON array of exactly n numbers ("[0.5, 1e3]") into a new array; NULL otherwise. */
+static float *parse_floats(const char *text, int64_t n) {
+  if (!text || n <= 0) return NULL;
+  const char *p = text;
+  while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+  if (*p++ != '[') return NULL;
+  float *v = malloc((size_t)n * sizeof *v);
+  if (!v) return NULL;
+  for (int64_t i = 0; i < n; i++) {
+    char *end;
+    double d = strtod(p, &end);
+    if (end == p || !isfinite(d)) goto bad;
+    v[i] = (float)d;
+    p = end;
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    if (*p != (i + 1 < n ? ',' : ']')) goto bad;
+    p++;
+  }
+  return v;
+bad:
+  free(v);
+  return NULL;
+}
+
+void drift_model_free(drift_model *m) {
+  if (m->own_session) kiln_session_free(m->session);
+  if (m->own_graph) kiln_ir_free(m->graph);
+  free(m->mean);
+  free(m->std);
+  memset(m, 0, sizeof *m);
+}
+
+/* Loads the graph (when given a path) and creates a session (unless need_session is 0,
+ * for a candidate that ONNX Runtime runs), and reads the standardization metadata. */
+static kiln_status model_open(const kiln_drift_model *src, const char *role,
+                              const kiln_drift_options *opt, int need_session, drift_model *m,
+                              kiln_error *err) {
+  memset(m, 0, sizeof *m);
+  m->role = role;
+  m->path = src->path;
+  kiln_status st;
+  if (src->graph) {
+    m->graph = (kiln_ir_graph *)src->graph;
+  } else if (src->path) {
+    if ((st = kiln_onnx_read_file(src->path, &m->graph, err))) {
+      kiln_error_prefix(err, "%s model %s", role, src->path);
+      return st;
+    }
+    m->own_graph = 1;
+  } else if (!src->session) {
+    return kiln_error_set(err, KILN_E_INVALID, "drift: the %s model has no path, graph or session",
+                          role);
+  }
+  if (m->graph) {
+    kiln_session_options so;
+    kiln_session_options_init(&so);
+    so.max_batch = opt->batch;
+    so.threads = opt->threads;
+    if (need_session) {
+      if ((st = kiln_session_create(m->graph, &so, &m->session, err))) {
+        kiln_error_prefix(err, "%s model %s", role, src->path ? src->path : "(graph)");
+        return st;
+      }
+      m->own_session = 1;
+    }
+  } else {
+    m->session = src->session;
+  }
+  /* Width of the first input, from the session or the graph. */
+  const kiln_ir_value *iv = m->session ? kiln_session_input(m->session, 0)
+                                       : (m->graph->n_inputs > 0 ? &m->graph->inputs[0] : NULL);
+  if (!iv || iv->rank < 2 || iv->dtype != KILN_DTYPE_FLOAT)
+    return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                          "%s model %s: its first input is not a float batch of rows", role,
+                          drift_model_name(m));
+  if (m->session && kiln_session_input_count(m->session) != 1)
+    return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                          "%s model %s: drift compares models with one input (this one has %d)",
+                          role, drift_model_name(m), kiln_session_input_count(m->session));
+  m->in_rank = iv->rank;
+  m->width = 1;
+  for (int k = 1; k < iv->rank; k++) {
+    if (iv->dims[k].value <= 0)
+      return kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: input '%s' has a symbolic dim %d",
+                            role, drift_model_name(m), iv->name, k);
+    m->in_dims[k] = iv->dims[k].value;
+    m->width *= iv->dims[k].value;
+  }
+  if (m->session) {
+    const kiln_ir_value *ov = kiln_session_output(m->session, 0);
+    if (!ov || ov->dtype != KILN_DTYPE_FLOAT)
+      return kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: its first output is not float",
+                            role, drift_model_name(m));
+    m->out_cols = 1;
+    for (int k = 1; k < ov->rank; k++) m->out_cols *= ov->dims[k].value > 0 ? ov->dims[k].value : 1;
+  }
+  if (opt->standardize && m->graph) {
+    const char *mt = kiln_ir_get_meta(m->graph, "kiln.input_mean");
+    const char *sd = kiln_ir_get_meta(m->graph, "kiln.input_std");
+    if (mt || sd) {
+      m->mean = parse_floats(mt, m->width);
+      m->std = parse_floats(sd, m->width);
+      if (!m->mean || !m->std)
+        return kiln_error_set(err, KILN_E_FORMAT,
+                              "%s model %s: metadata kiln.input_mean/kiln.input_std is not %lld "
+                              "numbers",
+                              role, drift_model_name(m), (long long)m->width);
+      for (int64_t c = 0; c < m->width; c++)
+        if (m->std[c] == 0.0f) m->std[c] = 1.0f;
+    }
+  }
+  return KILN_OK;
+}
+
+const char *drift_model_name(const drift_model *m) { return m->path ? m->path : "(in memory)"; }
+
+/* --- feeding rows -------------------------------------------------------------------------- */
+
+/* Rows [r0, r0 + n) as dense floats, standardized with m's metadata, into buf. */
+kiln_status drift_dense_rows(const drift_model *m, const kiln_drift_data *d, int64_t r0, int64_t n,
+                             float *buf, kiln_error *err) {
+  int64_t w = m->width;
+  if (d->x && d->x->cols > 0) {
+    const kiln_matrix *x = d->x;
+    if (!kiln_matrix_is_sparse(x)) {
+      memcpy(buf, x->values + r0 * w, (size_t)(n * w) * sizeof(float));
+    } else {
+      memset(buf, 0, (size_t)(n * w) * sizeof(float));
+      for (int64_t i = 0; i < n; i++)
+        for (int64_t j = x->row_ptr[r0 + i]; j < x->row_ptr[r0 + i + 1]; j++)
+          buf[i * w + x->col_idx[j]] = x->values ? x->values[j] : 1.0f;
+    }
+  } else {
+    const kiln_sequences *s = d->seq;
+    memset(buf, 0, (size_t)(n * w) * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t j = s->offsets[r0 + i]; j < s->offsets[r0 + i + 1]; j++) {
+        int32_t t = s->tokens[j];
+        if (t >= 0 && t < w) buf[i * w + t] = 1.0f;
+      }
+  }
+  if (m->mean)
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t c = 0; c < w; c++) buf[i * w + c] = (buf[i * w + c] - m->mean[c]) / m->std[c];
+  (void)err;
+  return KILN_OK;
+}
+
+/* Runs s (a session of m's graph, or an instrumented copy) on rows [r0, r0 + n):
+ * token ids go through run_tokens, other rows are densified into buf. */
+kiln_status drift_session_run(const drift_model *m, kiln_session *s, const kiln_drift_data *d,
+                              int64_t r0, int64_t n, float *buf, kiln_tensor_view *outs, int n_outs,
+                              kiln_error *err) {
+  kiln_status st;
+  if (!(d->x && d->x->cols > 0) && !m->mean) {
+    int64_t *off = malloc((size_t)(n + 1) * sizeof *off);
+    if (!off) return kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
+    for (int64_t i = 0; i <= n; i++) off[i] = d->seq->offsets[r0 + i] - d->seq->offsets[r0];
+    st = kiln_session_run_tokens(s, off, d->seq->tokens + d->seq->offsets[r0], n, outs, n_outs,
+                                 err);
+    free(off);
+  } else {
+    if ((st = drift_dense_rows(m, d, r0, n, buf, err))) return st;
+    kiln_tensor_view in;
+    memset(&in, 0, sizeof in);
+    in.dtype = KILN_DTYPE_FLOAT;
+    in.rank = m->in_rank;
+    in.dims[0] = n;
+    for (int k = 1; k < m->in_rank; k++) in.dims[k] = m->in_dims[k];
+    in.data = buf;
+    st = kiln_session_run(s, &in, 1, outs, n_outs, err);
+  }
+  if (st) kiln_error_prefix(err, "%s model %s, rows %lld..%lld", m->role, drift_model_name(m),
+                            (long long)r0 + 1, (long long)(r0 + n));
+  return st;
+}
+
+/* All rows through m's own session: rows x out_cols floats into out. */
+static kiln_status run_kiln(const drift_model *m, const kiln_drift_data *d, int64_t rows,
+                            int64_t batch, float *out, kiln_error *err) {
+  float *buf = malloc((size_t)(batch * m->width) * sizeof(float));
+  if (!buf) return kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
+  kiln_status st = KILN_OK;
+  for (int64_t r = 0; r < rows && !st; r += batch) {
+    int64_t n = rows - r < batch ? rows - r : batch;
+    kiln_tensor_view o;
+    memset(&o, 0, sizeof o);
+    if ((st = drift_session_run(m, m->session, d, r, n, buf, &o, 1, err))) break;
+    if (o.dtype != KILN_DTYPE_FLOAT || o.dims[0] != n) {
+      st = kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: output is not float rows",
+                          m->role, drift_model_name(m));
+      break;
+    }
+    memcpy(out + r * m->out_cols, o.data, (size_t)(n * m->out_cols) * sizeof(float));
+  }
+  free(buf);
+  return st;
+}
+
+/* --- figures ---------------------------------------------------------------------------- */
+
+static int64_t argmax_row(const float *row, int64_t cols) {
+  if (cols == 1) return row[0] > 0.5f;
+  int64_t best = 0;
+  for (int64_t c = 1; c < cols; c++)
+    if (row[c] > row[best]) best = c;
+  return best;
+}
+
+/* Is label among the k largest of row (ties counted against the label, as Keras'
+ * in_top_k counts strictly larger entries)? */
+static int in_top_k(const float *row, int64_t cols, int64_t label, int k) {
+  int64_t larger = 0;
+  for (int64_t c = 0; c < cols; c++)
+    if (row[c] > row[label]) larger++;
+  return larger < k;
+}
+
+static kiln_status check_options(const kiln_drift_options *o, kiln_error *err) {
+  if (!isnan(o->max_drop) && !(o->max_drop >= 0 && isfinite(o->max_drop)))
+    return kiln_error_set(err, KILN_E_RANGE, "drift: max_drop %g is out of range (expected >= 0)",
+                          o->max_drop);
+  if (!isnan(o->min_agreement) && !(o->min_agreement >= 0 && o->min_agreement <= 1))
+    return kiln_error_set(err, KILN_E_RANGE,
+                          "drift: min_agreement %g is out of range (expected a fraction in [0, 1])",
+                          o->min_agreement);
+  if (!isnan(o->tolerance) && !(o->tolerance >= 0 && isfinite(o->tolerance)))
+    return kiln_error_set(err, KILN_E_RANGE, "drift: tolerance %g is out of range (expected >= 0)",
+                          o->tolerance);
+  if (o->metric != KILN_DRIFT_ACCURACY && o->metric != KILN_DRIFT_TOP_K &&
+      o->metric != KILN_DRIFT_MAE)
+    return kiln_error_set(err, KILN_E_INVALID, "drift: unknown metric %d", (int)o->metric);
+  if (o->metric == KILN_DRIFT_TOP_K && o->k < 1)
+    return kiln_error_set(err, KILN_E_RANGE, "drift: k %d is out of range (expected >= 1)", o->k);
+  if (o->batch < 1 || o->max_rows < 0 || o->threads < 1)
+    return kiln_error_set(err, KILN_E_RANGE,
+                          "drift: batch (%lld), max_rows (%lld) or threads (%d) out of range",
+                          (long long)o->batch, (long long)o->max_rows, o->threads);
+  if (o->runtime != KILN_DRIFT_RUNTIME_KILN && o->runtime != KILN_DRIFT_RUNTIME_ORT)
+    return kiln_error_set(err, KILN_E_INVALID, "drift: unknown runtime %d", (int)o->runtime);
+  if (o->runtime == KILN_DRIFT_RUNTIME_ORT && (!o->ort_script || !o->ort_script[0]))
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "drift: runtime ort needs ort_script (tests/integration/ort/run.js)");
+  return KILN_OK;
+}
+
+static kiln_status check_data(const kiln_drift_data *d, const drift_model *ref,
+                              const drift_model *cand, int64_t *rows, kiln_error *err) {
+  if (!d || !d->y || d->y->rows <= 0)
+    return kiln_error_set(err, KILN_E_INVALID, "drift: the data has no labels (y)");
+  if (d->y->cols != 1 || kiln_matrix_is_sparse(d->y) || !d->y->values)
+    return kiln_error_set(err, KILN_E_SHAPE, "drift: labels are %lld x %lld, expected rows x 1",
+                          (long long)d->y->rows, (long long)d->y->cols);
+  int64_t n;
+  if (d->x && d->x->cols > 0) {
+    if (d->x->cols != ref->width)
+      return kiln_error_set(err, KILN_E_SHAPE,
+                            "drift: the data has %lld features per row, but the reference model "
+                            "%s takes %lld",
+                            (long long)d->x->cols, drift_model_name(ref), (long long)ref->width);
+    if (!kiln_matrix_is_sparse(d->x) && !d->x->values)
+      return kiln_error_set(err, KILN_E_INVALID, "drift: the data's x has no values");
+    n = d->x->rows;
+  } else if (d->seq && d->seq->count > 0) {
+    if (ref->mean)
+      return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                            "drift: the reference model %s asks for standardized inputs; token ids "
+                            "cannot be",
+                            drift_model_name(ref));
+    n = d->seq->count;
+  } else {
+    return kiln_error_set(err, KILN_E_INVALID, "drift: the data has no rows (neither x nor seq)");
+  }
+  if (cand->width != ref->width)
+    return kiln_error_set(err, KILN_E_SHAPE,
+                          "drift: the candidate model %s takes %lld features per row, the "
+                          "reference %s %lld",
+                          drift_model_name(cand), (long long)cand->width, drift_model_name(ref),
+                          (long long)ref->width);
+  if (d->y->rows != n)
+    return kiln_error_set(err, KILN_E_SHAPE, "drift: %lld rows of features but %lld labels",
+                          (long long)n, (long long)d->y->rows);
+  *rows = n;
+  return KILN_OK;
+}
+
+/* Compares the outputs and fills the figures of r (everything but the layers). */
+static kiln_status compare_outputs(const kiln_drift_data *d, const float *ro, const float *co,
+                                   int64_t rows, int64_t cols, const kiln_drift_options *opt,
+                                   kiln_drift_report *r, kiln_error *err) {
+  const float *y = d->y->values;
+  double sum_abs = 0, max_abs = 0;
+  for (int64_t i = 0; i < rows * cols; i++) {
+    double a = fabs((double)ro[i] - (double)co[i]);
+    if (isnan(a)) a = INFINITY;
+    sum_abs += a;
+    if (a > max_abs) max_abs = a;
+  }
+  r->max_abs_diff = max_abs;
+  r->mean_abs_diff = sum_abs / (double)(rows * cols);
+
+  if (opt->metric == KILN_DRIFT_MAE) {
+    if (cols != 1)
+      return kiln_error_set(err, KILN_E_SHAPE,
+                            "drift: metric mae needs one output column, the models have %lld",
+                            (long long)cols);
+    double ref_abs = 0, ea = 0, eb = 0;
+    for (int64_t i = 0; i < rows; i++) {
+      ref_abs += fabs((double)ro[i]);
+      ea += fabs((double)ro[i] - (double)y[i]);
+      eb += fabs((double)co[i] - (double)y[i]);
+    }
+    r->tolerance = isnan(opt->tolerance) ? 0.01 * ref_abs / (double)rows : opt->tolerance;
+    r->reference_metric = ea / (double)rows;
+    r->candidate_metric = eb / (double)rows;
+    if (r->reference_metric > 0)
+      r->drop = (r->candidate_metric - r->reference_metric) / r->reference_metric * 100.0;
+    else
+      r->drop = r->candidate_metric > 0 ? INFINITY : 0.0;
+    for (int64_t i = 0; i < rows; i++)
+      if (!(fabs((double)ro[i] - (double)co[i]) <= r->tolerance)) r->changed_rows++;
+  } else {
+    int64_t classes = cols == 1 ? 2 : cols;
+    if (classes > INT32_MAX)
+      return kiln_error_set(err, KILN_E_SHAPE, "drift: %lld output columns", (long long)cols);
+    if (opt->metric == KILN_DRIFT_TOP_K && cols == 1)
+      return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                            "drift: metric top_k needs one output column per class (the models "
+                            "have one)");
+    for (int64_t i = 0; i < rows; i++) {
+      float v = y[i];
+      if (!(v == floorf(v) && v >= 0 && v < (float)classes))
+        return kiln_error_set(err, KILN_E_RANGE,
+                              "drift: label %g of row %lld is not a class in [0, %lld) (the "
+                              "models' output width %lld)",
+                              (double)v, (long long)i + 1, (long long)classes, (long long)cols);
+    }
+    r->num_classes = (int32_t)classes;
+    r->classes = calloc((size_t)classes, sizeof *r->classes);
+    if (!r->classes) return kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
+    r->n_classes = (int)classes;
+    int64_t *ok_ref = calloc((size_t)classes * 2, sizeof *ok_ref);
+    if (!ok_ref) return kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
+    int64_t *ok_cand = ok_ref + classes;
+    int64_t hits_ref = 0, hits_cand = 0;
+    for (int64_t i = 0; i < rows; i++) {
+      int64_t label = (int64_t)y[i];
+      const float *a = ro + i * cols, *b = co + i * cols;
+      int64_t pa = argmax_row(a, cols), pb = argmax_row(b, cols);
+      if (pa != pb) r->changed_rows++;
+      r->classes[label].support++;
+      if (pa == label) ok_ref[label]++;
+      if (pb == label) ok_cand[label]++;
+      if (opt->metric == KILN_DRIFT_TOP_K) {
+        hits_ref += in_top_k(a, cols, label, opt->k);
+        hits_cand += in_top_k(b, cols, label, opt->k);
+      } else {
+        hits_ref += pa == label;
+        hits_cand += pb == label;
+      }
+    }
+    for (int64_t c = 0; c < classes; c++) {
+      kiln_drift_class *k = &r->classes[c];
+      k->label = (int32_t)c;
+      k->reference = k->support ? (double)ok_ref[c] / (double)k->support : NAN;
+      k->candidate = k->support ? (double)ok_cand[c] / (double)k->support : NAN;
+      k->delta = k->support ? k->reference - k->candidate : NAN;
+    }
+    free(ok_ref);
+    r->reference_metric = (double)hits_ref / (double)rows;
+    r->candidate_metric = (double)hits_cand / (double)rows;
+    /* Exact when both are the same count. */
+    r->drop = hits_ref == hits_cand ? 0.0 : r->reference_metric - r->candidate_metric;
+  }
+  r->agreement = 1.0 - (double)r->changed_rows / (double)rows;
+  return KILN_OK;
+}
+
+kiln_status kiln_drift_run(const kiln_drift_model *reference, const kiln_drift_model *candidate,
+                           const kiln_drift_data *data, const kiln_drift_options *opt_in,
+                           kiln_drift_report **out, kiln_error *err) {
+  kiln_error local;
+  memset(&local, 0, sizeof local);
+  if (!err) err = &local;
+  if (!out || !reference || !candidate)
+    return kiln_error_set(err, KILN_E_INVALID, "drift: NULL model or report");
+  *out = NULL;
+  kiln_drift_options opt;
+  if (opt_in)
+    opt = *opt_in;
+  else
+    kiln_drift_options_init(&opt);
+  kiln_status st = check_options(&opt, err);
+  if (st) return st;
+  int ort = opt.runtime == KILN_DRIFT_RUNTIME_ORT;
+  if (ort && !candidate->path)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "drift: runtime ort runs the candidate from its .onnx file: give its path");
+
+  drift_model ref, cand;
+  memset(&ref, 0, sizeof ref);
+  memset(&cand, 0, sizeof cand);
+  float *ro = NULL, *co = NULL;
+  kiln_drift_report *r = calloc(1, sizeof *r);
+  if (!r) return kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
+  r->entry_layer = -1;
+  if ((st = model_open(reference, "reference", &opt, 1, &ref, err))) goto fail;
+  if ((st = model_open(candidate, "candidate", &opt, !ort, &cand, err))) goto fail;
+  if (ort) cand.out_cols = ref.out_cols; /* checked against ONNX Runtime's output */
+  else if (cand.out_cols != ref.out_cols) {
+    st = kiln_error_set(err, KILN_E_SHAPE,
+                        "drift: the reference %s has %lld output columns, the candidate %s %lld",
+                        drift_model_name(&ref), (long long)ref.out_cols, drift_model_name(&cand),
+                        (long long)cand.out_cols);
+    goto fail;
+  }
+  int64_t rows;
+  if ((st = check_data(data, &ref, &cand, &rows, err))) goto fail;
+  if (opt.max_rows > 0 && rows > opt.max_rows) rows = opt.max_rows;
+  int64_t cols = ref.out_cols;
+  ro = malloc((size_t)(rows * cols) * sizeof(float));
+  co = malloc((size_t)(rows * cols) * sizeof(float));
+  if (!ro || !co) {
+    st = kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory for %lld x %lld outputs",
+                        (long long)rows, (long long)cols);
+    goto fail;
+  }
+  if ((st = run_kiln(&ref, data, rows, opt.batch, ro, err))) goto fail;
+  if (ort)
+    st = drift_run_ort(&cand, data, rows, &opt, co, err);
+  else
+    st = run_kiln(&cand, data, rows, opt.batch, co, err);
+  if (st) goto fail;
+
+  r->metric = opt.metric;
+  r->k = opt.metric == KILN_DRIFT_TOP_K ? opt.k : 0;
+  r->runtime = opt.runtime;
+  r->rows = rows;
+  r->output_width = cols;
+  r->reference_standardized = ref.mean != NULL;
+  r->candidate_standardized = cand.mean != NULL;
+  if ((st = compare_outputs(data, ro, co, rows, cols, &opt, r, err))) goto fail;
+
+  if (!opt.layers)
+    snprintf(r->layers_note, sizeof r->layers_note, "layer analysis not asked for");
+  else if ((st = drift_layers(&ref, &cand, data, rows, &opt, r, err)))
+    goto fail;
+
+  r->has_max_drop = !isnan(opt.max_drop);
+  r->has_min_agreement = !isnan(opt.min_agreement);
+  r->max_drop = opt.max_drop;
+  r->min_agreement = opt.min_agreement;
+  r->drop_ok = !r->has_max_drop || r->drop <= opt.max_drop + 1e-12;
+  r->agreement_ok = !r->has_min_agreement || r->agreement >= opt.min_agreement - 1e-12;
+  r->pass = r->drop_ok && r->agreement_ok;
+  free(ro);
+  free(co);
+  drift_model_free(&ref);
+  drift_model_free(&cand);
+  *out = r;
+  return KILN_OK;
+fail:
+  free(ro);
+  free(co);
+  drift_model_free(&ref);
+  drift_model_free(&cand);
+  kiln_drift_report_free(r);
+  return st;
+}
+
+kiln_status kiln_drift_run_files(const char *reference_path, const char *candidate_path,
+                                 const kiln_drift_data *data, const kiln_drift_options *opt,
+                                 kiln_drift_report **out, kiln_error *err) {
+  if (!reference_path || !candidate_path)
+    return kiln_error_set(err, KILN_E_INVALID, "drift: NULL model path");
+  kiln_drift_model a, b;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  a.path = reference_path;
+  b.path = candidate_path;
+  return kiln_drift_run(&a, &b, data, opt, out, err);
+}

@@ -1,0 +1,531 @@
+/* kiln drift — compare a reference model (float) with a candidate (int8) on labeled
+ * data and say whether the candidate stays within the thresholds: for CI. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "kiln/data.h"
+#include "kiln/drift.h"
+#include "kiln/infer.h"
+
+static const char *const CMD = "drift";
+
+enum { DRIFT_EXIT_OUTSIDE = 1 };
+
+void cmd_drift_usage(FILE *out) {
+  fprintf(out,
+          "Usage: kiln drift REFERENCE.onnx CANDIDATE.onnx --data DATA [options]\n"
+          "\n"
+          "Runs both models on the same labeled rows and reports what the candidate (e.g. the\n"
+          "int8 quantization) lost against the reference (the float model): each model's\n"
+          "metric and the drop, the share of predictions that changed, the largest and mean\n"
+          "output differences, per-class accuracy (recall) of both, and per quantized layer\n"
+          "(Gemm/MatMul nodes of the same name) the error of its output, so you see where\n"
+          "accuracy is lost. The reference always runs in kiln's runtime.\n"
+          "\n"
+          "  --data DATASET[:split]   imdb, reuters, california_housing or fashion_mnist;\n"
+          "                           split train or test (default test)\n"
+          "  --data FILE              x.npy (labels from y.npy beside it) or DATA.csv (header;\n"
+          "                           the last column holds the labels or targets)\n"
+          "  --data-dir DIR           folder of the built-in data sets (default $KILN_DATA_DIR,\n"
+          "                           else ../shared/data)\n"
+          "  --metric M               accuracy (default), top_k or mae (regression)\n"
+          "  --k K                    top_k: the label must be among the K largest (default 5)\n"
+          "  --max-drop X             fail when the drop exceeds X: accuracy as a fraction\n"
+          "                           (0.005 = half a point), mae in percent (3 = 3%%); >= 0\n"
+          "  --min-agreement Y        fail when fewer than the fraction Y of the rows keep\n"
+          "                           their prediction (argmax; mae: |diff| <= tolerance)\n"
+          "  --tolerance T            mae: a prediction changed when |diff| > T (default 1%%\n"
+          "                           of the reference's mean absolute output)\n"
+          "  --scale-targets F        multiply the targets by F first (as kiln train did)\n"
+          "  --runtime kiln|ort       runtime of the candidate (default kiln); ort runs it in\n"
+          "                           ONNX Runtime via node and run.js\n"
+          "  --ort-script RUN.JS      default $KILN_ORT_SCRIPT, else\n"
+          "                           $KILN_SOURCE_DIR/tests/integration/ort/run.js, else\n"
+          "                           tests/integration/ort/run.js\n"
+          "  --rows N                 use the first N rows only\n"
+          "  --batch N                rows per run (default 1024)\n"
+          "  --no-layers              skip the layer-by-layer analysis\n"
+          "  --json                   print one JSON object with every figure as the last\n"
+          "                           line of stdout\n"
+          "  --junit FILE.xml         write a JUnit report (testcases: the metric drop and the\n"
+          "                           agreement), atomically\n"
+          "\n"
+          "Each model's kiln.input_mean/kiln.input_std metadata (kiln train --standardize)\n"
+          "is applied to its inputs.\n"
+          "\n"
+          "Exit status: 0 within the thresholds, 1 outside them, 2 an error (bad option,\n"
+          "unreadable model or data, data of the wrong width, a model that fails to run).\n"
+          "\n"
+          "Example:\n"
+          "  kiln drift imdb.onnx imdb_int8.onnx --data imdb:test --max-drop 0.005 \\\n"
+          "      --min-agreement 0.99 --junit drift.xml\n");
+}
+
+typedef struct drift_args {
+  const char *reference, *candidate, *data, *data_dir, *junit, *ort_script;
+  kiln_drift_options opt;
+  int json;
+  int has_scale;
+  double scale;
+} drift_args;
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int parse_args(int argc, char **argv, drift_args *a) {
+  memset(a, 0, sizeof *a);
+  kiln_drift_options_init(&a->opt);
+  int has_k = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i], *v = NULL;
+    int r;
+    int64_t n;
+    if (arg[0] != '-' || arg[1] == '\0') {
+      if (!a->reference) a->reference = arg;
+      else if (!a->candidate) a->candidate = arg;
+      else return cli_usage_error(CMD, "unexpected argument \"%s\"", arg);
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--data", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      a->data = v;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--data-dir", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      a->data_dir = v;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--metric", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      if (!strcmp(v, "accuracy")) a->opt.metric = KILN_DRIFT_ACCURACY;
+      else if (!strcmp(v, "top_k")) a->opt.metric = KILN_DRIFT_TOP_K;
+      else if (!strcmp(v, "mae")) a->opt.metric = KILN_DRIFT_MAE;
+      else return cli_usage_error(CMD, "--metric %s: expected accuracy, top_k or mae", v);
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--k", &v)) != 0) {
+      if (r < 0 || cli_parse_int64(CMD, "--k", v, 1, 1 << 20, &n)) return CLI_EXIT_ERROR;
+      a->opt.k = (int)n;
+      has_k = 1;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--max-drop", &v)) != 0) {
+      if (r < 0 || cli_parse_double(CMD, "--max-drop", v, 0, 1e300, 0, &a->opt.max_drop))
+        return CLI_EXIT_ERROR;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--min-agreement", &v)) != 0) {
+      if (r < 0 || cli_parse_double(CMD, "--min-agreement", v, 0, 1, 0, &a->opt.min_agreement))
+        return CLI_EXIT_ERROR;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--tolerance", &v)) != 0) {
+      if (r < 0 || cli_parse_double(CMD, "--tolerance", v, 0, 1e300, 0, &a->opt.tolerance))
+        return CLI_EXIT_ERROR;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--scale-targets", &v)) != 0) {
+      if (r < 0 || cli_parse_double(CMD, "--scale-targets", v, -1e30, 1e30, 0, &a->scale))
+        return CLI_EXIT_ERROR;
+      if (a->scale == 0) return cli_usage_error(CMD, "--scale-targets: the factor cannot be 0");
+      a->has_scale = 1;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--runtime", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      if (!strcmp(v, "kiln")) a->opt.runtime = KILN_DRIFT_RUNTIME_KILN;
+      else if (!strcmp(v, "ort")) a->opt.runtime = KILN_DRIFT_RUNTIME_ORT;
+      else return cli_usage_error(CMD, "--runtime %s: expected kiln or ort", v);
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--ort-script", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      a->ort_script = v;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--rows", &v)) != 0) {
+      if (r < 0 || cli_parse_int64(CMD, "--rows", v, 1, INT64_MAX, &a->opt.max_rows))
+        return CLI_EXIT_ERROR;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--batch", &v)) != 0) {
+      if (r < 0 || cli_parse_int64(CMD, "--batch", v, 1, 1 << 20, &a->opt.batch))
+        return CLI_EXIT_ERROR;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--junit", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      a->junit = v;
+    } else if ((r = cli_flag(CMD, arg, "--json")) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      a->json = 1;
+    } else if ((r = cli_flag(CMD, arg, "--no-layers")) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      a->opt.layers = 0;
+    } else {
+      return cli_usage_error(CMD, "unknown option \"%s\"", arg);
+    }
+  }
+  if (!a->reference || !a->candidate)
+    return cli_usage_error(CMD, "expected REFERENCE.onnx and CANDIDATE.onnx");
+  if (!a->data) return cli_usage_error(CMD, "missing --data");
+  if (has_k && a->opt.metric != KILN_DRIFT_TOP_K)
+    return cli_usage_error(CMD, "--k is for --metric top_k");
+  if (a->junit && (!strcmp(a->junit, a->reference) || !strcmp(a->junit, a->candidate)))
+    return cli_usage_error(CMD, "--junit %s would overwrite a model", a->junit);
+  return CLI_EXIT_OK;
+}
+
+/* --- data ---------------------------------------------------------------------------- */
+
+/* y.npy beside x.npy: "y" in place of the first "x" of the file name. */
+static char *labels_path(const char *xpath) {
+  const char *base = strrchr(xpath, '/');
+  base = base ? base + 1 : xpath;
+  const char *x = strchr(base, 'x');
+  if (!x) return NULL;
+  char *p = strdup(xpath);
+  if (p) p[x - xpath] = 'y';
+  return p;
+}
+
+/* Loads --data into ds. width: the reference's features per row (the vocabulary of a
+ * text model); classes: the class count for classification (0 for mae). */
+static int load_data(const drift_args *a, int64_t width, int32_t classes, kiln_dataset *ds) {
+  kiln_error err = {0};
+  if (ends_with(a->data, ".npy")) {
+    if (kiln_npy_read(a->data, &ds->x, &err)) return cli_kiln_error(CMD, &err);
+    char *yp = labels_path(a->data);
+    if (!yp || !strcmp(yp, a->data) || access(yp, R_OK) != 0) {
+      int rc = cli_error(CMD, "%s: no labels: expected %s beside it", a->data,
+                         yp ? yp : "a y.npy (\"y\" for the first \"x\" of the name)");
+      free(yp);
+      return rc;
+    }
+    if (kiln_npy_read(yp, &ds->y, &err)) {
+      free(yp);
+      return cli_kiln_error(CMD, &err);
+    }
+    free(yp);
+    ds->num_classes = classes;
+    return CLI_EXIT_OK;
+  }
+  if (ends_with(a->data, ".csv")) {
+    kiln_load_options lo;
+    kiln_load_options_init(&lo);
+    lo.num_classes = classes;
+    if (kiln_csv_load(a->data, &lo, ds, &err)) return cli_kiln_error(CMD, &err);
+    return CLI_EXIT_OK;
+  }
+  char name[64];
+  const char *colon = strchr(a->data, ':');
+  const char *split = colon ? colon + 1 : "test";
+  size_t n = colon ? (size_t)(colon - a->data) : strlen(a->data);
+  if (n == 0 || n >= sizeof name)
+    return cli_usage_error(CMD, "--data %s: expected a .npy, a .csv or DATASET[:split]", a->data);
+  memcpy(name, a->data, n);
+  name[n] = '\0';
+  if (strcmp(split, "train") && strcmp(split, "test"))
+    return cli_usage_error(CMD, "--data %s: the split is train or test, not \"%s\"", a->data,
+                           split);
+  int text = !strcmp(name, "imdb") || !strcmp(name, "reuters");
+  if (!text && strcmp(name, "california_housing") && strcmp(name, "fashion_mnist"))
+    return cli_usage_error(CMD,
+                           "--data %s: not a .npy or .csv file, nor a data set (imdb, reuters, "
+                           "california_housing, fashion_mnist)",
+                           a->data);
+  kiln_load_options lo;
+  kiln_load_options_init(&lo);
+  lo.data_dir = a->data_dir;
+  lo.multi_hot = 0; /* text runs from the token ids */
+  lo.missing = KILN_MISSING_IMPUTE_MEDIAN;
+  if (text) {
+    if (width > INT32_MAX) return cli_error(CMD, "%s: input width too large", a->reference);
+    lo.num_words = (int32_t)width;
+  }
+  kiln_dataset train = {0}, test = {0};
+  if (kiln_dataset_load(name, &lo, &train, &test, &err)) return cli_kiln_error(CMD, &err);
+  if (!strcmp(split, "train")) {
+    *ds = train;
+    kiln_dataset_free(&test);
+  } else {
+    *ds = test;
+    kiln_dataset_free(&train);
+  }
+  return CLI_EXIT_OK;
+}
+
+/* --- output -------------------------------------------------------------------------- */
+
+static const char *runtime_name(kiln_drift_runtime r) {
+  return r == KILN_DRIFT_RUNTIME_ORT ? "onnxruntime" : "kiln";
+}
+
+static void print_report(const drift_args *a, const kiln_drift_report *r) {
+  int mae = r->metric == KILN_DRIFT_MAE;
+  printf("kiln drift: %s (reference, kiln) vs %s (candidate, %s) on %s, %lld rows\n", a->reference,
+         a->candidate, runtime_name(r->runtime), a->data, (long long)r->rows);
+  char metric[32];
+  if (r->metric == KILN_DRIFT_TOP_K)
+    snprintf(metric, sizeof metric, "top-%d accuracy", r->k);
+  else
+    snprintf(metric, sizeof metric, "%s", mae ? "mae" : "accuracy");
+  if (mae)
+    printf("  %s: reference %.6g, candidate %.6g, increase %+.4f%%\n", metric, r->reference_metric,
+           r->candidate_metric, r->drop);
+  else
+    printf("  %s: reference %.4f, candidate %.4f, drop %+.4f (%+.2f points)\n", metric,
+           r->reference_metric, r->candidate_metric, r->drop, r->drop * 100);
+  if (mae)
+    printf("  predictions changed (|diff| > %.4g): %lld of %lld rows (agreement %.2f%%)\n",
+           r->tolerance, (long long)r->changed_rows, (long long)r->rows, r->agreement * 100);
+  else
+    printf("  predictions changed: %lld of %lld rows (agreement %.2f%%)\n",
+           (long long)r->changed_rows, (long long)r->rows, r->agreement * 100);
+  printf("  output difference: max %.6g, mean %.6g\n", r->max_abs_diff, r->mean_abs_diff);
+  if (r->n_classes > 0) {
+    printf("  per class (accuracy within the class, i.e. recall):\n");
+    printf("    %6s %8s %10s %10s %8s\n", "class", "rows", "reference", "candidate", "delta");
+    for (int i = 0; i < r->n_classes; i++) {
+      const kiln_drift_class *c = &r->classes[i];
+      if (c->support == 0) continue;
+      printf("    %6d %8lld %10.4f %10.4f %+8.4f\n", (int)c->label, (long long)c->support,
+             c->reference, c->candidate, c->delta);
+    }
+  }
+  if (r->n_layers > 0) {
+    printf("  per layer (Gemm/MatMul outputs, candidate against reference):\n");
+    printf("    %-20s %-14s %12s %12s %9s %10s\n", "layer", "op", "max |err|", "mean |err|",
+           "SNR dB", "rel err");
+    for (int i = 0; i < r->n_layers; i++) {
+      const kiln_drift_layer *l = &r->layers[i];
+      printf("    %-20s %-14s %12.6g %12.6g %9.2f %10.6f%s\n", l->name, l->op_type, l->max_abs,
+             l->mean_abs, l->snr_db, l->rel_error, i == r->entry_layer ? "  <- error enters" : "");
+    }
+  }
+  if (r->layers_note[0]) printf("  layers: %s\n", r->layers_note);
+  if (r->reference_standardized || r->candidate_standardized)
+    printf("  inputs standardized by the metadata of: %s%s%s\n",
+           r->reference_standardized ? "reference" : "",
+           r->reference_standardized && r->candidate_standardized ? ", " : "",
+           r->candidate_standardized ? "candidate" : "");
+  if (r->has_max_drop)
+    printf("  max drop %g%s: %s\n", r->max_drop, mae ? "%" : "", r->drop_ok ? "ok" : "EXCEEDED");
+  if (r->has_min_agreement)
+    printf("  min agreement %g: %s\n", r->min_agreement, r->agreement_ok ? "ok" : "NOT MET");
+  printf("verdict: %s\n", r->pass ? "PASS" : "FAIL");
+}
+
+static void add_num(cJSON *o, const char *key, double v) {
+  if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
+  else cJSON_AddNullToObject(o, key);
+}
+
+static char *report_json(const drift_args *a, const kiln_drift_report *r) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  cJSON_AddStringToObject(o, "reference", a->reference);
+  cJSON_AddStringToObject(o, "candidate", a->candidate);
+  cJSON_AddStringToObject(o, "data", a->data);
+  cJSON_AddStringToObject(o, "runtime", r->runtime == KILN_DRIFT_RUNTIME_ORT ? "ort" : "kiln");
+  cJSON_AddStringToObject(o, "metric", kiln_drift_metric_name(r->metric));
+  if (r->metric == KILN_DRIFT_TOP_K) cJSON_AddNumberToObject(o, "k", r->k);
+  cJSON_AddNumberToObject(o, "rows", (double)r->rows);
+  add_num(o, "reference_metric", r->reference_metric);
+  add_num(o, "candidate_metric", r->candidate_metric);
+  add_num(o, "drop", r->drop);
+  cJSON_AddStringToObject(o, "drop_unit", r->metric == KILN_DRIFT_MAE ? "percent" : "fraction");
+  cJSON_AddNumberToObject(o, "changed_rows", (double)r->changed_rows);
+  add_num(o, "agreement", r->agreement);
+  if (r->metric == KILN_DRIFT_MAE) add_num(o, "tolerance", r->tolerance);
+  add_num(o, "max_abs_diff", r->max_abs_diff);
+  add_num(o, "mean_abs_diff", r->mean_abs_diff);
+  cJSON *cl = cJSON_AddArrayToObject(o, "classes");
+  for (int i = 0; i < r->n_classes && cl; i++) {
+    const kiln_drift_class *c = &r->classes[i];
+    cJSON *e = cJSON_CreateObject();
+    if (!e) continue;
+    cJSON_AddNumberToObject(e, "label", c->label);
+    cJSON_AddNumberToObject(e, "support", (double)c->support);
+    add_num(e, "reference", c->reference);
+    add_num(e, "candidate", c->candidate);
+    add_num(e, "delta", c->delta);
+    cJSON_AddItemToArray(cl, e);
+  }
+  cJSON *ly = cJSON_AddArrayToObject(o, "layers");
+  for (int i = 0; i < r->n_layers && ly; i++) {
+    const kiln_drift_layer *l = &r->layers[i];
+    cJSON *e = cJSON_CreateObject();
+    if (!e) continue;
+    cJSON_AddStringToObject(e, "name", l->name);
+    cJSON_AddStringToObject(e, "op_type", l->op_type);
+    cJSON_AddStringToObject(e, "reference_value", l->reference_value);
+    cJSON_AddStringToObject(e, "candidate_value", l->candidate_value);
+    cJSON_AddNumberToObject(e, "elements", (double)l->elements);
+    add_num(e, "max_abs", l->max_abs);
+    add_num(e, "mean_abs", l->mean_abs);
+    add_num(e, "snr_db", l->snr_db); /* null: no error at all */
+    add_num(e, "rel_error", l->rel_error);
+    add_num(e, "added_error", l->added_error);
+    cJSON_AddItemToArray(ly, e);
+  }
+  if (r->entry_layer >= 0) cJSON_AddStringToObject(o, "entry_layer", r->layers[r->entry_layer].name);
+  else cJSON_AddNullToObject(o, "entry_layer");
+  if (r->layers_note[0]) cJSON_AddStringToObject(o, "layers_note", r->layers_note);
+  if (r->has_max_drop) cJSON_AddNumberToObject(o, "max_drop", r->max_drop);
+  else cJSON_AddNullToObject(o, "max_drop");
+  if (r->has_min_agreement) cJSON_AddNumberToObject(o, "min_agreement", r->min_agreement);
+  else cJSON_AddNullToObject(o, "min_agreement");
+  cJSON_AddBoolToObject(o, "drop_ok", r->drop_ok);
+  cJSON_AddBoolToObject(o, "agreement_ok", r->agreement_ok);
+  cJSON_AddBoolToObject(o, "pass", r->pass);
+  char *s = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  return s;
+}
+
+static void xml_escaped(FILE *f, const char *s) {
+  for (; *s; s++) {
+    switch (*s) {
+      case '&': fputs("&amp;", f); break;
+      case '<': fputs("&lt;", f); break;
+      case '>': fputs("&gt;", f); break;
+      case '"': fputs("&quot;", f); break;
+      default:
+        if ((unsigned char)*s < 0x20 && *s != '\n' && *s != '\t') fputc('?', f);
+        else fputc(*s, f);
+    }
+  }
+}
+
+/* One testcase; message NULL means it passed. */
+static void junit_case(FILE *f, const char *name, const char *message, const char *details) {
+  fprintf(f, "  <testcase classname=\"kiln.drift\" name=\"");
+  xml_escaped(f, name);
+  if (!message) {
+    fprintf(f, "\">\n    <system-out>");
+    xml_escaped(f, details);
+    fprintf(f, "</system-out>\n  </testcase>\n");
+    return;
+  }
+  fprintf(f, "\">\n    <failure type=\"drift\" message=\"");
+  xml_escaped(f, message);
+  fprintf(f, "\">");
+  xml_escaped(f, details);
+  fprintf(f, "</failure>\n  </testcase>\n");
+}
+
+static int write_junit(const drift_args *a, const kiln_drift_report *r) {
+  size_t n = strlen(a->junit);
+  char *tmp = malloc(n + 32);
+  if (!tmp) return cli_error(CMD, "out of memory");
+  snprintf(tmp, n + 32, "%s.tmp%ld", a->junit, (long)getpid());
+  FILE *f = fopen(tmp, "w");
+  if (!f) {
+    free(tmp);
+    return cli_error(CMD, "--junit %s: cannot create", a->junit);
+  }
+  int mae = r->metric == KILN_DRIFT_MAE;
+  const char *unit = mae ? "%" : "";
+  char title[1200], drop_msg[256], drop_det[512], agr_msg[256], agr_det[512];
+  snprintf(title, sizeof title, "kiln drift %.500s vs %.500s", a->reference, a->candidate);
+  char max_txt[64], min_txt[64];
+  if (r->has_max_drop) snprintf(max_txt, sizeof max_txt, "%.6g%s", r->max_drop, unit);
+  else snprintf(max_txt, sizeof max_txt, "none");
+  if (r->has_min_agreement) snprintf(min_txt, sizeof min_txt, "%.6g", r->min_agreement);
+  else snprintf(min_txt, sizeof min_txt, "none");
+  snprintf(drop_det, sizeof drop_det,
+           "%s on %s (%lld rows): reference %.6g, candidate %.6g, drop %.6g%s, maximum %s",
+           kiln_drift_metric_name(r->metric), a->data, (long long)r->rows, r->reference_metric,
+           r->candidate_metric, r->drop, unit, max_txt);
+  snprintf(drop_msg, sizeof drop_msg, "%s drop %.6g%s exceeds the maximum %s",
+           kiln_drift_metric_name(r->metric), r->drop, unit, max_txt);
+  snprintf(agr_det, sizeof agr_det, "%lld of %lld predictions changed: agreement %.6g, minimum %s",
+           (long long)r->changed_rows, (long long)r->rows, r->agreement, min_txt);
+  snprintf(agr_msg, sizeof agr_msg, "agreement %.6g is below the minimum %s", r->agreement,
+           min_txt);
+  int failures = !r->drop_ok + !r->agreement_ok;
+  fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"");
+  xml_escaped(f, title);
+  fprintf(f, "\" tests=\"2\" failures=\"%d\" errors=\"0\" skipped=\"0\">\n", failures);
+  char name[64];
+  snprintf(name, sizeof name, "%s drop", kiln_drift_metric_name(r->metric));
+  junit_case(f, name, r->drop_ok ? NULL : drop_msg, drop_det);
+  junit_case(f, "prediction agreement", r->agreement_ok ? NULL : agr_msg, agr_det);
+  fprintf(f, "</testsuite>\n");
+  int ok = !ferror(f);
+  ok = (fclose(f) == 0) && ok;
+  if (!ok || rename(tmp, a->junit) != 0) {
+    remove(tmp);
+    free(tmp);
+    return cli_error(CMD, "--junit %s: write failed; nothing was written", a->junit);
+  }
+  free(tmp);
+  return CLI_EXIT_OK;
+}
+
+/* --- the command ------------------------------------------------------------------------ */
+
+static const char *find_ort_script(const drift_args *a, char *buf, size_t cap) {
+  if (a->ort_script) return a->ort_script;
+  const char *e = getenv("KILN_ORT_SCRIPT");
+  if (e && e[0]) return e;
+  const char *src = getenv("KILN_SOURCE_DIR");
+  if (src && src[0]) {
+    snprintf(buf, cap, "%s/tests/integration/ort/run.js", src);
+    if (access(buf, R_OK) == 0) return buf;
+  }
+  return "tests/integration/ort/run.js";
+}
+
+int cmd_drift(int argc, char **argv) {
+  drift_args a;
+  int rc = parse_args(argc, argv, &a);
+  if (rc) return rc;
+  if (a.junit && cli_check_output_path(CMD, "--junit", a.junit)) return CLI_EXIT_ERROR;
+  char ort_buf[1200];
+  if (a.opt.runtime == KILN_DRIFT_RUNTIME_ORT)
+    a.opt.ort_script = find_ort_script(&a, ort_buf, sizeof ort_buf);
+
+  kiln_error err = {0};
+  kiln_ir_graph *gr = NULL, *gc = NULL;
+  kiln_dataset ds = {0};
+  kiln_drift_report *r = NULL;
+  if (kiln_onnx_read_file(a.reference, &gr, &err) ||
+      kiln_onnx_read_file(a.candidate, &gc, &err)) {
+    kiln_error_prefix(&err, "%s", gr ? a.candidate : a.reference);
+    rc = cli_kiln_error(CMD, &err);
+    goto done;
+  }
+  /* The width and output columns decide how the data is read (vocabulary, classes). */
+  if (gr->n_inputs < 1 || gr->inputs[0].rank < 2 || gr->n_outputs < 1) {
+    rc = cli_error(CMD, "%s: expected an input of rows and an output", a.reference);
+    goto done;
+  }
+  int64_t width = 1, out_cols = 1;
+  for (int k = 1; k < gr->inputs[0].rank; k++) width *= gr->inputs[0].dims[k].value;
+  for (int k = 1; k < gr->outputs[0].rank; k++)
+    out_cols *= gr->outputs[0].dims[k].value > 0 ? gr->outputs[0].dims[k].value : 1;
+  if (width <= 0) {
+    rc = cli_error(CMD, "%s: input '%s' has a symbolic feature dim", a.reference,
+                   gr->inputs[0].name);
+    goto done;
+  }
+  int32_t classes = 0;
+  if (a.opt.metric != KILN_DRIFT_MAE)
+    classes = out_cols == 1 ? 2 : (out_cols > INT32_MAX ? INT32_MAX : (int32_t)out_cols);
+  if ((rc = load_data(&a, width, classes, &ds))) goto done;
+  if (a.has_scale) kiln_matrix_scale(&ds.y, (float)a.scale);
+  kiln_drift_data d;
+  kiln_drift_data_from_dataset(&ds, &d);
+  kiln_drift_model mr = {a.reference, gr, NULL}, mc = {a.candidate, gc, NULL};
+  if (kiln_drift_run(&mr, &mc, &d, &a.opt, &r, &err)) {
+    rc = cli_kiln_error(CMD, &err);
+    goto done;
+  }
+  if (a.junit && (rc = write_junit(&a, r))) goto done;
+  print_report(&a, r);
+  if (a.json) {
+    char *js = report_json(&a, r);
+    if (!js) {
+      rc = cli_error(CMD, "out of memory");
+      goto done;
+    }
+    printf("%s\n", js);
+    free(js);
+  }
+  if (fflush(stdout) != 0) {
+    rc = cli_error(CMD, "cannot write to stdout");
+    goto done;
+  }
+  rc = r->pass ? CLI_EXIT_OK : DRIFT_EXIT_OUTSIDE;
+done:
+  kiln_drift_report_free(r);
+  kiln_dataset_free(&ds);
+  kiln_ir_free(gr);
+  kiln_ir_free(gc);
+  return rc;
+}
