@@ -33,24 +33,24 @@ static inline const char *q_source_dir(void) {
   return s && *s ? s : ".";
 }
 
-static int q_run(const char *cmd) {
+static inline int q_run(const char *cmd) {
   int rc = system(cmd);
   if (rc == -1 || !WIFEXITED(rc)) return -1;
   return WEXITSTATUS(rc);
 }
 
-static int64_t q_file_size(const char *path) {
+static inline int64_t q_file_size(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
 }
 
 /* A temp path under $TMPDIR (or /tmp) unique to this process. */
-static void q_tmp(char *out, size_t cap, const char *name) {
+static inline void q_tmp(char *out, size_t cap, const char *name) {
   const char *t = getenv("TMPDIR");
   snprintf(out, cap, "%s/kiln_qtest_%d_%s", t && *t ? t : "/tmp", (int)getpid(), name);
 }
 
-static int q_have_ort(char *runjs, size_t cap) {
+static inline int q_have_ort(char *runjs, size_t cap) {
   char mod[1024];
   snprintf(mod, sizeof mod, "%s/tests/integration/ort/node_modules/onnxruntime-node",
            q_source_dir());
@@ -64,7 +64,7 @@ static int q_have_ort(char *runjs, size_t cap) {
 }
 
 /* onnx.checker with full_check; skipped with a message when python3-onnx is absent. */
-static void q_onnx_check(const char *path) {
+static inline void q_onnx_check(const char *path) {
   if (q_run("/usr/bin/python3 -c 'import onnx' >/dev/null 2>&1") != 0) {
     print_message("onnx.checker skipped: /usr/bin/python3 cannot import onnx "
                   "(apt-get install python3-onnx)\n");
@@ -80,7 +80,7 @@ static void q_onnx_check(const char *path) {
 }
 
 /* Runs model on x with ONNX Runtime; returns the output (rows x cols, caller frees). */
-static int q_ort_run(const char *runjs, const char *model, const kiln_matrix *x, kiln_matrix *y) {
+static inline int q_ort_run(const char *runjs, const char *model, const kiln_matrix *x, kiln_matrix *y) {
   char in[512], out[512], cmd[2048];
   q_tmp(in, sizeof in, "ort_in.npy");
   q_tmp(out, sizeof out, "ort_out.npy");
@@ -95,14 +95,14 @@ static int q_ort_run(const char *runjs, const char *model, const kiln_matrix *x,
   return 0;
 }
 
-static int64_t q_argmax(const float *row, int64_t n) {
+static inline int64_t q_argmax(const float *row, int64_t n) {
   int64_t b = 0;
   for (int64_t i = 1; i < n; i++)
     if (row[i] > row[b]) b = i;
   return b;
 }
 
-static double q_agreement(const kiln_matrix *a, const kiln_matrix *b) {
+static inline double q_agreement(const kiln_matrix *a, const kiln_matrix *b) {
   assert_int_equal(a->rows, b->rows);
   assert_int_equal(a->cols, b->cols);
   int64_t same = 0;
@@ -112,7 +112,7 @@ static double q_agreement(const kiln_matrix *a, const kiln_matrix *b) {
 }
 
 /* Synthetic data: `classes` Gaussian blobs in `features` dimensions. */
-static void q_blobs(int64_t rows, int64_t features, int classes, uint64_t seed, kiln_matrix *x,
+static inline void q_blobs(int64_t rows, int64_t features, int classes, uint64_t seed, kiln_matrix *x,
                     kiln_matrix *y) {
   kiln_error err = {0};
   if (kiln_matrix_alloc(x, rows, features, &err) || kiln_matrix_alloc(y, rows, 1, &err))
@@ -164,7 +164,7 @@ static inline kiln_ir_graph *q_trained_graph(int64_t features, int64_t h1, int64
   return g;
 }
 
-static int q_count_op(const kiln_ir_graph *g, const char *op) {
+static inline int q_count_op(const kiln_ir_graph *g, const char *op) {
   int c = 0;
   for (int i = 0; i < g->n_nodes; i++) c += strcmp(g->nodes[i].op_type, op) == 0;
   return c;
