@@ -502,6 +502,10 @@ kiln_status kiln_drift_run(const kiln_drift_model *reference, const kiln_drift_m
     snprintf(r->layers_note, sizeof r->layers_note, "layer analysis not asked for");
   else if ((st = drift_layers(&ref, &cand, data, rows, &opt, r, err)))
     goto fail;
+  if (ort && r->n_layers > 0 && !r->layers_note[0])
+    snprintf(r->layers_note, sizeof r->layers_note,
+             "per-layer figures come from kiln's runtime for both models (ONNX Runtime is "
+             "run for the outputs only)");
 
   r->has_max_drop = !isnan(opt.max_drop);
   r->has_min_agreement = !isnan(opt.min_agreement);

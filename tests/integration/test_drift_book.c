@@ -1,0 +1,235 @@
+/* The drift check of the book models, as a user's CI would run it, all through the
+ * `kiln` command: for IMDB, Reuters, Fashion-MNIST and California housing (each
+ * skipped when its data is absent) train a few epochs with the example's spec, export
+ * the float .onnx, then
+ *   - float in kiln vs ONNX Runtime on the same file: >= 99.5% agreement,
+ *   - `kiln quantize` (static, per-channel int8, QDQ) and `kiln drift` float vs int8:
+ *     within 0.5 accuracy points (housing: MAE within 3%),
+ *   - kiln int8 vs ONNX Runtime on the same QDQ file: >= 99.5% agreement.
+ * The int8 part skips with a message while `kiln quantize` is not built; the ONNX
+ * Runtime part when node or tests/integration/ort/node_modules is missing. */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+static char kiln[1024], dir[64], runjs[1200];
+static int have_quantize, have_ort;
+
+static int have(const char *path) { return access(path, R_OK) == 0; }
+
+static const char *data_dir(void) {
+  const char *d = getenv("KILN_DATA_DIR");
+  return d && d[0] ? d : "../shared/data";
+}
+
+/* Runs `kiln ARGS` in the scratch folder (stdout to out.txt, stderr to err.txt);
+ * returns the exit status. */
+static int run_kiln(const char *args) {
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >out.txt 2>err.txt", dir, kiln, args);
+  int s = system(cmd);
+  return WIFEXITED(s) ? WEXITSTATUS(s) : -1;
+}
+
+static char *read_file(const char *name) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
+  if (s) s[n] = '\0';
+  fclose(f);
+  return s;
+}
+
+static void show_output(void) {
+  char *o = read_file("out.txt"), *e = read_file("err.txt");
+  print_error("stdout:\n%s\nstderr:\n%s\n", o ? o : "", e ? e : "");
+  free(o);
+  free(e);
+}
+
+/* Runs kiln drift ARGS --json and returns the JSON report; expect: exit status wanted. */
+static cJSON *drift(const char *args, int expect) {
+  char full[3000];
+  snprintf(full, sizeof full, "drift %s --json", args);
+  int rc = run_kiln(full);
+  if (rc != expect) {
+    show_output();
+    fail_msg("kiln %s: exit %d, expected %d", full, rc, expect);
+  }
+  char *out = read_file("out.txt");
+  assert_non_null(out);
+  size_t len = strlen(out);
+  while (len > 0 && out[len - 1] == '\n') out[--len] = '\0';
+  const char *last = strrchr(out, '\n');
+  cJSON *j = cJSON_Parse(last ? last + 1 : out);
+  if (!j) fail_msg("kiln %s: the last line is not JSON", full);
+  free(out);
+  return j;
+}
+
+static double num(const cJSON *j, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+  return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+typedef struct book {
+  const char *name, *spec, *data, *train_args, *drift_args;
+  int regression;
+} book;
+
+static void check_book(const book *b) {
+  char args[3000], fl[128], q[128];
+  snprintf(fl, sizeof fl, "%s.onnx", b->name);
+  snprintf(q, sizeof q, "%s_int8.onnx", b->name);
+  snprintf(args, sizeof args, "train '%s/examples/specs/%s' --data %s --data-dir '%s' %s --verbose 0 "
+           "--output %s",
+           getenv("KILN_SOURCE_DIR"), b->spec, b->data, data_dir(), b->train_args, fl);
+  int rc = run_kiln(args);
+  if (rc != 0) {
+    show_output();
+    fail_msg("kiln %s: exit %d", args, rc);
+  }
+  cJSON *j;
+  char ort[1400];
+  snprintf(ort, sizeof ort, "--runtime ort --ort-script '%s' --rows 2000 --no-layers "
+           "--min-agreement 0.995", runjs);
+  if (have_ort) {
+    snprintf(args, sizeof args, "%s %s --data %s:test --data-dir '%s' %s %s", fl, fl, b->data,
+             data_dir(), b->drift_args, ort);
+    j = drift(args, 0);
+    fprintf(stderr, "%-18s float: kiln vs onnxruntime agreement %.4f, max |diff| %.3g\n",
+            b->name, num(j, "agreement"), num(j, "max_abs_diff"));
+    cJSON_Delete(j);
+  }
+  if (!have_quantize) return;
+  snprintf(args, sizeof args, "quantize %s %s --data %s:train --data-dir '%s' --static "
+           "--per-channel", fl, q, b->data, data_dir());
+  if ((rc = run_kiln(args)) != 0) {
+    show_output();
+    fail_msg("kiln %s: exit %d", args, rc);
+  }
+  snprintf(args, sizeof args, "%s %s --data %s:test --data-dir '%s' %s --max-drop %s", fl, q,
+           b->data, data_dir(), b->drift_args, b->regression ? "3" : "0.005");
+  j = drift(args, 0);
+  const cJSON *entry = cJSON_GetObjectItem(j, "entry_layer");
+  fprintf(stderr,
+          "%-18s int8 static per-channel: %s reference %.5g, candidate %.5g, drop %.4g%s, "
+          "agreement %.4f, error enters at %s\n",
+          b->name, b->regression ? "mae" : "accuracy", num(j, "reference_metric"),
+          num(j, "candidate_metric"), b->regression ? num(j, "drop") : num(j, "drop") * 100,
+          b->regression ? "%" : " points", num(j, "agreement"),
+          cJSON_IsString(entry) ? entry->valuestring : "-");
+  cJSON_Delete(j);
+  if (have_ort) {
+    snprintf(args, sizeof args, "%s %s --data %s:test --data-dir '%s' %s %s", q, q, b->data,
+             data_dir(), b->drift_args, ort);
+    j = drift(args, 0);
+    fprintf(stderr, "%-18s int8: kiln vs onnxruntime agreement %.4f, max |diff| %.3g\n", b->name,
+            num(j, "agreement"), num(j, "max_abs_diff"));
+    cJSON_Delete(j);
+  }
+}
+
+static int present(const char *rel) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", data_dir(), rel);
+  if (have(path)) return 1;
+  print_message("skipped: %s is absent\n", path);
+  return 0;
+}
+
+static void test_imdb(void **state) {
+  (void)state;
+  if (!present("imdb/test.txt.gz")) return;
+  const book b = {"imdb", "imdb.json", "imdb", "--epochs 3", "", 0};
+  check_book(&b);
+}
+
+static void test_reuters(void **state) {
+  (void)state;
+  if (!present("reuters")) return;
+  const book b = {"reuters", "reuters.json", "reuters", "--epochs 6", "", 0};
+  check_book(&b);
+}
+
+static void test_fashion_mnist(void **state) {
+  (void)state;
+  char alt[1024];
+  snprintf(alt, sizeof alt, "%s/fashion-mnist", data_dir());
+  if (!have("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz") && !have(alt)) {
+    print_message("skipped: install dataset-fashion-mnist\n");
+    return;
+  }
+  const book b = {"fashion_mnist", "fashion_mnist.json", "fashion_mnist", "--epochs 2", "", 0};
+  check_book(&b);
+}
+
+static void test_housing(void **state) {
+  (void)state;
+  if (!present("housing/california_housing.csv")) return;
+  const book b = {"housing", "housing.json", "california_housing",
+                  "--missing median --standardize --scale-targets 0.00001 --epochs 60",
+                  "--metric mae --scale-targets 0.00001", 1};
+  check_book(&b);
+}
+
+static int setup(void **state) {
+  (void)state;
+  snprintf(dir, sizeof dir, "/tmp/kiln-drift-book-XXXXXX");
+  return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void) {
+  const char *bin = getenv("KILN_BINARY_DIR"), *src = getenv("KILN_SOURCE_DIR");
+  if (!bin || !src) {
+    fprintf(stderr, "KILN_BINARY_DIR or KILN_SOURCE_DIR is not set (run under ctest): skipped\n");
+    return 77;
+  }
+  snprintf(kiln, sizeof kiln, "%s/tools/kiln", bin);
+  if (access(kiln, X_OK) != 0) {
+    fprintf(stderr, "%s is not built: skipped\n", kiln);
+    return 77;
+  }
+  char probe[1400];
+  snprintf(probe, sizeof probe, "'%s' quantize --help >/dev/null 2>&1", kiln);
+  have_quantize = system(probe) == 0;
+  if (!have_quantize)
+    fprintf(stderr, "kiln quantize is not there yet: the int8 drift checks are skipped (the "
+                    "float kiln-vs-ONNX Runtime checks still run)\n");
+  char mod[1200];
+  snprintf(mod, sizeof mod, "%s/tests/integration/ort/node_modules/onnxruntime-node", src);
+  snprintf(runjs, sizeof runjs, "%s/tests/integration/ort/run.js", src);
+  have_ort = have(mod) && system("node --version >/dev/null 2>&1") == 0;
+  if (!have_ort)
+    fprintf(stderr, "ONNX Runtime checks skipped: needs node and %s\n", mod);
+  if (!have_quantize && !have_ort) return 77;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_imdb, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_reuters, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_fashion_mnist, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_housing, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
