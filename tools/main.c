@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "cli.h"
+int cmd_quantize(int argc, char **argv); void cmd_quantize_usage(FILE *out);
 
 int cmd_drift(int argc, char **argv); void cmd_drift_usage(FILE *out); /* cmd_drift.c */
 #ifndef KILN_VERSION
@@ -15,6 +16,7 @@ static const cli_command commands[] = {
     {"predict", "run a .onnx on a .npy, a CSV or a data set", cmd_predict, cmd_predict_usage},
     {"inspect", "describe a .onnx: inputs, outputs, ops, shapes, sizes", cmd_inspect,
      cmd_inspect_usage},
+    {"quantize", "int8-quantize (and prune) a .onnx, print the per-layer report", cmd_quantize, cmd_quantize_usage},
     {"drift", "compare a float and an int8 model on labeled data (CI thresholds)", cmd_drift, cmd_drift_usage},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))

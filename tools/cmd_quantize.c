@@ -1,0 +1,183 @@
+/* kiln quantize — int8 post-training quantization (QDQ, QOperator or dynamic) with
+ * optional magnitude pruning and compact sparse storage; prints the per-layer report. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "kiln/data.h"
+#include "kiln/export.h"
+#include "kiln/infer.h"
+#include "kiln/quantize.h"
+
+static const char *const CMD = "quantize";
+
+void cmd_quantize_usage(FILE *out) {
+  fprintf(out,
+          "Usage: kiln quantize IN.onnx OUT.onnx --calibrate DATASET|FILE [options]\n"
+          "\n"
+          "Quantizes a float model to int8 (weights per output channel, symmetric; activations\n"
+          "per tensor from a calibration run of kiln's runtime) and writes standard ONNX.\n"
+          "\n"
+          "  --calibrate SRC     calibration rows: a data set (imdb, reuters,\n"
+          "                      california_housing, fashion_mnist: its training split) or a\n"
+          "                      .npy/.csv file; not needed with --dynamic\n"
+          "  --data-dir DIR      folder of the built-in data sets (default $KILN_DATA_DIR,\n"
+          "                      else ../shared/data)\n"
+          "  --rows N            calibration rows: the first N (default 500)\n"
+          "  --method M          activation ranges: minmax, percentile (default), mse\n"
+          "  --percentile P      for --method percentile, in (50, 100] (default 99.99)\n"
+          "  --format F          qdq (default: QuantizeLinear/DequantizeLinear) or qoperator\n"
+          "                      (QLinearMatMul; MatMulInteger with --dynamic)\n"
+          "  --dynamic           activations quantized at run time (DynamicQuantizeLinear +\n"
+          "                      MatMulInteger), no calibration\n"
+          "  --prune S           magnitude-prune the weights to sparsity S in [0, 1) first and\n"
+          "                      store them as bitmap + non-zeros (see docs/quantization.md)\n"
+          "  --structured        prune whole neurons (output columns) instead of weights\n"
+          "  --global            one pruning threshold over all layers\n"
+          "\n"
+          "Softmax (and a Sigmoid probability output) stay float; the report lists every\n"
+          "node kept float and why. The output is written atomically.\n"
+          "\n"
+          "Exit status: 0 success, 2 a usage, input or output error.\n");
+}
+
+static int64_t file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+int cmd_quantize(int argc, char **argv) {
+  const char *in = NULL, *out = NULL, *calib = NULL, *data_dir = NULL;
+  int64_t rows = 500;
+  kiln_calibrate_options co;
+  kiln_calibrate_options_init(&co);
+  kiln_quantize_options qo;
+  kiln_quantize_options_init(&qo);
+  kiln_prune_options po;
+  kiln_prune_options_init(&po);
+  int prune = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *v = NULL;
+    int r;
+    if ((r = cli_option(CMD, argc, argv, &i, "--calibrate", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      calib = v;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--data-dir", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      data_dir = v;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--rows", &v)) != 0) {
+      if (r < 0 || cli_parse_int64(CMD, "--rows", v, 1, INT64_MAX, &rows)) return CLI_EXIT_ERROR;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--method", &v)) != 0) {
+      kiln_error err = {0};
+      if (r < 0) return CLI_EXIT_ERROR;
+      if (kiln_range_method_parse(v, &co.method, &err))
+        return cli_usage_error(CMD, "--method: %s", err.message);
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--percentile", &v)) != 0) {
+      if (r < 0 || cli_parse_double(CMD, "--percentile", v, 50.0, 100.0, 0, &co.percentile))
+        return CLI_EXIT_ERROR;
+      if (co.percentile <= 50.0) return cli_usage_error(CMD, "--percentile %s: must be above 50", v);
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--format", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      if (strcmp(v, "qdq") == 0) qo.format = KILN_QFORMAT_QDQ;
+      else if (strcmp(v, "qoperator") == 0) qo.format = KILN_QFORMAT_QOPERATOR;
+      else return cli_usage_error(CMD, "--format %s: expected qdq or qoperator", v);
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--prune", &v)) != 0) {
+      if (r < 0 || cli_parse_double(CMD, "--prune", v, 0.0, 1.0, 1, &po.sparsity))
+        return CLI_EXIT_ERROR;
+      prune = 1;
+    } else if ((r = cli_flag(CMD, argv[i], "--dynamic")) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      qo.dynamic = 1;
+    } else if ((r = cli_flag(CMD, argv[i], "--structured")) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      po.structured = 1;
+    } else if ((r = cli_flag(CMD, argv[i], "--global")) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      po.global = 1;
+    } else if (argv[i][0] == '-' && argv[i][1]) {
+      return cli_usage_error(CMD, "unknown option \"%s\"", argv[i]);
+    } else if (!in) {
+      in = argv[i];
+    } else if (!out) {
+      out = argv[i];
+    } else {
+      return cli_usage_error(CMD, "unexpected argument \"%s\"", argv[i]);
+    }
+  }
+  if (!in || !out) return cli_usage_error(CMD, "expected IN.onnx and OUT.onnx");
+  if (!calib && !qo.dynamic)
+    return cli_usage_error(CMD, "--calibrate DATASET|FILE is required (or use --dynamic)");
+  if ((po.structured || po.global) && !prune)
+    return cli_usage_error(CMD, "--structured and --global need --prune SPARSITY");
+  if (cli_check_output_path(CMD, "OUT.onnx", out)) return CLI_EXIT_ERROR;
+  co.max_rows = rows;
+
+  kiln_error err = {0};
+  kiln_ir_graph *g = NULL, *q = NULL;
+  kiln_dataset train = {0};
+  kiln_calibration cal = {0};
+  kiln_quant_report rep = {0};
+  int rc = CLI_EXIT_ERROR;
+  if (kiln_onnx_read_file(in, &g, &err)) {
+    rc = cli_kiln_error(CMD, &err);
+    goto done;
+  }
+  if (prune && kiln_prune(g, &po, NULL, &err)) {
+    kiln_error_prefix(&err, "%s", in);
+    rc = cli_kiln_error(CMD, &err);
+    goto done;
+  }
+  if (calib && !qo.dynamic) {
+    kiln_load_options lo;
+    kiln_load_options_init(&lo);
+    lo.data_dir = data_dir;
+    lo.missing = KILN_MISSING_IMPUTE_MEDIAN;
+    if (g->n_inputs == 1 && g->inputs[0].rank == 2 && g->inputs[0].dims[1].value > 0 &&
+        g->inputs[0].dims[1].value <= INT32_MAX)
+      lo.num_words = (int32_t)g->inputs[0].dims[1].value; /* text: multi-hot of the model's width */
+    if (kiln_dataset_load(calib, &lo, &train, NULL, &err)) {
+      kiln_error_prefix(&err, "--calibrate %s", calib);
+      rc = cli_kiln_error(CMD, &err);
+      goto done;
+    }
+    if (kiln_calibrate(g, &train.x, &co, &cal, &err)) {
+      kiln_error_prefix(&err, "%s with --calibrate %s", in, calib);
+      rc = cli_kiln_error(CMD, &err);
+      goto done;
+    }
+  }
+  if (kiln_quantize(g, qo.dynamic ? NULL : &cal, &qo, &q, &rep, &err)) {
+    kiln_error_prefix(&err, "%s", in);
+    rc = cli_kiln_error(CMD, &err);
+    goto done;
+  }
+  if (prune && kiln_sparse_pack(q, po.sparsity * 0.5, NULL, &err)) {
+    rc = cli_kiln_error(CMD, &err);
+    goto done;
+  }
+  if (kiln_onnx_write_file(q, out, &err)) { /* atomic: temporary + rename */
+    kiln_error_prefix(&err, "%s", out);
+    rc = cli_kiln_error(CMD, &err);
+    goto done;
+  }
+  rep.file_bytes_before = file_size(in);
+  rep.file_bytes_after = file_size(out);
+  printf("%s -> %s\n", in, out);
+  if (prune)
+    printf("pruned to %.1f%% sparsity (%s, %s); pruned weights stored as bitmap + non-zeros\n",
+           100.0 * po.sparsity, po.structured ? "structured" : "unstructured",
+           po.global ? "global" : "per layer");
+  if (kiln_quant_report_print(&rep, stdout, &err)) {
+    rc = cli_kiln_error(CMD, &err);
+    goto done;
+  }
+  rc = CLI_EXIT_OK;
+done:
+  kiln_quant_report_free(&rep);
+  kiln_calibration_free(&cal);
+  kiln_dataset_free(&train);
+  kiln_ir_free(q);
+  kiln_ir_free(g);
+  return rc;
+}
