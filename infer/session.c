@@ -1,6 +1,7 @@
 /* kiln runtime — session create: validate the graph node by node, infer shapes with a
  * symbolic batch, fuse Gemm/MatMul(+Add)+activation, pack constant weights and plan
  * every intermediate into one arena. Also the session's accessors and free. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@ typedef struct builder {
   kiln_ir_node *nodes; /* a private, topologically sorted copy of the node array */
   int n_nodes;
   unsigned char *fused; /* nodes folded into an earlier step */
+  struct qpat *qp;      /* per node: a fused int8 chain rooted at that Gemm/MatMul */
   int plan_only;        /* kiln_session_plan_bytes: no weight copies or packing */
   kiln_error *err;
   int cap_values, cap_steps;
@@ -758,6 +760,620 @@ static kiln_status build_gemm_like(builder *b, int ni) {
   return try_fuse(b, sp);
 }
 
+static size_t round_up(size_t n, size_t a);
+
+/* --- quantized ops ------------------------------------------------------------ */
+
+static int is_q8(kiln_dtype t) { return t == KILN_DTYPE_INT8 || t == KILN_DTYPE_UINT8; }
+static void q8_range(kiln_dtype t, int32_t *lo, int32_t *hi) {
+  *lo = t == KILN_DTYPE_UINT8 ? 0 : -128;
+  *hi = t == KILN_DTYPE_UINT8 ? 255 : 127;
+}
+
+static kiln_qstep *new_qstep(builder *b, kiln_step *st) {
+  st->q = calloc(1, sizeof *st->q);
+  if (!st->q) kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  else st->q->in_azp = st->q->in_bzp = -1;
+  return st->q;
+}
+
+static int64_t read_int(const kiln_ir_tensor *t, int64_t i) {
+  switch (t->dtype) {
+    case KILN_DTYPE_UINT8: return ((const uint8_t *)t->data)[i];
+    case KILN_DTYPE_INT8: return ((const int8_t *)t->data)[i];
+    case KILN_DTYPE_INT32: return ((const int32_t *)t->data)[i];
+    case KILN_DTYPE_INT64: return ((const int64_t *)t->data)[i];
+    default: return 0;
+  }
+}
+
+/* Scale (input ks) and optional zero point (input kz) of a quantizing node into q:
+ * one scale per tensor, or (when per-axis is allowed) one per element of dim axis of
+ * xs (force_axis >= 0: that axis; else the node's "axis" attribute, default 1).
+ * Scales must be positive and finite; the zero point has the scale's shape. */
+static kiln_status read_qparams(builder *b, const kiln_ir_node *n, int ks, int kz,
+                                const kiln_shape *xs, int allow_axis, int force_axis,
+                                kiln_qstep *q, kiln_dtype *zp_dt) {
+  kiln_status st;
+  int vs = -1, vz = -1;
+  *zp_dt = KILN_DTYPE_UNDEFINED;
+  if ((st = get_input(b, n, ks, 0, &vs))) return st;
+  const kiln_rt_value *sv = &b->s->values[vs];
+  if (sv->kind != KILN_VALUE_CONST)
+    return node_err(b, n, KILN_E_UNSUPPORTED,
+                    "scale \"%s\" must be an initializer (kiln fixes quantization parameters at create)",
+                    n->inputs[ks]);
+  if (sv->dtype != KILN_DTYPE_FLOAT)
+    return node_err(b, n, KILN_E_FORMAT, "scale \"%s\" is %s, expected float", n->inputs[ks],
+                    kiln_dtype_name(sv->dtype));
+  int64_t ns = shape_numel_fixed(&sv->shape);
+  q->axis = -1;
+  q->n_scale = 1;
+  if (ns != 1 || sv->shape.rank > 1) {
+    int64_t axis = force_axis;
+    /* the default axis 1 means the only axis of a 1-D input (a bias) */
+    if (force_axis < 0 && (st = attr_int(b, n, "axis", 0, xs->rank == 1 ? 0 : 1, &axis))) return st;
+    if (axis < 0) axis += xs->rank;
+    char sh[128];
+    shape_str(xs, sh, sizeof sh);
+    if (!allow_axis || sv->shape.rank != 1 || axis < 0 || axis >= xs->rank || xs->batch[axis] ||
+        xs->d[axis] != ns)
+      return node_err(b, n, KILN_E_SHAPE,
+                      "scale \"%s\" has %lld elements (rank %d); expected a scalar%s%s (input %s, axis %lld)",
+                      n->inputs[ks], (long long)ns, sv->shape.rank,
+                      allow_axis ? " or a 1-D tensor the size of dim axis" : "",
+                      allow_axis ? "" : " here", sh, (long long)axis);
+    q->axis = (int)axis;
+    q->n_scale = ns;
+  }
+  q->scale = malloc((size_t)q->n_scale * sizeof(float));
+  q->zp = calloc((size_t)q->n_scale, sizeof(int32_t));
+  if (!q->scale || !q->zp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  const float *sd = sv->init->data;
+  for (int64_t i = 0; i < q->n_scale; i++) {
+    if (!(sd[i] > 0.0f) || !isfinite(sd[i]))
+      return node_err(b, n, KILN_E_INVALID,
+                      "scale \"%s\"[%lld] = %g; scales must be positive and finite", n->inputs[ks],
+                      (long long)i, (double)sd[i]);
+    q->scale[i] = sd[i];
+  }
+  if (has_input(n, kz)) {
+    if ((st = get_input(b, n, kz, 0, &vz))) return st;
+    const kiln_rt_value *zv = &b->s->values[vz];
+    if (zv->kind != KILN_VALUE_CONST)
+      return node_err(b, n, KILN_E_UNSUPPORTED, "zero point \"%s\" must be an initializer",
+                      n->inputs[kz]);
+    if (!is_q8(zv->dtype) && zv->dtype != KILN_DTYPE_INT32)
+      return node_err(b, n, KILN_E_FORMAT, "zero point \"%s\" is %s, expected int8 or uint8",
+                      n->inputs[kz], kiln_dtype_name(zv->dtype));
+    if (shape_numel_fixed(&zv->shape) != q->n_scale || zv->shape.rank != sv->shape.rank)
+      return node_err(b, n, KILN_E_SHAPE,
+                      "zero point \"%s\" has %lld elements (rank %d), its scale \"%s\" %lld "
+                      "(rank %d): they must have the same shape",
+                      n->inputs[kz], (long long)shape_numel_fixed(&zv->shape), zv->shape.rank,
+                      n->inputs[ks], (long long)q->n_scale, sv->shape.rank);
+    for (int64_t i = 0; i < q->n_scale; i++) q->zp[i] = (int32_t)read_int(zv->init, i);
+    *zp_dt = zv->dtype;
+  }
+  return KILN_OK;
+}
+
+static kiln_status build_quantize(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int vi = -1, vo = -1;
+  kiln_status st;
+  if ((st = get_input(b, n, 0, 1, &vi))) return st;
+  kiln_step *sp = new_step(b, KILN_OP_QUANTIZE, ni);
+  if (!sp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  kiln_qstep *q = new_qstep(b, sp);
+  if (!q) return KILN_E_NOMEM;
+  kiln_dtype zdt;
+  if ((st = read_qparams(b, n, 1, 2, &b->s->values[vi].shape, b->s->opset >= 13, -1, q, &zdt)))
+    return st;
+  kiln_dtype odt = zdt == KILN_DTYPE_UNDEFINED ? KILN_DTYPE_UINT8 : zdt;
+  if (!is_q8(odt))
+    return node_err(b, n, KILN_E_INVALID,
+                    "zero point \"%s\" is %s: QuantizeLinear outputs int8 or uint8, so its zero "
+                    "point must be one of those", n->inputs[2], kiln_dtype_name(odt));
+  q8_range(odt, &q->lo, &q->hi);
+  if ((st = add_output(b, n, 0, odt, &b->s->values[vi].shape, &vo))) return st;
+  sp->n_in = 1;
+  sp->in[0] = vi;
+  sp->n_out = 1;
+  sp->out[0] = vo;
+  return KILN_OK;
+}
+
+static kiln_status build_dequantize(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int vi = -1, vo = -1;
+  kiln_status st;
+  if ((st = get_input(b, n, 0, 0, &vi))) return st;
+  kiln_dtype xdt = b->s->values[vi].dtype;
+  if (!is_q8(xdt) && xdt != KILN_DTYPE_INT32)
+    return node_err(b, n, KILN_E_UNSUPPORTED, "input \"%s\" is %s, expected int8, uint8 or int32",
+                    n->inputs[0], kiln_dtype_name(xdt));
+  kiln_step *sp = new_step(b, KILN_OP_DEQUANTIZE, ni);
+  if (!sp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  kiln_qstep *q = new_qstep(b, sp);
+  if (!q) return KILN_E_NOMEM;
+  kiln_dtype zdt;
+  if ((st = read_qparams(b, n, 1, 2, &b->s->values[vi].shape, b->s->opset >= 13, -1, q, &zdt)))
+    return st;
+  if (zdt != KILN_DTYPE_UNDEFINED && zdt != xdt)
+    return node_err(b, n, KILN_E_INVALID, "zero point \"%s\" is %s but the input \"%s\" is %s",
+                    n->inputs[2], kiln_dtype_name(zdt), n->inputs[0], kiln_dtype_name(xdt));
+  if (xdt == KILN_DTYPE_INT32)
+    for (int64_t i = 0; i < q->n_scale; i++)
+      if (q->zp[i] != 0)
+        return node_err(b, n, KILN_E_INVALID,
+                        "zero point \"%s\"[%lld] = %d is out of range: an int32 input takes zero point 0",
+                        n->inputs[2], (long long)i, (int)q->zp[i]);
+  if ((st = add_output(b, n, 0, KILN_DTYPE_FLOAT, &b->s->values[vi].shape, &vo))) return st;
+  sp->n_in = 1;
+  sp->in[0] = vi;
+  sp->n_out = 1;
+  sp->out[0] = vo;
+  return KILN_OK;
+}
+
+static kiln_status build_dynquant(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int vi = -1, vo[3] = {-1, -1, -1};
+  kiln_status st;
+  if ((st = get_input(b, n, 0, 1, &vi))) return st;
+  kiln_shape scalar;
+  memset(&scalar, 0, sizeof scalar);
+  if ((st = add_output(b, n, 0, KILN_DTYPE_UINT8, &b->s->values[vi].shape, &vo[0]))) return st;
+  int no = 1;
+  if (has_output(n, 1)) {
+    if ((st = add_output(b, n, 1, KILN_DTYPE_FLOAT, &scalar, &vo[1]))) return st;
+    no = 2;
+    if (has_output(n, 2)) {
+      if ((st = add_output(b, n, 2, KILN_DTYPE_UINT8, &scalar, &vo[2]))) return st;
+      no = 3;
+    }
+  }
+  kiln_step *sp = new_step(b, KILN_OP_DYNQUANT, ni);
+  if (!sp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  sp->n_in = 1;
+  sp->in[0] = vi;
+  sp->n_out = no;
+  for (int i = 0; i < no; i++) sp->out[i] = vo[i];
+  return KILN_OK;
+}
+
+/* A [.., M, K] and a 2-D B [K, N] of a quantized MatMul: K, N and the output shape. */
+static kiln_status qmatmul_shapes(builder *b, const kiln_ir_node *n, int va, int vb, int64_t *K,
+                                  int64_t *N, kiln_shape *out) {
+  const kiln_shape *as = &b->s->values[va].shape, *bs = &b->s->values[vb].shape;
+  char sa[128], sb[128];
+  shape_str(as, sa, sizeof sa);
+  shape_str(bs, sb, sizeof sb);
+  if (bs->rank != 2 || bs->batch[0] || bs->batch[1])
+    return node_err(b, n, KILN_E_UNSUPPORTED, "B %s must be a 2-D matrix of fixed size", sb);
+  if (as->rank < 1 || as->batch[as->rank - 1] || as->d[as->rank - 1] != bs->d[0])
+    return node_err(b, n, KILN_E_SHAPE, "A %s and B %s: A's last dim must be K = %lld", sa, sb,
+                    (long long)bs->d[0]);
+  *K = bs->d[0];
+  *N = bs->d[1];
+  *out = *as;
+  out->d[out->rank - 1] = *N;
+  return KILN_OK;
+}
+
+static kiln_status build_matmul_integer(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int va = -1, vb = -1, vo = -1;
+  kiln_status st;
+  if ((st = get_input(b, n, 0, 0, &va)) || (st = get_input(b, n, 1, 0, &vb))) return st;
+  kiln_dtype adt = b->s->values[va].dtype, bdt = b->s->values[vb].dtype;
+  if (!is_q8(adt) || !is_q8(bdt))
+    return node_err(b, n, KILN_E_UNSUPPORTED, "A is %s and B is %s; expected int8 or uint8",
+                    kiln_dtype_name(adt), kiln_dtype_name(bdt));
+  int64_t K, N;
+  kiln_shape out;
+  if ((st = qmatmul_shapes(b, n, va, vb, &K, &N, &out))) return st;
+  kiln_step *sp = new_step(b, KILN_OP_MATMUL_INTEGER, ni);
+  if (!sp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  kiln_qstep *q = new_qstep(b, sp);
+  if (!q) return KILN_E_NOMEM;
+  q->K = K;
+  q->N = N;
+  sp->n_in = 2;
+  sp->in[0] = va;
+  sp->in[1] = vb;
+  for (int k = 2; k < 4; k++) {
+    if (!has_input(n, k)) continue;
+    int vz = -1;
+    if ((st = get_input(b, n, k, 0, &vz))) return st;
+    const kiln_rt_value *zv = &b->s->values[vz];
+    int64_t zn = 1;
+    for (int i = 0; i < zv->shape.rank; i++) zn *= zv->shape.batch[i] ? -1 : zv->shape.d[i];
+    kiln_dtype want = k == 2 ? adt : bdt;
+    if (zv->dtype != want || !(zn == 1 || (k == 3 && zn == N)))
+      return node_err(b, n, KILN_E_UNSUPPORTED,
+                      "zero point \"%s\" must be a %s scalar%s (got %s with %lld elements)",
+                      n->inputs[k], kiln_dtype_name(want), k == 3 ? " or one per column" : "",
+                      kiln_dtype_name(zv->dtype), (long long)zn);
+    if (k == 2) q->in_azp = sp->n_in;
+    else q->in_bzp = sp->n_in;
+    sp->in[sp->n_in++] = vz;
+  }
+  if ((st = add_output(b, n, 0, KILN_DTYPE_INT32, &out, &vo))) return st;
+  sp->n_out = 1;
+  sp->out[0] = vo;
+  return KILN_OK;
+}
+
+static kiln_status build_qlinear_matmul(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int va = -1, vb = -1, vo = -1;
+  kiln_status st;
+  if ((st = get_input(b, n, 0, 0, &va)) || (st = get_input(b, n, 3, 0, &vb))) return st;
+  kiln_dtype adt = b->s->values[va].dtype, bdt = b->s->values[vb].dtype;
+  if (!is_q8(adt) || !is_q8(bdt))
+    return node_err(b, n, KILN_E_UNSUPPORTED, "a is %s and b is %s; expected int8 or uint8",
+                    kiln_dtype_name(adt), kiln_dtype_name(bdt));
+  int64_t K, N;
+  kiln_shape out;
+  if ((st = qmatmul_shapes(b, n, va, vb, &K, &N, &out))) return st;
+  kiln_step *sp = new_step(b, KILN_OP_QLINEAR_MATMUL, ni);
+  if (!sp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  kiln_qstep *q = new_qstep(b, sp);
+  if (!q) return KILN_E_NOMEM;
+  kiln_qstep qa, qb, qy;
+  memset(&qa, 0, sizeof qa);
+  memset(&qb, 0, sizeof qb);
+  memset(&qy, 0, sizeof qy);
+  kiln_dtype za, zb, zy;
+  kiln_shape none;
+  memset(&none, 0, sizeof none);
+  if (!(st = read_qparams(b, n, 1, 2, &none, 0, -1, &qa, &za)) &&
+      !(st = read_qparams(b, n, 4, 5, &b->s->values[vb].shape, 1, 1, &qb, &zb)) &&
+      !(st = read_qparams(b, n, 6, 7, &none, 0, -1, &qy, &zy))) {
+    if ((za != KILN_DTYPE_UNDEFINED && za != adt) || (zb != KILN_DTYPE_UNDEFINED && zb != bdt))
+      st = node_err(b, n, KILN_E_INVALID, "the zero points' types must match a (%s) and b (%s)",
+                    kiln_dtype_name(adt), kiln_dtype_name(bdt));
+    kiln_dtype ydt = zy == KILN_DTYPE_UNDEFINED ? KILN_DTYPE_UINT8 : zy;
+    if (!st && !is_q8(ydt))
+      st = node_err(b, n, KILN_E_INVALID, "y_zero_point is %s, expected int8 or uint8",
+                    kiln_dtype_name(ydt));
+    if (!st) {
+      q->K = K;
+      q->N = N;
+      q->x_unsigned = adt == KILN_DTYPE_UINT8;
+      q->b_unsigned = bdt == KILN_DTYPE_UINT8;
+      q->y_unsigned = ydt == KILN_DTYPE_UINT8;
+      q->zp_x = qa.zp[0];
+      q->zp_y = qy.zp[0];
+      q8_range(ydt, &q->lo, &q->hi);
+      q->mult = malloc((size_t)(N ? N : 1) * sizeof(int32_t));
+      q->shift = malloc((size_t)(N ? N : 1) * sizeof(int32_t));
+      q->zp_b = malloc((size_t)(N ? N : 1) * sizeof(int32_t));
+      if (!q->mult || !q->shift || !q->zp_b)
+        st = kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+      for (int64_t j = 0; !st && j < N; j++) {
+        int64_t c = qb.n_scale == 1 ? 0 : j;
+        int sh;
+        kiln_q_multiplier((double)qa.scale[0] * (double)qb.scale[c] / (double)qy.scale[0],
+                          &q->mult[j], &sh);
+        q->shift[j] = sh;
+        q->zp_b[j] = qb.zp[c];
+      }
+      if (!st) st = add_output(b, n, 0, ydt, &out, &vo);
+    }
+  }
+  free(qa.scale); free(qa.zp); free(qb.scale); free(qb.zp); free(qy.scale); free(qy.zp);
+  if (st) return st;
+  sp->n_in = 2;
+  sp->in[0] = va;
+  sp->in[1] = vb;
+  sp->n_out = 1;
+  sp->out[0] = vo;
+  return KILN_OK;
+}
+
+/* --- the fused int8 path ---------------------------------------------------------
+ *
+ * Recognised at create, for each Gemm / MatMul node G (default domain):
+ *
+ *   x_q ─► DequantizeLinear(s_x, zp_x) ─┐            x_q: int8/uint8, a graph input or
+ *                                       ├─► G ──►    a QuantizeLinear's output (e.g. the
+ *   W (int8 initializer)                │            previous fused layer's)
+ *     ─► DequantizeLinear(s_w, 0) ──────┘
+ *        s_w: scalar, or per output channel (axis 1 of a [K, N] W; axis 0 with transB=1)
+ *
+ *   bias: Gemm's C, or for MatMul a following Add, either a float initializer [N] (or
+ *         [1, N]) or DequantizeLinear(int32 initializer [N], s_b, 0) (s_b ~ s_x * s_w)
+ *   ──► [Relu] ──► QuantizeLinear(s_y, zp_y) ──► y_q (int8/uint8)
+ *
+ * Gemm needs transA=0, alpha=1, beta=1; scales are positive scalars (s_w: [N] too),
+ * every intermediate has exactly one consumer and is not a graph output, K <= 32768.
+ * The chain becomes one QGEMM step: y_q = requant(x_q W + bias) (qgemm.h), reading x_q
+ * and writing y_q as int8, so consecutive layers hand int8 to each other; the
+ * DequantizeLinear of x_q is dropped when the Gemm is its only reader. What is left
+ * (the first QuantizeLinear, the last DequantizeLinear to a float output or Softmax)
+ * runs as its own step, and anything else runs op by op. */
+
+typedef struct qpat {
+  int active;
+  int dqx, dqw, dqb, add, relu, q; /* node indices (-1: none) */
+  kiln_dtype x_dt, y_dt;
+  double sx, sy;
+  int32_t zp_x, zp_y;
+  const kiln_ir_tensor *w, *ws;
+  int trans_b;
+  int64_t K, N;
+  const kiln_ir_tensor *bias_f, *bias_i, *bias_s;
+} qpat;
+
+static int producer(const builder *b, const char *name) {
+  for (int i = 0; i < b->n_nodes; i++)
+    for (int k = 0; k < b->nodes[i].n_outputs; k++)
+      if (strcmp(b->nodes[i].outputs[k], name) == 0) return i;
+  return -1;
+}
+
+static const kiln_ir_tensor *init_of(const builder *b, const char *name) {
+  int v = val_find(b->s, name);
+  return v >= 0 && b->s->values[v].kind == KILN_VALUE_CONST ? b->s->values[v].init : NULL;
+}
+
+static int node_is(const builder *b, int i, const char *op) {
+  return i >= 0 && !b->nodes[i].domain[0] && strcmp(b->nodes[i].op_type, op) == 0;
+}
+
+static int pos_scalar(const kiln_ir_tensor *t, double *v) {
+  if (!t || t->dtype != KILN_DTYPE_FLOAT || kiln_ir_tensor_numel(t) != 1) return 0;
+  float f = ((const float *)t->data)[0];
+  *v = f;
+  return f > 0.0f && isfinite(f);
+}
+
+/* Positive finite float scales, count 1 or n. */
+static int pos_scales(const kiln_ir_tensor *t, int64_t n) {
+  if (!t || t->dtype != KILN_DTYPE_FLOAT || t->rank > 1) return 0;
+  int64_t c = kiln_ir_tensor_numel(t);
+  if (c != 1 && c != n) return 0;
+  for (int64_t i = 0; i < c; i++) {
+    float f = ((const float *)t->data)[i];
+    if (!(f > 0.0f) || !isfinite(f)) return 0;
+  }
+  return 1;
+}
+
+static int zero_zp(const builder *b, const kiln_ir_node *dq, kiln_dtype dt, int64_t count) {
+  if (!has_input(dq, 2)) return 1;
+  const kiln_ir_tensor *z = init_of(b, dq->inputs[2]);
+  if (!z || z->dtype != dt || kiln_ir_tensor_numel(z) != count) return 0;
+  for (int64_t i = 0; i < count; i++)
+    if (read_int(z, i)) return 0;
+  return 1;
+}
+
+static int single_use(const builder *b, const char *name) {
+  int out;
+  return count_consumers(b, name, &out) == 1 && !out;
+}
+
+/* Scalar zero point of a DequantizeLinear/QuantizeLinear (input 2) and its type. */
+static int zp_of(const builder *b, const kiln_ir_node *n, int32_t *zp, kiln_dtype *dt) {
+  *zp = 0;
+  *dt = KILN_DTYPE_UNDEFINED;
+  if (!has_input(n, 2)) return 1;
+  const kiln_ir_tensor *z = init_of(b, n->inputs[2]);
+  if (!z || !is_q8(z->dtype) || kiln_ir_tensor_numel(z) != 1) return 0;
+  *zp = (int32_t)read_int(z, 0);
+  *dt = z->dtype;
+  return 1;
+}
+
+/* The dtype of an int8 edge: a graph input's, or a QuantizeLinear's output type. */
+static kiln_dtype q_edge_dtype(const builder *b, const char *name) {
+  int v = val_find(b->s, name);
+  if (v >= 0) return b->s->values[v].kind == KILN_VALUE_INPUT ? b->s->values[v].dtype : KILN_DTYPE_UNDEFINED;
+  int p = producer(b, name);
+  if (!node_is(b, p, "QuantizeLinear")) return KILN_DTYPE_UNDEFINED;
+  int32_t zp;
+  kiln_dtype dt;
+  if (!zp_of(b, &b->nodes[p], &zp, &dt)) return KILN_DTYPE_UNDEFINED;
+  return dt == KILN_DTYPE_UNDEFINED ? KILN_DTYPE_UINT8 : dt;
+}
+
+static int match_qgemm(const builder *b, int gi, qpat *p) {
+  const kiln_ir_node *n = &b->nodes[gi];
+  memset(p, 0, sizeof *p);
+  p->dqx = p->dqw = p->dqb = p->add = p->relu = p->q = -1;
+  int is_mm = node_is(b, gi, "MatMul");
+  if (!is_mm && !node_is(b, gi, "Gemm")) return 0;
+  if (n->n_inputs < 2 || !has_output(n, 0)) return 0;
+  if (!is_mm) {
+    const kiln_ir_attr *a;
+    if ((a = kiln_ir_node_attr(n, "transA")) && (a->type != KILN_ATTR_INT || a->i != 0)) return 0;
+    if ((a = kiln_ir_node_attr(n, "transB")))
+      if (a->type != KILN_ATTR_INT || (a->i != 0 && a->i != 1)) return 0;
+    p->trans_b = a ? (int)a->i : 0;
+    if ((a = kiln_ir_node_attr(n, "alpha")) && (a->type != KILN_ATTR_FLOAT || a->f != 1.0f)) return 0;
+    if ((a = kiln_ir_node_attr(n, "beta")) && (a->type != KILN_ATTR_FLOAT || a->f != 1.0f)) return 0;
+  }
+  /* x_q -> DequantizeLinear */
+  p->dqx = producer(b, n->inputs[0]);
+  if (!node_is(b, p->dqx, "DequantizeLinear")) return 0;
+  const kiln_ir_node *dqx = &b->nodes[p->dqx];
+  kiln_dtype zdt;
+  if (dqx->n_inputs < 2 || !pos_scalar(init_of(b, dqx->inputs[1]), &p->sx) ||
+      !zp_of(b, dqx, &p->zp_x, &zdt))
+    return 0;
+  p->x_dt = q_edge_dtype(b, dqx->inputs[0]);
+  if (!is_q8(p->x_dt) || (zdt != KILN_DTYPE_UNDEFINED && zdt != p->x_dt)) return 0;
+  /* W -> DequantizeLinear (per tensor or per output channel, zero point 0) */
+  p->dqw = producer(b, n->inputs[1]);
+  if (!node_is(b, p->dqw, "DequantizeLinear") || !single_use(b, n->inputs[1])) return 0;
+  const kiln_ir_node *dqw = &b->nodes[p->dqw];
+  if (dqw->n_inputs < 2) return 0;
+  p->w = init_of(b, dqw->inputs[0]);
+  if (!p->w || p->w->dtype != KILN_DTYPE_INT8 || p->w->rank != 2) return 0;
+  p->K = p->w->dims[p->trans_b ? 1 : 0];
+  p->N = p->w->dims[p->trans_b ? 0 : 1];
+  if (p->K < 1 || p->K > KILN_QGEMM_MAX_K || p->N < 1) return 0;
+  p->ws = init_of(b, dqw->inputs[1]);
+  if (!pos_scales(p->ws, p->N)) return 0;
+  int64_t nws = kiln_ir_tensor_numel(p->ws);
+  if (nws != 1 || p->ws->rank == 1) {
+    const kiln_ir_attr *a = kiln_ir_node_attr(dqw, "axis");
+    int64_t axis = a && a->type == KILN_ATTR_INT ? a->i : 1;
+    if (axis < 0) axis += 2;
+    if (nws != p->N || axis != (p->trans_b ? 0 : 1)) return 0;
+  }
+  if (!zero_zp(b, dqw, KILN_DTYPE_INT8, nws)) return 0;
+  /* bias */
+  const char *cur = n->outputs[0], *bias = NULL;
+  if (!is_mm && has_input(n, 2)) bias = n->inputs[2];
+  if (is_mm && single_use(b, cur)) {
+    int c = sole_consumer(b, cur);
+    if (node_is(b, c, "Add") && b->nodes[c].n_inputs == 2 && has_output(&b->nodes[c], 0)) {
+      const kiln_ir_node *an = &b->nodes[c];
+      bias = strcmp(an->inputs[0], cur) == 0 ? an->inputs[1] : an->inputs[0];
+      p->add = c;
+      cur = an->outputs[0];
+    }
+  }
+  if (bias) {
+    const kiln_ir_tensor *t = init_of(b, bias);
+    int pb = producer(b, bias);
+    if (t) {
+      if (t->dtype != KILN_DTYPE_FLOAT || kiln_ir_tensor_numel(t) != p->N || t->rank < 1 ||
+          t->rank > 2 || t->dims[t->rank - 1] != p->N)
+        return 0;
+      p->bias_f = t;
+    } else if (node_is(b, pb, "DequantizeLinear") && single_use(b, bias)) {
+      const kiln_ir_node *dqb = &b->nodes[pb];
+      if (dqb->n_inputs < 2) return 0;
+      p->bias_i = init_of(b, dqb->inputs[0]);
+      p->bias_s = init_of(b, dqb->inputs[1]);
+      if (!p->bias_i || p->bias_i->dtype != KILN_DTYPE_INT32 || p->bias_i->rank != 1 ||
+          p->bias_i->dims[0] != p->N || !pos_scales(p->bias_s, p->N) ||
+          !zero_zp(b, dqb, KILN_DTYPE_INT32, kiln_ir_tensor_numel(p->bias_s)))
+        return 0;
+      p->dqb = pb;
+    } else {
+      return 0;
+    }
+  }
+  /* [Relu] -> QuantizeLinear */
+  if (!single_use(b, cur)) return 0;
+  int c = sole_consumer(b, cur);
+  if (node_is(b, c, "Relu") && has_output(&b->nodes[c], 0)) {
+    p->relu = c;
+    cur = b->nodes[c].outputs[0];
+    if (!single_use(b, cur)) return 0;
+    c = sole_consumer(b, cur);
+  }
+  if (!node_is(b, c, "QuantizeLinear") || b->nodes[c].n_inputs < 2 ||
+      strcmp(b->nodes[c].inputs[0], cur) != 0 || !has_output(&b->nodes[c], 0))
+    return 0;
+  const kiln_ir_node *qn = &b->nodes[c];
+  if (!pos_scalar(init_of(b, qn->inputs[1]), &p->sy) || !zp_of(b, qn, &p->zp_y, &p->y_dt)) return 0;
+  if (p->y_dt == KILN_DTYPE_UNDEFINED) p->y_dt = KILN_DTYPE_UINT8;
+  p->q = c;
+  p->active = 1;
+  return 1;
+}
+
+/* Finds every fusable chain and marks the nodes it absorbs. */
+static void find_qgemms(builder *b) {
+  for (int i = 0; i < b->n_nodes; i++) {
+    qpat *p = &b->qp[i];
+    if (b->fused[i] || !match_qgemm(b, i, p)) continue;
+    if (single_use(b, b->nodes[i].inputs[0])) b->fused[p->dqx] = 1;
+    b->fused[p->dqw] = 1;
+    if (p->dqb >= 0) b->fused[p->dqb] = 1;
+    if (p->add >= 0) b->fused[p->add] = 1;
+    if (p->relu >= 0) b->fused[p->relu] = 1;
+    b->fused[p->q] = 1;
+  }
+}
+
+static kiln_status build_qgemm(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  const qpat *p = &b->qp[ni];
+  kiln_session *s = b->s;
+  kiln_status st;
+  const char *xq = b->nodes[p->dqx].inputs[0];
+  int va = val_find(s, xq), vo = -1;
+  if (va < 0 || s->values[va].dtype != p->x_dt)
+    return node_err(b, n, KILN_E_FORMAT, "quantized input \"%s\" is missing or not %s", xq,
+                    kiln_dtype_name(p->x_dt));
+  kiln_shape out = s->values[va].shape;
+  char sa[128];
+  shape_str(&out, sa, sizeof sa);
+  int is_mm = strcmp(n->op_type, "MatMul") == 0;
+  if ((!is_mm && out.rank != 2) || out.rank < 1 || out.batch[out.rank - 1] ||
+      out.d[out.rank - 1] != p->K)
+    return node_err(b, n, KILN_E_SHAPE, "A %s: expected %s last dim K = %lld (the weights' K)", sa,
+                    is_mm ? "a" : "a 2-D A with", (long long)p->K);
+  out.d[out.rank - 1] = p->N;
+  int64_t K = p->K, N = p->N;
+  kiln_step *sp = new_step(b, KILN_OP_QGEMM, ni);
+  if (!sp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  kiln_qstep *q = new_qstep(b, sp);
+  if (!q) return KILN_E_NOMEM;
+  q->K = K;
+  q->N = N;
+  q->x_unsigned = p->x_dt == KILN_DTYPE_UINT8;
+  q->y_unsigned = p->y_dt == KILN_DTYPE_UINT8;
+  q->zp_x = p->zp_x;
+  q->zp_y = p->zp_y;
+  q8_range(p->y_dt, &q->lo, &q->hi);
+  if (p->relu >= 0 && q->zp_y > q->lo) q->lo = q->zp_y; /* ReLU = clamp at zp_y */
+  size_t pbytes = kiln_qgemm_packed_bytes(K, N);
+  q->pb = aligned_alloc(KILN_ARENA_ALIGN, round_up(pbytes + 1, KILN_ARENA_ALIGN));
+  q->bias = malloc((size_t)N * sizeof(int64_t));
+  q->mult = malloc((size_t)N * sizeof(int32_t));
+  q->shift = malloc((size_t)N * sizeof(int32_t));
+  int64_t *bias_q = malloc((size_t)N * sizeof(int64_t));
+  int32_t *colsum = malloc((size_t)N * sizeof(int32_t));
+  if (!q->pb || !q->bias || !q->mult || !q->shift || !bias_q || !colsum) {
+    free(bias_q);
+    free(colsum);
+    return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory packing int8 weights");
+  }
+  const float *sw = p->ws->data;
+  int64_t nws = kiln_ir_tensor_numel(p->ws);
+  for (int64_t j = 0; j < N; j++) {
+    double swj = sw[nws == 1 ? 0 : j], sxw = p->sx * swj;
+    int sh;
+    kiln_q_multiplier(sxw / p->sy, &q->mult[j], &sh);
+    q->shift[j] = sh;
+    double bq = 0.0;
+    if (p->bias_f) bq = (double)((const float *)p->bias_f->data)[j] / sxw;
+    else if (p->bias_i) {
+      int64_t nbs = kiln_ir_tensor_numel(p->bias_s);
+      bq = (double)((const int32_t *)p->bias_i->data)[j] *
+           (double)((const float *)p->bias_s->data)[nbs == 1 ? 0 : j] / sxw;
+    }
+    bq = nearbyint(bq); /* half to even */
+    if (!(bq > -1e12)) bq = -1e12; /* also NaN: far below any accumulator */
+    if (bq > 1e12) bq = 1e12;
+    bias_q[j] = (int64_t)bq;
+  }
+  const int8_t *w = p->w->data;
+  if (p->trans_b) kiln_qgemm_pack(K, N, w, 1, K, q->pb, colsum);
+  else kiln_qgemm_pack(K, N, w, N, 1, q->pb, colsum);
+  kiln_qgemm_bias(s->qkern, q->x_unsigned, N, bias_q, q->zp_x, colsum, q->bias);
+  free(bias_q);
+  free(colsum);
+  s->weight_bytes += pbytes + (size_t)N * (sizeof(int64_t) + 2 * sizeof(int32_t));
+  if (K > s->max_qk) s->max_qk = K;
+  if ((st = add_output(b, &b->nodes[p->q], 0, p->y_dt, &out, &vo))) return st;
+  sp->n_in = 1;
+  sp->in[0] = va;
+  sp->n_out = 1;
+  sp->out[0] = vo;
+  return KILN_OK;
+}
+
 static int op_is(const kiln_ir_node *n, const char *op) { return strcmp(n->op_type, op) == 0; }
 
 static kiln_status build_node(builder *b, int ni) {
@@ -782,15 +1398,22 @@ static kiln_status build_node(builder *b, int ni) {
   if (op_is(n, "Identity")) return build_identity(b, ni);
   if (op_is(n, "Dropout")) return build_dropout(b, ni);
   if (op_is(n, "Cast")) return build_cast(b, ni);
+  if (op_is(n, "QuantizeLinear")) return build_quantize(b, ni);
+  if (op_is(n, "DequantizeLinear")) return build_dequantize(b, ni);
+  if (op_is(n, "DynamicQuantizeLinear")) return build_dynquant(b, ni);
+  if (op_is(n, "MatMulInteger")) return build_matmul_integer(b, ni);
+  if (op_is(n, "QLinearMatMul")) return build_qlinear_matmul(b, ni);
   return node_err(b, n, KILN_E_UNSUPPORTED,
                   "op %s is not supported by the kiln runtime (supported: Gemm, MatMul, Add, Sub, "
                   "Mul, Div, Relu, LeakyRelu, Sigmoid, Tanh, Softmax, LogSoftmax, Concat, Flatten, "
-                  "Reshape, Identity, Dropout, Cast)", n->op_type);
+                  "Reshape, Identity, Dropout, Cast, QuantizeLinear, DequantizeLinear, "
+                  "DynamicQuantizeLinear, MatMulInteger, QLinearMatMul)", n->op_type);
 }
 
 /* --- memory plan -------------------------------------------------------------- */
 
-static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+static size_t round_up(size_t n, size_t a) {
+  return (n + a - 1) / a * a; }
 
 /* First-fit offsets for TEMP values by lifetime; returns the arena size. */
 static kiln_status plan_memory(builder *b, size_t *total) {
@@ -872,6 +1495,12 @@ void kiln_session_free(kiln_session *s) {
   for (int i = 0; i < s->n_steps; i++) {
     free(s->steps[i].bp);
     free(s->steps[i].bias);
+    kiln_qstep *q = s->steps[i].q;
+    if (q) {
+      free(q->scale); free(q->zp); free(q->pb); free(q->bias); free(q->mult); free(q->shift);
+      free(q->zp_b);
+      free(q);
+    }
   }
   free(s->steps);
   for (int i = 0; i < s->n_inputs && s->inputs; i++) free_value(&s->inputs[i]);
@@ -887,7 +1516,9 @@ void kiln_session_free(kiln_session *s) {
     if (s->nz_idx) free(s->nz_idx[t]);
     if (s->nz_val) free(s->nz_val[t]);
     if (s->marks) free(s->marks[t]);
+    if (s->qws) free(s->qws[t]);
   }
+  free(s->qws);
   free(s->ws);
   free(s->nz_idx);
   free(s->nz_val);
@@ -930,7 +1561,8 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
   s->threads = 1;
   s->token_step = -1;
   kiln_cpu_detect(&s->cpu);
-  if (!(s->kern = kiln_sgemm_select(&s->cpu, opt->kernel, err))) {
+  if (!(s->kern = kiln_sgemm_select(&s->cpu, opt->kernel, err)) ||
+      !(s->qkern = kiln_qgemm_select(&s->cpu, opt->kernel, err))) {
     kiln_session_free(s);
     return err ? err->status : KILN_E_UNSUPPORTED;
   }
@@ -1018,9 +1650,14 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
     s->values[v].init = t;
   }
   /* nodes */
+  if (!(b.qp = calloc((size_t)(b.n_nodes ? b.n_nodes : 1), sizeof *b.qp))) {
+    st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+    goto fail;
+  }
+  find_qgemms(&b);
   for (int i = 0; i < b.n_nodes; i++) {
     if (b.fused[i]) continue;
-    if ((st = build_node(&b, i))) goto fail;
+    if ((st = b.qp[i].active ? build_qgemm(&b, i) : build_node(&b, i))) goto fail;
   }
   /* operands read at run time */
   for (int i = 0; i < s->n_steps; i++) {
@@ -1107,11 +1744,13 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
   if ((st = plan_memory(&b, &s->arena_bytes))) goto fail;
   free(b.nodes);
   free(b.fused);
+  free(b.qp);
   *out = s;
   return KILN_OK;
 fail:
   free(b.nodes);
   free(b.fused);
+  free(b.qp);
   kiln_session_free(s);
   return st;
 }
@@ -1175,7 +1814,8 @@ kiln_status kiln_session_create(const kiln_ir_graph *g, const kiln_session_optio
   s->nz_val = calloc((size_t)T, sizeof(float *));
   s->marks = calloc((size_t)T, sizeof(uint32_t *));
   s->mark_gen = calloc((size_t)T, sizeof(uint32_t));
-  if (!s->ws || !s->nz_idx || !s->nz_val || !s->marks || !s->mark_gen) goto nomem;
+  s->qws = calloc((size_t)T, sizeof(int8_t *));
+  if (!s->ws || !s->nz_idx || !s->nz_val || !s->marks || !s->mark_gen || !s->qws) goto nomem;
   s->threads = T;
   size_t kmax = (size_t)(s->max_k > 0 ? s->max_k : 1);
   for (int t = 0; t < T; t++) {
@@ -1184,6 +1824,8 @@ kiln_status kiln_session_create(const kiln_ir_graph *g, const kiln_session_optio
     s->nz_idx[t] = malloc((kmax + 1) * sizeof(int32_t));
     s->nz_val[t] = malloc(kmax * sizeof(float));
     s->marks[t] = calloc(kmax + 1, sizeof(uint32_t));
+    if (s->max_qk > 0 && !(s->qws[t] = alloc_aligned(kiln_qgemm_workspace_bytes(s->qkern, s->max_qk))))
+      goto nomem;
     if (!s->ws[t] || !s->nz_idx[t] || !s->nz_val[t] || !s->marks[t]) goto nomem;
   }
   if (T > 1) {

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "kiln/infer.h"
+#include "qgemm.h"
 #include "sgemm.h"
 
 #define KILN_ARENA_ALIGN 64
@@ -56,8 +57,33 @@ typedef enum kiln_op {
   KILN_OP_CONCAT,
   KILN_OP_COPY, /* Identity, Dropout, Flatten, Reshape, Cast float->float */
   KILN_OP_CAST,
-  KILN_OP_FILL_ONES /* Dropout's mask in inference */
+  KILN_OP_FILL_ONES, /* Dropout's mask in inference */
+  KILN_OP_QUANTIZE,   /* QuantizeLinear (per tensor or per axis) */
+  KILN_OP_DEQUANTIZE, /* DequantizeLinear (per tensor or per axis) */
+  KILN_OP_DYNQUANT,   /* DynamicQuantizeLinear */
+  KILN_OP_MATMUL_INTEGER,
+  KILN_OP_QLINEAR_MATMUL,
+  KILN_OP_QGEMM /* a fused QDQ Gemm/MatMul(+bias)(+Relu)+QuantizeLinear: int8 in, int8 out */
 } kiln_op;
+
+/* The constants of a quantized step, made at create (owned by the step). */
+typedef struct kiln_qstep {
+  /* QuantizeLinear / DequantizeLinear: n_scale scales (1 or the size of dim axis) */
+  int axis;
+  int64_t n_scale;
+  float *scale;
+  int32_t *zp;
+  int32_t lo, hi;      /* QuantizeLinear's output range */
+  /* QGEMM and QLinearMatMul */
+  int64_t K, N;
+  int8_t *pb;          /* QGEMM: W packed for the session's int8 kernel */
+  int64_t *bias;       /* QGEMM: bias_eff (see qgemm.h) */
+  int32_t *mult, *shift;
+  int32_t zp_x, zp_y;  /* QLinearMatMul: zp_x is a's zero point */
+  int32_t *zp_b;       /* QLinearMatMul: b's zero point per column */
+  int x_unsigned, y_unsigned, b_unsigned;
+  int in_azp, in_bzp;  /* MatMulInteger: positions in in[] of the zero points (-1: none) */
+} kiln_qstep;
 
 #define KILN_STEP_MAX_IN 16
 
@@ -65,7 +91,7 @@ typedef struct kiln_step {
   kiln_op op;
   int n_in, n_out;
   int in[KILN_STEP_MAX_IN];
-  int out[2];
+  int out[3];
   int node_index;
   /* Gemm / MatMul */
   int is_matmul;
@@ -84,6 +110,8 @@ typedef struct kiln_step {
   int legacy_softmax;   /* opset < 13: flatten to 2-D at axis */
   /* LeakyRelu */
   float slope;
+  /* quantized ops */
+  kiln_qstep *q;
 } kiln_step;
 
 /* Persistent workers; the caller is worker 0. */
@@ -107,6 +135,9 @@ void kiln_pool_destroy(kiln_pool *p);
 struct kiln_session {
   kiln_cpu cpu;
   const kiln_sgemm_kernel *kern;
+  const kiln_qgemm_kernel *qkern; /* the int8 path */
+  int64_t max_qk;                 /* largest K of a QGEMM step */
+  int8_t **qws;                   /* per thread: int8 A-block workspace */
   int64_t max_batch;
   int threads;
   int opset;
@@ -156,6 +187,12 @@ void kiln_exec_concat(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_copy(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_cast(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_fill_ones(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_quantize(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_dequantize(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_dynquant(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_matmul_integer(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_qlinear_matmul(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch);
 
 
 /* Numpy broadcasting of in (rank, dims) against out (rank, dims): element strides. */

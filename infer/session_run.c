@@ -22,6 +22,12 @@ static void exec_step(kiln_session *s, const kiln_step *st, int64_t batch) {
     case KILN_OP_COPY: kiln_exec_copy(s, st, batch); break;
     case KILN_OP_CAST: kiln_exec_cast(s, st, batch); break;
     case KILN_OP_FILL_ONES: kiln_exec_fill_ones(s, st, batch); break;
+    case KILN_OP_QUANTIZE: kiln_exec_quantize(s, st, batch); break;
+    case KILN_OP_DEQUANTIZE: kiln_exec_dequantize(s, st, batch); break;
+    case KILN_OP_DYNQUANT: kiln_exec_dynquant(s, st, batch); break;
+    case KILN_OP_MATMUL_INTEGER: kiln_exec_matmul_integer(s, st, batch); break;
+    case KILN_OP_QLINEAR_MATMUL: kiln_exec_qlinear_matmul(s, st, batch); break;
+    case KILN_OP_QGEMM: kiln_exec_qgemm(s, st, batch); break;
   }
 }
 

@@ -1,0 +1,181 @@
+/* kiln runtime — the quantized ops, plain C: QuantizeLinear, DequantizeLinear (per
+ * tensor or per axis), DynamicQuantizeLinear, MatMulInteger, QLinearMatMul, and the
+ * fused int8 Gemm step (the kernels of qgemm*.c, rows split across threads). */
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#include "session_internal.h"
+
+/* Elements after dim axis, and the size of dim axis (1, 1 for per-tensor). */
+static void axis_split(const kiln_qstep *q, const int64_t *dims, int rank, int64_t *inner,
+                       int64_t *C) {
+  *inner = 1;
+  *C = 1;
+  if (q->n_scale == 1) return;
+  for (int i = q->axis + 1; i < rank; i++) *inner *= dims[i];
+  *C = dims[q->axis];
+}
+
+void kiln_exec_quantize(kiln_session *s, const kiln_step *st, int64_t batch) {
+  const kiln_rt_value *iv = &s->values[st->in[0]];
+  const kiln_rt_value *ov = &s->values[st->out[0]];
+  const kiln_qstep *q = st->q;
+  int64_t d[KILN_IR_MAX_RANK], inner, C;
+  int64_t n = kiln_shape_eval(&iv->shape, batch, d);
+  axis_split(q, d, iv->shape.rank, &inner, &C);
+  const float *x = s->ptr[st->in[0]];
+  int u = ov->dtype == KILN_DTYPE_UINT8;
+  void *y = s->ptr[st->out[0]];
+  for (int64_t i = 0; i < n; i++) {
+    int64_t c = C == 1 ? 0 : (i / inner) % C;
+    int32_t v = kiln_q_quantize(x[i], q->scale[c], q->zp[c], q->lo, q->hi);
+    if (u) ((uint8_t *)y)[i] = (uint8_t)v;
+    else ((int8_t *)y)[i] = (int8_t)v;
+  }
+}
+
+void kiln_exec_dequantize(kiln_session *s, const kiln_step *st, int64_t batch) {
+  const kiln_rt_value *iv = &s->values[st->in[0]];
+  const kiln_qstep *q = st->q;
+  int64_t d[KILN_IR_MAX_RANK], inner, C;
+  int64_t n = kiln_shape_eval(&iv->shape, batch, d);
+  axis_split(q, d, iv->shape.rank, &inner, &C);
+  const void *x = s->ptr[st->in[0]];
+  float *y = s->ptr[st->out[0]];
+  for (int64_t i = 0; i < n; i++) {
+    int64_t c = C == 1 ? 0 : (i / inner) % C;
+    int64_t v;
+    switch (iv->dtype) {
+      case KILN_DTYPE_UINT8: v = ((const uint8_t *)x)[i]; break;
+      case KILN_DTYPE_INT32: v = ((const int32_t *)x)[i]; break;
+      default: v = ((const int8_t *)x)[i]; break;
+    }
+    y[i] = (float)(v - q->zp[c]) * q->scale[c];
+  }
+}
+
+void kiln_exec_dynquant(kiln_session *s, const kiln_step *st, int64_t batch) {
+  const kiln_rt_value *iv = &s->values[st->in[0]];
+  int64_t d[KILN_IR_MAX_RANK];
+  int64_t n = kiln_shape_eval(&iv->shape, batch, d);
+  const float *x = s->ptr[st->in[0]];
+  uint8_t *y = s->ptr[st->out[0]];
+  float lo = 0.0f, hi = 0.0f;
+  for (int64_t i = 0; i < n; i++) {
+    if (x[i] < lo) lo = x[i];
+    if (x[i] > hi) hi = x[i];
+  }
+  float scale = (hi - lo) / 255.0f;
+  int32_t zp = 0;
+  if (scale > 0.0f && isfinite(scale)) {
+    float z = -lo / scale;
+    z = z < 0.0f ? 0.0f : z > 255.0f ? 255.0f : z;
+    zp = (int32_t)rintf(z);
+    for (int64_t i = 0; i < n; i++) y[i] = (uint8_t)kiln_q_quantize(x[i], scale, zp, 0, 255);
+  } else {
+    scale = 0.0f; /* all zeros (or not finite): y = 0 dequantizes to 0 */
+    if (n) memset(y, 0, (size_t)n);
+  }
+  if (st->n_out > 1) *(float *)s->ptr[st->out[1]] = scale;
+  if (st->n_out > 2) *(uint8_t *)s->ptr[st->out[2]] = (uint8_t)zp;
+}
+
+static inline int32_t load_q(const void *p, int64_t i, int u) {
+  return u ? ((const uint8_t *)p)[i] : ((const int8_t *)p)[i];
+}
+
+void kiln_exec_matmul_integer(kiln_session *s, const kiln_step *st, int64_t batch) {
+  const kiln_qstep *q = st->q;
+  const kiln_rt_value *av = &s->values[st->in[0]], *bv = &s->values[st->in[1]];
+  int64_t d[KILN_IR_MAX_RANK];
+  int64_t an = kiln_shape_eval(&av->shape, batch, d);
+  int64_t K = q->K, N = q->N, M = K ? an / K : 0;
+  int au = av->dtype == KILN_DTYPE_UINT8, bu = bv->dtype == KILN_DTYPE_UINT8;
+  const void *a = s->ptr[st->in[0]], *b = s->ptr[st->in[1]];
+  int32_t azp = 0;
+  if (q->in_azp >= 0) azp = load_q(s->ptr[st->in[q->in_azp]], 0, au);
+  const void *bzp = q->in_bzp >= 0 ? s->ptr[st->in[q->in_bzp]] : NULL;
+  int64_t nbzp = q->in_bzp >= 0 ? kiln_shape_eval(&s->values[st->in[q->in_bzp]].shape, batch, d) : 0;
+  int32_t *y = s->ptr[st->out[0]];
+  for (int64_t m = 0; m < M; m++) {
+    int32_t *yr = y + m * N;
+    for (int64_t n = 0; n < N; n++) yr[n] = 0;
+    for (int64_t k = 0; k < K; k++) {
+      int32_t x = load_q(a, m * K + k, au) - azp;
+      if (!x) continue;
+      for (int64_t n = 0; n < N; n++) {
+        int32_t z = bzp ? load_q(bzp, nbzp == 1 ? 0 : n, bu) : 0;
+        yr[n] += x * (load_q(b, k * N + n, bu) - z);
+      }
+    }
+  }
+}
+
+void kiln_exec_qlinear_matmul(kiln_session *s, const kiln_step *st, int64_t batch) {
+  const kiln_qstep *q = st->q;
+  const kiln_rt_value *av = &s->values[st->in[0]];
+  int64_t d[KILN_IR_MAX_RANK];
+  int64_t an = kiln_shape_eval(&av->shape, batch, d);
+  int64_t K = q->K, N = q->N, M = K ? an / K : 0;
+  const void *a = s->ptr[st->in[0]], *b = s->ptr[st->in[1]];
+  void *y = s->ptr[st->out[0]];
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t n = 0; n < N; n++) {
+      int64_t acc = 0;
+      for (int64_t k = 0; k < K; k++)
+        acc += (int64_t)(load_q(a, m * K + k, q->x_unsigned) - q->zp_x) *
+               (load_q(b, k * N + n, q->b_unsigned) - q->zp_b[n]);
+      if (acc > INT32_MAX) acc = INT32_MAX;
+      if (acc < INT32_MIN) acc = INT32_MIN;
+      int64_t v = (int64_t)q->zp_y + kiln_q_mul((int32_t)acc, q->mult[n], q->shift[n]);
+      v = v < q->lo ? q->lo : v > q->hi ? q->hi : v;
+      if (q->y_unsigned) ((uint8_t *)y)[m * N + n] = (uint8_t)v;
+      else ((int8_t *)y)[m * N + n] = (int8_t)v;
+    }
+}
+
+typedef struct qgemm_task {
+  kiln_session *s;
+  kiln_qgemm_args g;
+} qgemm_task;
+
+static void qgemm_worker(void *arg, int tid, int n) {
+  qgemm_task *t = arg;
+  const kiln_qgemm_kernel *k = t->s->qkern;
+  int64_t blocks = (t->g.M + k->mr - 1) / k->mr;
+  int64_t m0 = blocks * tid / n * k->mr, m1 = blocks * (tid + 1) / n * k->mr;
+  if (m0 > t->g.M) m0 = t->g.M;
+  if (m1 > t->g.M) m1 = t->g.M;
+  kiln_qgemm_run(k, &t->g, m0, m1, t->s->qws[tid]);
+}
+
+void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch) {
+  const kiln_qstep *q = st->q;
+  const kiln_rt_value *iv = &s->values[st->in[0]];
+  int64_t d[KILN_IR_MAX_RANK];
+  int64_t n = kiln_shape_eval(&iv->shape, batch, d);
+  qgemm_task t;
+  memset(&t, 0, sizeof t);
+  t.s = s;
+  t.g.K = q->K;
+  t.g.N = q->N;
+  t.g.M = q->K ? n / q->K : 0;
+  t.g.x = s->ptr[st->in[0]];
+  t.g.x_unsigned = q->x_unsigned;
+  t.g.pb = q->pb;
+  t.g.bias = q->bias;
+  t.g.mult = q->mult;
+  t.g.shift = q->shift;
+  t.g.zp_y = q->zp_y;
+  t.g.lo = q->lo;
+  t.g.hi = q->hi;
+  t.g.y = s->ptr[st->out[0]];
+  t.g.y_unsigned = q->y_unsigned;
+  int nt = s->has_pool ? s->pool.n : 1;
+  double work = (double)t.g.M * (double)t.g.N * (double)t.g.K;
+  if (nt > 1 && work >= 8.0e6 && t.g.M >= (int64_t)2 * s->qkern->mr * nt)
+    kiln_pool_run(&s->pool, qgemm_worker, &t);
+  else
+    qgemm_worker(&t, 0, 1);
+}
