@@ -9,8 +9,8 @@
 #include "kiln/callbacks.h"
 #include "kiln/quantize.h"
 
-/* The first two members match train/callbacks.c's cb_header so kiln_callback_free
- * can destroy this callback like the built-in ones. */
+/* Tags the context so the accessors can tell this callback from others; freeing goes
+ * through kiln_callback.destroy like every callback. */
 #define PRUNE_SCHEDULE_KIND 0x4b43b101
 
 typedef struct prune_layer {
@@ -166,6 +166,7 @@ kiln_status kiln_prune_schedule_create(const kiln_prune_schedule_config *c, kiln
   p->destroy = destroy;
   p->c = *c;
   out->ctx = p;
+  out->destroy = destroy;
   out->on_train_begin = on_train_begin;
   out->on_batch_end = on_batch_end;
   return KILN_OK;

@@ -29,8 +29,7 @@ typedef struct cb_header {
 
 void kiln_callback_free(kiln_callback *cb) {
   if (!cb) return;
-  cb_header *h = cb->ctx;
-  if (h && h->destroy) h->destroy(h);
+  if (cb->destroy) cb->destroy(cb->ctx);
   memset(cb, 0, sizeof *cb);
 }
 
@@ -228,6 +227,7 @@ kiln_status kiln_early_stopping_create(const kiln_early_stopping_config *c, kiln
   e->restore = c->restore_best_weights != 0;
   e->best_epoch = e->stopped_epoch = -1;
   out->ctx = e;
+  out->destroy = e->h.destroy;
   out->on_train_begin = early_train_begin;
   out->on_epoch_end = early_epoch_end;
   out->on_train_end = early_train_end;
@@ -366,6 +366,7 @@ kiln_status kiln_model_checkpoint_create(const kiln_model_checkpoint_config *cfg
   c->save_state = cfg->save_state != 0;
   c->best = worst(&c->mo);
   out->ctx = c;
+  out->destroy = c->h.destroy;
   out->on_train_begin = checkpoint_train_begin;
   out->on_epoch_end = checkpoint_epoch_end;
   return KILN_OK;
@@ -411,6 +412,7 @@ kiln_status kiln_lr_scheduler_create(const kiln_lr_scheduler_config *c, kiln_cal
   sc->fn = c->schedule;
   sc->user = c->user;
   out->ctx = sc;
+  out->destroy = sc->h.destroy;
   out->on_epoch_begin = scheduler_epoch_begin;
   return KILN_OK;
 }
@@ -508,6 +510,7 @@ kiln_status kiln_reduce_lr_create(const kiln_reduce_lr_config *c, kiln_callback 
   r->c.monitor = r->c.mode = NULL; /* not kept: the caller's strings */
   r->best = worst(&r->mo);
   out->ctx = r;
+  out->destroy = r->h.destroy;
   out->on_train_begin = reduce_train_begin;
   out->on_epoch_end = reduce_epoch_end;
   return KILN_OK;
@@ -643,6 +646,7 @@ kiln_status kiln_csv_logger_create(const kiln_csv_logger_config *cfg, kiln_callb
   c->h.destroy = csv_destroy;
   c->append = cfg->append != 0;
   out->ctx = c;
+  out->destroy = c->h.destroy;
   out->on_train_begin = csv_train_begin;
   out->on_epoch_end = csv_epoch_end;
   return KILN_OK;
@@ -675,6 +679,7 @@ kiln_status kiln_terminate_on_nan_create(kiln_callback *out, kiln_error *err) {
   t->h.kind = CB_NAN;
   t->h.destroy = nan_destroy;
   out->ctx = t;
+  out->destroy = t->h.destroy;
   out->on_train_begin = nan_train_begin;
   out->on_batch_end = nan_batch_end;
   return KILN_OK;
@@ -724,6 +729,7 @@ kiln_status kiln_loss_history_create(kiln_callback *out, kiln_error *err) {
   l->h.kind = CB_LOSS_HISTORY;
   l->h.destroy = loss_history_destroy;
   out->ctx = l;
+  out->destroy = l->h.destroy;
   out->on_train_begin = loss_history_train_begin;
   out->on_batch_end = loss_history_batch_end;
   return KILN_OK;

@@ -224,6 +224,8 @@ typedef struct kiln_callback {
                        const kiln_logs *logs);
   void (*on_epoch_end)(void *ctx, kiln_model *m, int epoch, const kiln_logs *logs);
   void (*on_train_end)(void *ctx, kiln_model *m, const kiln_logs *logs);
+  /* Frees ctx; called by kiln_callback_free (kiln/callbacks.h). May be NULL. */
+  void (*destroy)(void *ctx);
 } kiln_callback;
 void kiln_model_stop_training(kiln_model *m);
 /* Called by a callback that cannot go on (a monitored key missing from the logs, a

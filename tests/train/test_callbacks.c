@@ -103,7 +103,7 @@ static void rec_train_end(void *ctx, kiln_model *m, const kiln_logs *logs) { rec
 static kiln_callback rec_callback(recorder *r) {
   memset(r, 0, sizeof *r);
   kiln_callback cb = {r, rec_train_begin, rec_epoch_begin, rec_batch_end, rec_epoch_end,
-                      rec_train_end};
+                      rec_train_end, NULL};
   return cb;
 }
 static void rec_free(recorder *r) {
