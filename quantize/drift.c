@@ -151,6 +151,19 @@ static kiln_status model_open(const kiln_drift_model *src, const char *role,
     m->out_cols = 1;
     for (int k = 1; k < ov->rank; k++) m->out_cols *= ov->dims[k].value > 0 ? ov->dims[k].value : 1;
   }
+  if (m->graph && m->graph->n_inputs > 0) {
+    const char *in0 = m->graph->inputs[0].name;
+    int readers = 0, gemm = 0;
+    for (int i = 0; i < m->graph->n_nodes; i++) {
+      const kiln_ir_node *nd = &m->graph->nodes[i];
+      for (int k = 0; k < nd->n_inputs; k++)
+        if (!strcmp(nd->inputs[k], in0)) {
+          readers++;
+          gemm += !strcmp(nd->op_type, "Gemm") || !strcmp(nd->op_type, "MatMul");
+        }
+    }
+    m->dense_only = !(readers == 1 && gemm == 1);
+  }
   if (opt->standardize && m->graph) {
     const char *mt = kiln_ir_get_meta(m->graph, "kiln.input_mean");
     const char *sd = kiln_ir_get_meta(m->graph, "kiln.input_std");
@@ -209,7 +222,7 @@ kiln_status drift_session_run(const drift_model *m, kiln_session *s, const kiln_
                               int64_t r0, int64_t n, float *buf, kiln_tensor_view *outs, int n_outs,
                               kiln_error *err) {
   kiln_status st;
-  if (!(d->x && d->x->cols > 0) && !m->mean) {
+  if (!(d->x && d->x->cols > 0) && !m->mean && !m->dense_only) {
     int64_t *off = malloc((size_t)(n + 1) * sizeof *off);
     if (!off) return kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
     for (int64_t i = 0; i <= n; i++) off[i] = d->seq->offsets[r0 + i] - d->seq->offsets[r0];

@@ -16,6 +16,8 @@ typedef struct drift_model {
   int64_t width;    /* features per row */
   int64_t out_cols; /* first output's elements per row */
   float *mean, *std; /* kiln.input_mean / input_std, or NULL */
+  int dense_only;    /* token ids must be densified: the first input is not read by one
+                        Gemm/MatMul alone (e.g. a QuantizeLinear reads it) */
 } drift_model;
 
 void drift_model_free(drift_model *m);

@@ -90,6 +90,7 @@ static double num(const cJSON *j, const char *key) {
 typedef struct book {
   const char *name, *spec, *data, *train_args, *drift_args;
   int regression;
+  const char *ort_args; /* regression: the tolerance of "the same prediction" */
 } book;
 
 static void check_book(const book *b) {
@@ -108,6 +109,10 @@ static void check_book(const book *b) {
   char ort[1400];
   snprintf(ort, sizeof ort, "--runtime ort --ort-script '%s' --rows 2000 --no-layers "
            "--min-agreement 0.995", runjs);
+  if (b->ort_args) {
+    size_t l = strlen(ort);
+    snprintf(ort + l, sizeof ort - l, " %s", b->ort_args);
+  }
   if (have_ort) {
     snprintf(args, sizeof args, "%s %s --data %s:test --data-dir '%s' %s %s", fl, fl, b->data,
              data_dir(), b->drift_args, ort);
@@ -117,8 +122,9 @@ static void check_book(const book *b) {
     cJSON_Delete(j);
   }
   if (!have_quantize) return;
-  snprintf(args, sizeof args, "quantize %s %s --data %s:train --data-dir '%s' --static "
-           "--per-channel", fl, q, b->data, data_dir());
+  /* static (calibrated), weights per channel, QDQ: kiln quantize's defaults */
+  snprintf(args, sizeof args, "quantize %s %s --calibrate %s --data-dir '%s' --format qdq", fl, q,
+           b->data, data_dir());
   if ((rc = run_kiln(args)) != 0) {
     show_output();
     fail_msg("kiln %s: exit %d", args, rc);
@@ -156,14 +162,14 @@ static int present(const char *rel) {
 static void test_imdb(void **state) {
   (void)state;
   if (!present("imdb/test.txt.gz")) return;
-  const book b = {"imdb", "imdb.json", "imdb", "--epochs 3", "", 0};
+  const book b = {"imdb", "imdb.json", "imdb", "--epochs 3", "", 0, NULL};
   check_book(&b);
 }
 
 static void test_reuters(void **state) {
   (void)state;
   if (!present("reuters")) return;
-  const book b = {"reuters", "reuters.json", "reuters", "--epochs 6", "", 0};
+  const book b = {"reuters", "reuters.json", "reuters", "--epochs 6", "", 0, NULL};
   check_book(&b);
 }
 
@@ -175,7 +181,7 @@ static void test_fashion_mnist(void **state) {
     print_message("skipped: install dataset-fashion-mnist\n");
     return;
   }
-  const book b = {"fashion_mnist", "fashion_mnist.json", "fashion_mnist", "--epochs 2", "", 0};
+  const book b = {"fashion_mnist", "fashion_mnist.json", "fashion_mnist", "--epochs 2", "", 0, NULL};
   check_book(&b);
 }
 
@@ -184,7 +190,10 @@ static void test_housing(void **state) {
   if (!present("housing/california_housing.csv")) return;
   const book b = {"housing", "housing.json", "california_housing",
                   "--missing median --standardize --scale-targets 0.00001 --epochs 60",
-                  "--metric mae --scale-targets 0.00001", 1};
+                  "--metric mae --scale-targets 0.00001", 1,
+                  /* $3000 (targets in units of $100000): a few int8 steps of the output; kiln
+                     and ONNX Runtime round the requantization differently on a few rows */
+                  "--tolerance 0.03"};
   check_book(&b);
 }
 

@@ -390,6 +390,59 @@ static void test_bad_options_and_data(void **state) {
   fixture_free(&f);
 }
 
+/* Token ids (text data): the same figures as the dense multi-hot rows; a model whose
+ * first input is not read by one Gemm alone (as a QDQ model's QuantizeLinear) gets
+ * densified rows. */
+static void test_token_input(void **state) {
+  (void)state;
+  fixture f;
+  mlp_init(&f.ref, 3, 1);
+  make_data(&f, 1);
+  int64_t offsets[NROWS + 1];
+  int32_t tokens[NROWS * IN];
+  uint64_t s = 5;
+  offsets[0] = 0;
+  for (int r = 0; r < NROWS; r++) {
+    int64_t n = offsets[r];
+    for (int i = 0; i < IN; i++) {
+      int on = uniform(&s) > 0;
+      f.x.values[r * IN + i] = (float)on;
+      if (on) tokens[n++] = i;
+    }
+    offsets[r + 1] = n;
+  }
+  kiln_sequences seq = {NROWS, offsets, tokens};
+  kiln_ir_graph *ga = mlp_graph(&f.ref), *gb = mlp_graph(&f.ref);
+  /* gb: x -> Identity -> dense_1 */
+  for (int i = 0; i < gb->n_nodes; i++)
+    if (!strcmp(gb->nodes[i].name, "dense_1")) {
+      free(gb->nodes[i].inputs[0]);
+      gb->nodes[i].inputs[0] = strdup("x_id");
+    }
+  const char *xin = "x", *xout = "x_id";
+  kiln_ir_node *nd;
+  OK(kiln_ir_add_node(gb, "Identity", "id", &xin, 1, &xout, 1, &nd, E));
+  OK(kiln_ir_toposort(gb, E));
+  kiln_drift_model ma = {NULL, ga, NULL}, mb = {NULL, gb, NULL};
+  kiln_drift_data dense = {&f.x, NULL, &f.y}, text = {NULL, &seq, &f.y};
+  kiln_drift_options opt;
+  kiln_drift_options_init(&opt);
+  opt.batch = 100;
+  kiln_drift_report *r1 = NULL, *r2 = NULL;
+  OK(kiln_drift_run(&ma, &ma, &dense, &opt, &r1, E));
+  OK(kiln_drift_run(&ma, &mb, &text, &opt, &r2, E));
+  assert_true(r1->reference_metric == r2->reference_metric);
+  assert_true(r2->candidate_metric == r2->reference_metric);
+  assert_true(r2->agreement == 1.0);
+  assert_true(r2->max_abs_diff < 1e-5);
+  assert_int_equal(r2->n_layers, 3);
+  kiln_drift_report_free(r1);
+  kiln_drift_report_free(r2);
+  kiln_ir_free(ga);
+  kiln_ir_free(gb);
+  fixture_free(&f);
+}
+
 /* --- the command ----------------------------------------------------------------------- */
 
 typedef struct result {
@@ -610,6 +663,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_perturbed_candidate, setup, teardown),
       cmocka_unit_test_setup_teardown(test_regression_mae, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_options_and_data, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_token_input, setup, teardown),
       cmocka_unit_test_setup_teardown(test_command, setup, teardown),
   };
   int n = (int)(sizeof tests / sizeof tests[0]);
