@@ -27,8 +27,15 @@ void kiln_exec_quantize(kiln_session *s, const kiln_step *st, int64_t batch) {
   const float *x = s->ptr[st->in[0]];
   int u = ov->dtype == KILN_DTYPE_UINT8;
   void *y = s->ptr[st->out[0]];
+  if (C == 1) { /* per tensor: a loop the compiler can vectorize */
+    float sc = q->scale[0];
+    int32_t zp = q->zp[0], lo = q->lo, hi = q->hi;
+    uint8_t *yb = y;
+    for (int64_t i = 0; i < n; i++) yb[i] = (uint8_t)kiln_q_quantize(x[i], sc, zp, lo, hi);
+    return;
+  }
   for (int64_t i = 0; i < n; i++) {
-    int64_t c = C == 1 ? 0 : (i / inner) % C;
+    int64_t c = (i / inner) % C;
     int32_t v = kiln_q_quantize(x[i], q->scale[c], q->zp[c], q->lo, q->hi);
     if (u) ((uint8_t *)y)[i] = (uint8_t)v;
     else ((int8_t *)y)[i] = (int8_t)v;

@@ -20,6 +20,7 @@
 #ifndef KILN_INFER_QGEMM_H
 #define KILN_INFER_QGEMM_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,12 +36,19 @@
 typedef void (*kiln_qtile_fn)(int64_t kp, const int8_t *a, int rows, const int8_t *pb,
                               int32_t *acc);
 
+struct kiln_qgemm_args;
+struct kiln_qgemm_kernel;
+/* Rows [m0, m1) of the product (the driver of qgemm_driver.h built with the kernel). */
+typedef void (*kiln_qrun_fn)(const struct kiln_qgemm_kernel *k, const struct kiln_qgemm_args *g,
+                             int64_t m0, int64_t m1, int8_t *ws);
+
 typedef struct kiln_qgemm_kernel {
   kiln_kernel_path path;
   const char *name;
   int mr;
   int a_unsigned; /* the kernel reads A as uint8 (VNNI) rather than int8 */
   kiln_qtile_fn tile;
+  kiln_qrun_fn run;
 } kiln_qgemm_kernel;
 
 const kiln_qgemm_kernel *kiln_qgemm_kernel_ref(void);
@@ -64,10 +72,34 @@ void kiln_qgemm_pack(int64_t K, int64_t N, const int8_t *w, int64_t rsw, int64_t
 /* The fixed-point multiplier of a real multiplier m > 0: m ~= mult * 2^(shift - 31),
  * mult in [2^30, 2^31). m too small to represent gives mult = 0. */
 void kiln_q_multiplier(double m, int32_t *mult, int *shift);
-/* TFLite's MultiplyByQuantizedMultiplier: round(x * mult * 2^(shift - 31)). */
-int32_t kiln_q_mul(int32_t x, int32_t mult, int shift);
-/* ONNX QuantizeLinear of one value: saturate(round_half_even(x / scale) + zp). */
-int32_t kiln_q_quantize(float x, float scale, int32_t zp, int32_t lo, int32_t hi);
+
+/* TFLite's MultiplyByQuantizedMultiplier: round(x * mult * 2^(shift - 31)), as
+ * SaturatingRoundingDoublingHighMul (ties: gemmlowp's nudge) then RoundingDivideByPOT
+ * (ties away from zero). Inline so each kernel file compiles it with its own ISA. */
+static inline int32_t kiln_q_mul(int32_t x, int32_t mult, int shift) {
+  int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  int64_t xl = (int64_t)x * ((int64_t)1 << left);
+  xl = xl > INT32_MAX ? INT32_MAX : xl < INT32_MIN ? INT32_MIN : xl;
+  int64_t ab = xl * (int64_t)mult; /* mult is never INT32_MIN: no overflow case */
+  int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+  int64_t h = (ab + nudge) / ((int64_t)1 << 31); /* truncates toward zero, as gemmlowp */
+  int64_t mask = ((int64_t)1 << right) - 1;
+  int64_t rem = h & mask, thr = (mask >> 1) + (h < 0 ? 1 : 0);
+  return (int32_t)((h >> right) + (rem > thr ? 1 : 0));
+}
+
+/* ONNX QuantizeLinear of one value: saturate(round_half_even(x / scale) + zp), NaN to
+ * zp. Rounds with the 1.5 * 2^23 trick (exact in IEEE single precision, the default
+ * rounding mode is to nearest even) after clamping to +-2^22, beyond which every
+ * int8/uint8 result saturates anyway. */
+static inline int32_t kiln_q_quantize(float x, float scale, int32_t zp, int32_t lo, int32_t hi) {
+  float v = x / scale;
+  v = v != v ? 0.0f : v;
+  v = v > 4194304.0f ? 4194304.0f : v < -4194304.0f ? -4194304.0f : v;
+  float r = (v + 12582912.0f) - 12582912.0f; /* kiln never builds with -ffast-math */
+  int32_t q = (int32_t)r + zp;
+  return q < lo ? lo : q > hi ? hi : q;
+}
 
 /* One int8 GEMM as the session runs it. */
 typedef struct kiln_qgemm_args {

@@ -1,7 +1,7 @@
 /* kiln runtime — int8 GEMM tile for AVX2: weights and activations sign-extended to
  * int16 and multiplied with vpmaddwd (pairs of int16 products summed into int32: exact,
  * no vpmaddubsw int16 saturation), 2 rows x 16 columns per tile. */
-#include "qgemm.h"
+#include "qgemm_driver.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -44,7 +44,12 @@ static void tile_avx2(int64_t kp, const int8_t *a, int rows, const int8_t *pb, i
   else tile_n(kp, a, pb, acc, 2);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_AVX2, "avx2", 2, 0, tile_avx2};
+static void run_avx2(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
+                   int8_t *ws) {
+  qgemm_drive(k, g, m0, m1, ws, tile_avx2, NULL);
+}
+
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_AVX2, "avx2", 2, 0, tile_avx2, run_avx2};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_avx2(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_avx2(void) { return 0; }

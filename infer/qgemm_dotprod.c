@@ -1,7 +1,7 @@
 /* kiln runtime — int8 GEMM tile for AArch64 SDOT (Armv8.2 dot product; chosen at run
  * time from HWCAP_ASIMDDP): vdotq_s32 sums 4 int8 x int8 products per int32 lane,
  * which is exactly the packed layout (4 k per column). 4 rows x 16 columns per tile. */
-#include "qgemm.h"
+#include "qgemm_driver.h"
 
 #if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
 #include <arm_neon.h>
@@ -41,7 +41,12 @@ static void tile_dotprod(int64_t kp, const int8_t *a, int rows, const int8_t *pb
   else tile_n(kp, a, pb, acc, 4);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_DOTPROD, "dotprod", 4, 0, tile_dotprod};
+static void run_dotprod(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
+                   int8_t *ws) {
+  qgemm_drive(k, g, m0, m1, ws, tile_dotprod, NULL);
+}
+
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_DOTPROD, "dotprod", 4, 0, tile_dotprod, run_dotprod};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_dotprod(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_dotprod(void) { return 0; }

@@ -2,7 +2,7 @@
  * into int16: |product| <= 16384, exact) and vpadal into int32, 4 rows x 4 columns at a
  * time, the 16 columns of a panel in 4 passes. uint8 activations arrive with their
  * sign bit flipped (x - 128); the driver's bias adds 128 * colsum(W). */
-#include "qgemm.h"
+#include "qgemm_driver.h"
 
 #if defined(__ARM_NEON) || defined(__ARM_NEON__)
 #include <arm_neon.h>
@@ -45,7 +45,12 @@ static void tile_neon(int64_t kp, const int8_t *a, int rows, const int8_t *pb, i
   else tile_n(kp, a, pb, acc, 4);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_NEON, "neon", 4, 0, tile_neon};
+static void run_neon(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
+                   int8_t *ws) {
+  qgemm_drive(k, g, m0, m1, ws, tile_neon, NULL);
+}
+
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_NEON, "neon", 4, 0, tile_neon, run_neon};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_neon(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_neon(void) { return 0; }

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "qgemm.h"
+#include "qgemm_driver.h"
 
 static void tile_ref(int64_t kp, const int8_t *a, int rows, const int8_t *pb, int32_t *acc) {
   for (int r = 0; r < rows; r++)
@@ -18,7 +18,9 @@ static void tile_ref(int64_t kp, const int8_t *a, int rows, const int8_t *pb, in
     }
 }
 
-static const kiln_qgemm_kernel ref_kernel = {KILN_KERNEL_REF, "ref", 4, 0, tile_ref};
+static void run_ref(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
+                    int8_t *ws);
+static const kiln_qgemm_kernel ref_kernel = {KILN_KERNEL_REF, "ref", 4, 0, tile_ref, run_ref};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_ref(void) { return &ref_kernel; }
 
 const kiln_qgemm_kernel *kiln_qgemm_select(const kiln_cpu *cpu, kiln_kernel_path path,
@@ -104,31 +106,6 @@ void kiln_q_multiplier(double m, int32_t *mult, int *shift) {
   *shift = e;
 }
 
-int32_t kiln_q_mul(int32_t x, int32_t mult, int shift) {
-  int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-  int64_t xl = (int64_t)x * ((int64_t)1 << left);
-  if (xl > INT32_MAX) xl = INT32_MAX;
-  if (xl < INT32_MIN) xl = INT32_MIN;
-  /* SaturatingRoundingDoublingHighMul (mult is never INT32_MIN, so no overflow case) */
-  int64_t ab = xl * (int64_t)mult;
-  int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-  int64_t h = (ab + nudge) / ((int64_t)1 << 31); /* truncates toward zero, as gemmlowp */
-  /* RoundingDivideByPOT: round half away from zero */
-  int64_t mask = ((int64_t)1 << right) - 1;
-  int64_t rem = h & mask, thr = (mask >> 1) + (h < 0 ? 1 : 0);
-  int64_t r = (h >> right) + (rem > thr ? 1 : 0);
-  return (int32_t)r;
-}
-
-int32_t kiln_q_quantize(float x, float scale, int32_t zp, int32_t lo, int32_t hi) {
-  float v = x / scale;
-  if (v != v) v = 0.0f; /* NaN: the zero point */
-  if (v > 1.0e9f) v = 1.0e9f;
-  if (v < -1.0e9f) v = -1.0e9f;
-  int64_t q = (int64_t)rintf(v) + zp; /* the default rounding mode: half to even */
-  return (int32_t)(q < lo ? lo : q > hi ? hi : q);
-}
-
 /* --- the driver ------------------------------------------------------------------ */
 
 void kiln_qgemm_bias(const kiln_qgemm_kernel *k, int x_unsigned, int64_t N, const int64_t *bias_q,
@@ -143,46 +120,14 @@ size_t kiln_qgemm_workspace_bytes(const kiln_qgemm_kernel *k, int64_t K) {
   return (size_t)(k->mr * kiln_qgemm_kp(K)) + 64;
 }
 
-static void store(const kiln_qgemm_args *g, const int32_t *acc, int64_t m, int rows, int64_t n0,
-                  int ncols) {
-  for (int r = 0; r < rows; r++)
-    for (int j = 0; j < ncols; j++) {
-      int64_t n = n0 + j;
-      int64_t t = (int64_t)acc[r * KILN_QGEMM_NR + j] + g->bias[n];
-      if (t > INT32_MAX) t = INT32_MAX;
-      if (t < INT32_MIN) t = INT32_MIN;
-      int64_t v = (int64_t)g->zp_y + kiln_q_mul((int32_t)t, g->mult[n], g->shift[n]);
-      v = v < g->lo ? g->lo : v > g->hi ? g->hi : v;
-      if (g->y_unsigned) ((uint8_t *)g->y)[(m + r) * g->N + n] = (uint8_t)v;
-      else ((int8_t *)g->y)[(m + r) * g->N + n] = (int8_t)v;
-    }
-}
-
 void kiln_qgemm_run(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
                     int8_t *ws) {
-  int64_t K = g->K, kp = kiln_qgemm_kp(K), P = (g->N + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR;
-  uint8_t flip = k->a_unsigned != g->x_unsigned ? 0x80 : 0;
-  int32_t acc[KILN_QGEMM_MAX_MR * KILN_QGEMM_NR];
-  for (int64_t m = m0; m < m1; m += k->mr) {
-    int rows = (int)(m1 - m < k->mr ? m1 - m : k->mr);
-    int trows = rows == 1 ? 1 : k->mr; /* a partial block computes zero rows */
-    for (int r = 0; r < trows; r++) {
-      uint8_t *dst = (uint8_t *)ws + r * kp;
-      if (r < rows) {
-        const uint8_t *src = (const uint8_t *)g->x + (m + r) * K;
-        for (int64_t kk = 0; kk < K; kk++) dst[kk] = src[kk] ^ flip;
-        for (int64_t kk = K; kk < kp; kk++) dst[kk] = 0;
-      } else {
-        memset(dst, 0, (size_t)kp);
-      }
-    }
-    for (int64_t p = 0; p < P; p++) {
-      k->tile(kp, ws, trows, g->pb + p * kp * KILN_QGEMM_NR, acc);
-      int64_t n0 = p * KILN_QGEMM_NR;
-      int ncols = (int)(g->N - n0 < KILN_QGEMM_NR ? g->N - n0 : KILN_QGEMM_NR);
-      store(g, acc, m, rows, n0, ncols);
-    }
-  }
+  k->run(k, g, m0, m1, ws);
+}
+
+static void run_ref(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
+                    int8_t *ws) {
+  qgemm_drive(k, g, m0, m1, ws, tile_ref, NULL);
 }
 
 void kiln_qgemm_naive(int64_t M, int64_t N, int64_t K, const void *x, int x_unsigned, int32_t zp_x,

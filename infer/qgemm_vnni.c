@@ -2,7 +2,7 @@
  * 4 products into int32 (no saturation). Activations arrive with their sign bit
  * flipped (int8 x + 128) and the driver's bias subtracts 128 * colsum(W). 8 rows x 16
  * columns per tile; one row splits K over 4 accumulators to hide the latency. */
-#include "qgemm.h"
+#include "qgemm_driver.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -47,7 +47,52 @@ static void tile_vnni(int64_t kp, const int8_t *a, int rows, const int8_t *pb, i
   else tile8(kp, a, pb, acc);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_VNNI, "vnni", 8, 1, tile_vnni};
+/* The epilogue of qgemm_driver.h for a whole 16-column panel, 8 columns per vector in
+ * 64-bit lanes: the same integer operations as kiln_q_mul, step for step. */
+static void store_panel(const kiln_qgemm_args *g, const int32_t *acc, int64_t m, int rows,
+                        int64_t n0) {
+  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi64(1);
+  const __m512i i32max = _mm512_set1_epi64(INT32_MAX), i32min = _mm512_set1_epi64(INT32_MIN);
+  const __m512i nudge_pos = _mm512_set1_epi64((int64_t)1 << 30);
+  const __m512i nudge_neg = _mm512_set1_epi64(1 - ((int64_t)1 << 30));
+  const __m512i trunc_fix = _mm512_set1_epi64(((int64_t)1 << 31) - 1);
+  const __m512i zp = _mm512_set1_epi64(g->zp_y), lo = _mm512_set1_epi64(g->lo),
+                hi = _mm512_set1_epi64(g->hi);
+  for (int h = 0; h < 2; h++) {
+    int64_t c = n0 + 8 * h;
+    __m512i bias = _mm512_loadu_si512((const void *)(g->bias + c));
+    __m512i mult = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(g->mult + c)));
+    __m512i sh = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(g->shift + c)));
+    __m512i left = _mm512_max_epi64(sh, zero);
+    __m512i right = _mm512_max_epi64(_mm512_sub_epi64(zero, sh), zero);
+    __m512i mask = _mm512_sub_epi64(_mm512_sllv_epi64(one, right), one);
+    __m512i half = _mm512_srai_epi64(mask, 1);
+    for (int r = 0; r < rows; r++) {
+      __m512i a = _mm512_cvtepi32_epi64(
+          _mm256_loadu_si256((const __m256i *)(acc + r * KILN_QGEMM_NR + 8 * h)));
+      __m512i t = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(a, bias), i32min), i32max);
+      __m512i xl = _mm512_min_epi64(_mm512_max_epi64(_mm512_sllv_epi64(t, left), i32min), i32max);
+      __m512i ab = _mm512_mul_epi32(xl, mult); /* int32 x int32 -> int64 */
+      __m512i s = _mm512_add_epi64(
+          ab, _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(ab, zero), nudge_pos, nudge_neg));
+      s = _mm512_mask_add_epi64(s, _mm512_cmplt_epi64_mask(s, zero), s, trunc_fix);
+      __m512i hh = _mm512_srai_epi64(s, 31); /* (ab + nudge) / 2^31, toward zero */
+      __m512i rem = _mm512_and_si512(hh, mask);
+      __m512i thr = _mm512_mask_add_epi64(half, _mm512_cmplt_epi64_mask(hh, zero), half, one);
+      __m512i res = _mm512_srav_epi64(hh, right);
+      res = _mm512_mask_add_epi64(res, _mm512_cmpgt_epi64_mask(rem, thr), res, one);
+      __m512i v = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(res, zp), lo), hi);
+      _mm_storel_epi64((__m128i *)((int8_t *)g->y + (m + r) * g->N + c), _mm512_cvtepi64_epi8(v));
+    }
+  }
+}
+
+static void run_vnni(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
+                     int8_t *ws) {
+  qgemm_drive(k, g, m0, m1, ws, tile_vnni, store_panel);
+}
+
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_VNNI, "vnni", 8, 1, tile_vnni, run_vnni};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_vnni(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_vnni(void) { return 0; }

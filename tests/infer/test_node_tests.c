@@ -22,7 +22,9 @@
 
 static const char *const OPS[] = {"gemm", "matmul", "add", "sub", "mul", "div", "relu",
                                   "leakyrelu", "sigmoid", "tanh", "softmax", "logsoftmax",
-                                  "concat", "flatten", "reshape", "identity", "dropout", "cast"};
+                                  "concat", "flatten", "reshape", "identity", "dropout", "cast",
+                                  "quantizelinear", "dequantizelinear", "dynamicquantizelinear",
+                                  "matmulinteger", "qlinearmatmul"};
 
 /* Tests kiln does not run, and why (kept in step with docs/onnx-node-tests.md). */
 static const struct {
@@ -44,6 +46,7 @@ static const struct {
     {"test_cast_STRING_to_FLOAT", "string tensors are not supported"},
     {"test_identity_opt", "optional-typed values are not supported"},
     {"test_identity_sequence", "sequence-typed values are not supported"},
+    {"test_qlinearmatmul_3D", "QLinearMatMul with a batched (3-D) b: kiln takes a 2-D b"},
 };
 
 static const char *skip_reason(const char *name) {
@@ -139,23 +142,36 @@ static int load_tensor(const char *path, kiln_tensor_view *v, char *why, size_t 
   return ok;
 }
 
+/* Whether input k of op is a quantization parameter (a scale or zero point) that
+ * kiln fixes at create. */
+static int is_qparam(const char *op, int k) {
+  if (strcmp(op, "QuantizeLinear") == 0 || strcmp(op, "DequantizeLinear") == 0) return k >= 1;
+  if (strcmp(op, "QLinearMatMul") == 0) return k != 0 && k != 3;
+  return 0;
+}
+
 /* kiln plans shapes at create, so a Reshape's shape given as a graph input is made
- * an initializer from the test's data (the test then feeds the other inputs). */
+ * an initializer from the test's data (the test then feeds the other inputs); so are
+ * the scales and zero points of QuantizeLinear, DequantizeLinear and QLinearMatMul. */
 static int freeze_shape_inputs(kiln_ir_graph *g, kiln_tensor_view *in, int *n_in) {
   int frozen = 0;
   for (int i = 0; i < g->n_inputs;) {
     kiln_ir_value *v = &g->inputs[i];
-    int is_shape = 0;
-    for (int k = 0; k < g->n_nodes; k++)
+    int is_shape = 0, is_q = 0;
+    for (int k = 0; k < g->n_nodes; k++) {
       if (strcmp(g->nodes[k].op_type, "Reshape") == 0 && g->nodes[k].n_inputs > 1 &&
           strcmp(g->nodes[k].inputs[1], v->name) == 0)
         is_shape = 1;
-    if (!is_shape || in[i].dtype != KILN_DTYPE_INT64) {
+      for (int j = 0; j < g->nodes[k].n_inputs; j++)
+        if (is_qparam(g->nodes[k].op_type, j) && strcmp(g->nodes[k].inputs[j], v->name) == 0)
+          is_q = 1;
+    }
+    if (!is_q && (!is_shape || in[i].dtype != KILN_DTYPE_INT64)) {
       i++;
       continue;
     }
     kiln_error e = {0};
-    if (kiln_ir_add_initializer(g, v->name, KILN_DTYPE_INT64, in[i].dims, in[i].rank, in[i].data,
+    if (kiln_ir_add_initializer(g, v->name, in[i].dtype, in[i].dims, in[i].rank, in[i].data,
                                 &e))
       return -1;
     free(v->name);
@@ -247,6 +263,12 @@ static void run_one(const char *dir, const char *name, tally *t) {
       if (got[o].dtype == KILN_DTYPE_FLOAT) {
         a = ((float *)got[o].data)[i];
         b = ((float *)want[o].data)[i];
+      } else if (got[o].dtype == KILN_DTYPE_INT32) {
+        a = ((int32_t *)got[o].data)[i];
+        b = ((int32_t *)want[o].data)[i];
+      } else if (got[o].dtype == KILN_DTYPE_INT8) {
+        a = ((int8_t *)got[o].data)[i];
+        b = ((int8_t *)want[o].data)[i];
       } else {
         a = ((unsigned char *)got[o].data)[i];
         b = ((unsigned char *)want[o].data)[i];

@@ -52,9 +52,12 @@ static int run_case(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K,
   for (int64_t n = 0; n < N; n++) {
     double sw = 1e-4 + (rnd(&seed) % 1000) * 1e-5, sy = 0.01 + (rnd(&seed) % 1000) * 1e-3;
     int sh;
-    kiln_q_multiplier(sx * sw / sy, &mult[n], &sh);
+    /* every 4th case: multipliers above 1 (left shifts) and biases that saturate */
+    double big = (seed & 3) == 0 ? 2000.0 * (1 + n % 3) : 1.0;
+    kiln_q_multiplier(sx * sw / sy * big, &mult[n], &sh);
     shift[n] = sh;
     bq[n] = use_bias ? (int64_t)(rnd(&seed) % 200001) - 100000 : 0;
+    if ((seed & 3) == 0 && use_bias && n % 5 == 1) bq[n] = (n & 2 ? 1 : -1) * ((int64_t)1 << 31);
   }
   int32_t lo = yu ? 0 : -128, hi = yu ? 255 : 127;
   if (relu && zp_y > lo) lo = zp_y;

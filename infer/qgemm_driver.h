@@ -1,0 +1,60 @@
+/* kiln runtime — the int8 GEMM driver, included by each qgemm_*.c so that it is
+ * compiled with that file's instruction set (the same C, so the same integers): pack
+ * a block of A rows (flipping the sign bit when the kernel reads the other
+ * signedness, zero-padding K to a multiple of 4), run the tile over every W panel,
+ * then the requantizing epilogue of qgemm.h. A file may supply a faster store of
+ * whole 16-column panels (QGEMM_STORE_PANEL) computing the same integer formula. */
+#ifndef KILN_INFER_QGEMM_DRIVER_H
+#define KILN_INFER_QGEMM_DRIVER_H
+
+#include <string.h>
+
+#include "qgemm.h"
+
+/* The epilogue for rows x ncols of a tile: y = clamp(zp_y + q_mul(sat32(acc + bias))). */
+static inline void qgemm_store_scalar(const kiln_qgemm_args *g, const int32_t *acc, int64_t m,
+                                      int rows, int64_t n0, int ncols) {
+  for (int r = 0; r < rows; r++) {
+    int8_t *ys = (int8_t *)g->y + (m + r) * g->N + n0;
+    for (int j = 0; j < ncols; j++) {
+      int64_t n = n0 + j;
+      int64_t t = (int64_t)acc[r * KILN_QGEMM_NR + j] + g->bias[n];
+      t = t > INT32_MAX ? INT32_MAX : t < INT32_MIN ? INT32_MIN : t;
+      int64_t v = (int64_t)g->zp_y + kiln_q_mul((int32_t)t, g->mult[n], g->shift[n]);
+      v = v < g->lo ? g->lo : v > g->hi ? g->hi : v;
+      ys[j] = (int8_t)(uint8_t)v; /* the low byte: int8 or uint8 alike */
+    }
+  }
+}
+
+static inline __attribute__((always_inline)) void qgemm_drive(
+    const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1, int8_t *ws,
+    kiln_qtile_fn tile,
+    void (*store_panel)(const kiln_qgemm_args *, const int32_t *, int64_t, int, int64_t)) {
+  int64_t K = g->K, kp = kiln_qgemm_kp(K), P = (g->N + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR;
+  uint8_t flip = k->a_unsigned != g->x_unsigned ? 0x80 : 0;
+  int32_t acc[KILN_QGEMM_MAX_MR * KILN_QGEMM_NR];
+  for (int64_t m = m0; m < m1; m += k->mr) {
+    int rows = (int)(m1 - m < k->mr ? m1 - m : k->mr);
+    int trows = rows == 1 ? 1 : k->mr; /* a partial block computes zero rows */
+    for (int r = 0; r < trows; r++) {
+      uint8_t *dst = (uint8_t *)ws + r * kp;
+      if (r < rows) {
+        const uint8_t *src = (const uint8_t *)g->x + (m + r) * K;
+        for (int64_t kk = 0; kk < K; kk++) dst[kk] = src[kk] ^ flip;
+        for (int64_t kk = K; kk < kp; kk++) dst[kk] = 0;
+      } else {
+        memset(dst, 0, (size_t)kp);
+      }
+    }
+    for (int64_t p = 0; p < P; p++) {
+      tile(kp, ws, trows, g->pb + p * kp * KILN_QGEMM_NR, acc);
+      int64_t n0 = p * KILN_QGEMM_NR;
+      int ncols = (int)(g->N - n0 < KILN_QGEMM_NR ? g->N - n0 : KILN_QGEMM_NR);
+      if (store_panel && ncols == KILN_QGEMM_NR) store_panel(g, acc, m, rows, n0);
+      else qgemm_store_scalar(g, acc, m, rows, n0, ncols);
+    }
+  }
+}
+
+#endif
