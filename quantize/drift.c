@@ -484,7 +484,7 @@ kiln_status kiln_drift_run(const kiln_drift_model *reference, const kiln_drift_m
                         (long long)cand.out_cols);
     goto fail;
   }
-  int64_t rows;
+  int64_t rows = 0;
   if ((st = check_data(data, &ref, &cand, &rows, err))) goto fail;
   if (opt.max_rows > 0 && rows > opt.max_rows) rows = opt.max_rows;
   int64_t cols = ref.out_cols;

@@ -34,7 +34,7 @@ static const char *data_dir(void) {
 /* Runs `kiln ARGS` in the scratch folder (stdout to out.txt, stderr to err.txt);
  * returns the exit status. */
 static int run_kiln(const char *args) {
-  char cmd[4096];
+  char cmd[8192];
   snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >out.txt 2>err.txt", dir, kiln, args);
   int s = system(cmd);
   return WIFEXITED(s) ? WEXITSTATUS(s) : -1;
