@@ -47,6 +47,7 @@ typedef struct kiln_qgemm_kernel {
   const char *name;
   int mr;
   int a_unsigned; /* the kernel reads A as uint8 (VNNI) rather than int8 */
+  int a_int16;    /* the driver widens A to int16 (rows of kp int16) for the tile */
   kiln_qtile_fn tile;
   kiln_qrun_fn run;
 } kiln_qgemm_kernel;

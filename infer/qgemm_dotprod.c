@@ -46,7 +46,7 @@ static void run_dotprod(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, in
   qgemm_drive(k, g, m0, m1, ws, tile_dotprod, NULL);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_DOTPROD, "dotprod", 4, 0, tile_dotprod, run_dotprod};
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_DOTPROD, "dotprod", 4, 0, 0, tile_dotprod, run_dotprod};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_dotprod(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_dotprod(void) { return 0; }

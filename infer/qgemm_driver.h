@@ -38,9 +38,16 @@ static inline __attribute__((always_inline)) void qgemm_drive(
     int rows = (int)(m1 - m < k->mr ? m1 - m : k->mr);
     int trows = rows == 1 ? 1 : k->mr; /* a partial block computes zero rows */
     for (int r = 0; r < trows; r++) {
+      const uint8_t *src = r < rows ? (const uint8_t *)g->x + (m + r) * K : NULL;
+      if (k->a_int16) { /* widened: the int8 value of x ^ flip */
+        int16_t *dst = (int16_t *)(void *)ws + r * kp;
+        int64_t n = r < rows ? K : 0;
+        for (int64_t kk = 0; kk < n; kk++) dst[kk] = (int8_t)(src[kk] ^ flip);
+        for (int64_t kk = n; kk < kp; kk++) dst[kk] = 0;
+        continue;
+      }
       uint8_t *dst = (uint8_t *)ws + r * kp;
       if (r < rows) {
-        const uint8_t *src = (const uint8_t *)g->x + (m + r) * K;
         for (int64_t kk = 0; kk < K; kk++) dst[kk] = src[kk] ^ flip;
         for (int64_t kk = K; kk < kp; kk++) dst[kk] = 0;
       } else {

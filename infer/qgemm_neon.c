@@ -50,7 +50,7 @@ static void run_neon(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64
   qgemm_drive(k, g, m0, m1, ws, tile_neon, NULL);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_NEON, "neon", 4, 0, tile_neon, run_neon};
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_NEON, "neon", 4, 0, 0, tile_neon, run_neon};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_neon(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_neon(void) { return 0; }

@@ -20,7 +20,7 @@ static void tile_ref(int64_t kp, const int8_t *a, int rows, const int8_t *pb, in
 
 static void run_ref(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
                     int8_t *ws);
-static const kiln_qgemm_kernel ref_kernel = {KILN_KERNEL_REF, "ref", 4, 0, tile_ref, run_ref};
+static const kiln_qgemm_kernel ref_kernel = {KILN_KERNEL_REF, "ref", 4, 0, 0, tile_ref, run_ref};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_ref(void) { return &ref_kernel; }
 
 const kiln_qgemm_kernel *kiln_qgemm_select(const kiln_cpu *cpu, kiln_kernel_path path,
@@ -117,7 +117,7 @@ void kiln_qgemm_bias(const kiln_qgemm_kernel *k, int x_unsigned, int64_t N, cons
 }
 
 size_t kiln_qgemm_workspace_bytes(const kiln_qgemm_kernel *k, int64_t K) {
-  return (size_t)(k->mr * kiln_qgemm_kp(K)) + 64;
+  return (size_t)(k->mr * kiln_qgemm_kp(K)) * (k->a_int16 ? 2 : 1) + 64;
 }
 
 void kiln_qgemm_run(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,

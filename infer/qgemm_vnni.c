@@ -92,7 +92,7 @@ static void run_vnni(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64
   qgemm_drive(k, g, m0, m1, ws, tile_vnni, store_panel);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_VNNI, "vnni", 8, 1, tile_vnni, run_vnni};
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_VNNI, "vnni", 8, 1, 0, tile_vnni, run_vnni};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_vnni(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_vnni(void) { return 0; }
