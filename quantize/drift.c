@@ -55,30 +55,6 @@ void kiln_drift_report_free(kiln_drift_report *r) {
 
 /* --- models -------------------------------------------------------------------------- */
 
-/* A JSON array of exactly n numbers ("[0.5, 1e3]") into a new array; NULL otherwise. */
-static float *parse_floats(const char *text, int64_t n) {
-  if (!text || n <= 0) return NULL;
-  const char *p = text;
-  while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
-  if (*p++ != '[') return NULL;
-  float *v = malloc((size_t)n * sizeof *v);
-  if (!v) return NULL;
-  for (int64_t i = 0; i < n; i++) {
-    char *end;
-    double d = strtod(p, &end);
-    if (end == p || !isfinite(d)) goto bad;
-    v[i] = (float)d;
-    p = end;
-    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
-    if (*p != (i + 1 < n ? ',' : ']')) goto bad;
-    p++;
-  }
-  return v;
-bad:
-  free(v);
-  return NULL;
-}
-
 void drift_model_free(drift_model *m) {
   if (m->own_session) kiln_session_free(m->session);
   if (m->own_graph) kiln_ir_free(m->graph);
@@ -165,19 +141,9 @@ static kiln_status model_open(const kiln_drift_model *src, const char *role,
     m->dense_only = !(readers == 1 && gemm == 1);
   }
   if (opt->standardize && m->graph) {
-    const char *mt = kiln_ir_get_meta(m->graph, "kiln.input_mean");
-    const char *sd = kiln_ir_get_meta(m->graph, "kiln.input_std");
-    if (mt || sd) {
-      m->mean = parse_floats(mt, m->width);
-      m->std = parse_floats(sd, m->width);
-      if (!m->mean || !m->std)
-        return kiln_error_set(err, KILN_E_FORMAT,
-                              "%s model %s: metadata kiln.input_mean/kiln.input_std is not %lld "
-                              "numbers",
-                              role, drift_model_name(m), (long long)m->width);
-      for (int64_t c = 0; c < m->width; c++)
-        if (m->std[c] == 0.0f) m->std[c] = 1.0f;
-    }
+    kiln_status st = kiln_ir_input_standardization(m->graph, m->width, &m->mean, &m->std, err);
+    if (st)
+      return kiln_error_prefix(err, "%s model %s", role, drift_model_name(m));
   }
   return KILN_OK;
 }

@@ -274,22 +274,6 @@ static int load_input(const predict_args *a, int64_t width, int64_t out_cols, pr
   return CLI_EXIT_OK;
 }
 
-/* --- metadata ------------------------------------------------------------------------ */
-
-/* A JSON array of numbers (kiln.input_mean) into a new array of exactly n floats. */
-static float *meta_floats(const char *text, int64_t n) {
-  if (!text) return NULL;
-  cJSON *a = cJSON_Parse(text);
-  float *v = NULL;
-  if (cJSON_IsArray(a) && cJSON_GetArraySize(a) == n && (v = malloc((size_t)n * sizeof *v))) {
-    int64_t i = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, a) v[i++] = cJSON_IsNumber(it) ? (float)it->valuedouble : NAN;
-  }
-  cJSON_Delete(a);
-  return v;
-}
-
 /* --- output ------------------------------------------------------------------------- */
 
 static int write_csv(const char *path, const float *v, int64_t rows, int64_t cols,
@@ -404,16 +388,11 @@ int cmd_predict(int argc, char **argv) {
     goto done;
   }
 
-  const char *mean_text = kiln_ir_get_meta(g, "kiln.input_mean");
-  const char *std_text = kiln_ir_get_meta(g, "kiln.input_std");
-  if (mean_text || std_text) {
-    mean = meta_floats(mean_text, width);
-    std = meta_floats(std_text, width);
-    if (!mean || !std) {
-      rc = cli_error(CMD, "%s: metadata kiln.input_mean/kiln.input_std is not %lld numbers",
-                     a.model, (long long)width);
-      goto done;
-    }
+  if (kiln_ir_input_standardization(g, width, &mean, &std, &err)) {
+    rc = cli_error(CMD, "%s: %s", a.model, err.message);
+    goto done;
+  }
+  if (mean) {
     if (tokens) {
       rc = cli_error(CMD, "%s: the model asks for standardized inputs; token input cannot be",
                      a.model);

@@ -141,6 +141,28 @@ int cmd_quantize(int argc, char **argv) {
       rc = cli_kiln_error(CMD, &err);
       goto done;
     }
+    /* Calibrate on what the model sees: rows standardized as its metadata says
+     * (kiln train --standardize), exactly as kiln predict feeds them. */
+    float *mean = NULL, *std = NULL;
+    if (kiln_ir_input_standardization(g, train.x.cols, &mean, &std, &err)) {
+      kiln_error_prefix(&err, "%s", in);
+      rc = cli_kiln_error(CMD, &err);
+      goto done;
+    }
+    if (mean && kiln_matrix_is_sparse(&train.x)) {
+      free(mean);
+      free(std);
+      rc = cli_error(CMD, "%s: the model asks for standardized inputs, which sparse rows of %s "
+                     "cannot be", in, calib);
+      goto done;
+    }
+    if (mean)
+      for (int64_t r = 0; r < train.x.rows; r++)
+        for (int64_t c = 0; c < train.x.cols; c++)
+          train.x.values[r * train.x.cols + c] =
+              (train.x.values[r * train.x.cols + c] - mean[c]) / std[c];
+    free(mean);
+    free(std);
     if (kiln_calibrate(g, &train.x, &co, &cal, &err)) {
       kiln_error_prefix(&err, "%s with --calibrate %s", in, calib);
       rc = cli_kiln_error(CMD, &err);

@@ -191,6 +191,13 @@ const kiln_ir_tensor *kiln_ir_find_initializer(const kiln_ir_graph *g, const cha
 const kiln_ir_attr *kiln_ir_node_attr(const kiln_ir_node *n, const char *name);
 const char *kiln_ir_get_meta(const kiln_ir_graph *g, const char *key); /* NULL if absent */
 
+/* The input standardization a kiln-exported model records (metadata kiln.input_mean and
+ * kiln.input_std: JSON arrays of `features` numbers; x' = (x - mean) / std). On success
+ * *mean and *std are malloc'd arrays the caller frees (a std of 0 becomes 1), or both
+ * NULL when the model records none. Malformed metadata is KILN_E_FORMAT. */
+kiln_status kiln_ir_input_standardization(const kiln_ir_graph *g, int64_t features, float **mean,
+                                          float **std, kiln_error *err);
+
 /* Orders the nodes so every node follows the producers of its inputs. Fails with a
  * message naming a node when an input is produced nowhere (a dangling edge) or the
  * nodes form a cycle. */

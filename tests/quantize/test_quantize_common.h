@@ -81,7 +81,7 @@ static inline void q_onnx_check(const char *path) {
 
 /* Runs model on x with ONNX Runtime; returns the output (rows x cols, caller frees). */
 static inline int q_ort_run(const char *runjs, const char *model, const kiln_matrix *x, kiln_matrix *y) {
-  char in[512], out[512], cmd[2048];
+  char in[512], out[512], cmd[4096];
   q_tmp(in, sizeof in, "ort_in.npy");
   q_tmp(out, sizeof out, "ort_out.npy");
   kiln_error err = {0};
