@@ -28,10 +28,7 @@ void kiln_exec_quantize(kiln_session *s, const kiln_step *st, int64_t batch) {
   int u = ov->dtype == KILN_DTYPE_UINT8;
   void *y = s->ptr[st->out[0]];
   if (C == 1) { /* per tensor: a loop the compiler can vectorize */
-    float sc = q->scale[0];
-    int32_t zp = q->zp[0], lo = q->lo, hi = q->hi;
-    uint8_t *yb = y;
-    for (int64_t i = 0; i < n; i++) yb[i] = (uint8_t)kiln_q_quantize(x[i], sc, zp, lo, hi);
+    s->quantize_row(x, n, q->scale[0], q->zp[0], q->lo, q->hi, y);
     return;
   }
   for (int64_t i = 0; i < n; i++) {

@@ -102,6 +102,13 @@ static inline int32_t kiln_q_quantize(float x, float scale, int32_t zp, int32_t 
   return q < lo ? lo : q > hi ? hi : q;
 }
 
+/* QuantizeLinear of n floats with one scale into int8/uint8 bytes (lo < 0: int8). */
+typedef void (*kiln_quantize_row_fn)(const float *x, int64_t n, float scale, int32_t zp,
+                                     int32_t lo, int32_t hi, uint8_t *y);
+void kiln_quantize_row_ref(const float *x, int64_t n, float scale, int32_t zp, int32_t lo,
+                           int32_t hi, uint8_t *y);
+kiln_quantize_row_fn kiln_quantize_row_avx2(void); /* NULL where not built */
+
 /* One int8 GEMM as the session runs it. */
 typedef struct kiln_qgemm_args {
   int64_t M, N, K;

@@ -106,6 +106,11 @@ void kiln_q_multiplier(double m, int32_t *mult, int *shift) {
   *shift = e;
 }
 
+void kiln_quantize_row_ref(const float *x, int64_t n, float scale, int32_t zp, int32_t lo,
+                           int32_t hi, uint8_t *y) {
+  for (int64_t i = 0; i < n; i++) y[i] = (uint8_t)kiln_q_quantize(x[i], scale, zp, lo, hi);
+}
+
 /* --- the driver ------------------------------------------------------------------ */
 
 void kiln_qgemm_bias(const kiln_qgemm_kernel *k, int x_unsigned, int64_t N, const int64_t *bias_q,

@@ -1566,6 +1566,9 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
     kiln_session_free(s);
     return err ? err->status : KILN_E_UNSUPPORTED;
   }
+  s->quantize_row = kiln_quantize_row_ref;
+  if (s->qkern->path != KILN_KERNEL_REF && s->cpu.avx2_fma && kiln_quantize_row_avx2())
+    s->quantize_row = kiln_quantize_row_avx2();
   int64_t opset = kiln_ir_opset_version(g, "");
   s->opset = opset ? (int)opset : OPSET_DEFAULT;
   if (s->opset < OPSET_MIN || s->opset > OPSET_MAX) {

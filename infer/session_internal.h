@@ -136,6 +136,7 @@ struct kiln_session {
   kiln_cpu cpu;
   const kiln_sgemm_kernel *kern;
   const kiln_qgemm_kernel *qkern; /* the int8 path */
+  kiln_quantize_row_fn quantize_row; /* QuantizeLinear per tensor (plain C on REF) */
   int64_t max_qk;                 /* largest K of a QGEMM step */
   int8_t **qws;                   /* per thread: int8 A-block workspace */
   int64_t max_batch;

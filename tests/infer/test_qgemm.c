@@ -168,12 +168,42 @@ static void test_requant(void **s) {
   assert_int_equal(kiln_q_quantize(1.0f, 0.25f, 100, 0, 255), 104);
 }
 
+/* The vectorized QuantizeLinear rows equal the scalar definition byte for byte. */
+static void test_quantize_rows(void **s) {
+  (void)s;
+  kiln_cpu cpu;
+  kiln_cpu_detect(&cpu);
+  kiln_quantize_row_fn f = cpu.avx2_fma ? kiln_quantize_row_avx2() : NULL;
+  if (!f) {
+    printf("no vectorized quantize row on this CPU/build; skipped\n");
+    return;
+  }
+  enum { N = 4099 };
+  static float x[N];
+  static uint8_t a[N], b[N];
+  uint32_t seed = 11;
+  for (int i = 0; i < N; i++) {
+    uint32_t r = rnd(&seed) % 16;
+    x[i] = r == 0 ? NAN : r == 1 ? INFINITY : r == 2 ? -INFINITY : r == 3 ? 1e30f
+         : r == 4 ? (float)((int)(rnd(&seed) % 512) - 256) * 0.5f /* ties at scale 1 */
+         : ((float)(rnd(&seed) % 200000) - 100000.0f) * 1e-3f;
+  }
+  static const float scales[] = {1.0f, 0.5f, 0.0078125f, 0.037f, 3.0f};
+  for (size_t si = 0; si < sizeof scales / sizeof *scales; si++)
+    for (int u = 0; u < 2; u++) {
+      int32_t lo = u ? 0 : -128, hi = u ? 255 : 127, zp = u ? 128 : -5;
+      kiln_quantize_row_ref(x, N, scales[si], zp, lo, hi, a);
+      f(x, N, scales[si], zp, lo, hi, b);
+      assert_memory_equal(a, b, N);
+    }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_requant),     cmocka_unit_test(test_ref),
       cmocka_unit_test(test_avx2),        cmocka_unit_test(test_vnni),
       cmocka_unit_test(test_neon),        cmocka_unit_test(test_dotprod),
-      cmocka_unit_test(test_auto_is_available),
+      cmocka_unit_test(test_auto_is_available), cmocka_unit_test(test_quantize_rows),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
