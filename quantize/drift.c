@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "drift_internal.h"
+#include "kiln/quantize.h"
 
 void kiln_drift_options_init(kiln_drift_options *opt) {
   memset(opt, 0, sizeof *opt);
@@ -80,6 +81,11 @@ static kiln_status model_open(const kiln_drift_model *src, const char *role,
       return st;
     }
     m->own_graph = 1;
+    /* Pruned weights stored compactly (kiln quantize --prune) become dense again. */
+    if ((st = kiln_sparse_unpack(m->graph, NULL, err))) {
+      kiln_error_prefix(err, "%s model %s", role, src->path);
+      return st;
+    }
   } else if (!src->session) {
     return kiln_error_set(err, KILN_E_INVALID, "drift: the %s model has no path, graph or session",
                           role);

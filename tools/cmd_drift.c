@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "kiln/data.h"
 #include "kiln/drift.h"
+#include "kiln/quantize.h"
 #include "kiln/infer.h"
 
 static const char *const CMD = "drift";
@@ -477,6 +478,11 @@ int cmd_drift(int argc, char **argv) {
   if (kiln_onnx_read_file(a.reference, &gr, &err) ||
       kiln_onnx_read_file(a.candidate, &gc, &err)) {
     kiln_error_prefix(&err, "%s", gr ? a.candidate : a.reference);
+    rc = cli_kiln_error(CMD, &err);
+    goto done;
+  }
+  /* Pruned weights stored compactly (kiln quantize --prune) become dense again. */
+  if (kiln_sparse_unpack(gr, NULL, &err) || kiln_sparse_unpack(gc, NULL, &err)) {
     rc = cli_kiln_error(CMD, &err);
     goto done;
   }

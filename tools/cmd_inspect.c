@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "kiln/infer.h"
+#include "kiln/quantize.h"
 
 static const char *const CMD = "inspect";
 
@@ -204,6 +205,11 @@ int cmd_inspect(int argc, char **argv) {
   kiln_error err = {0};
   kiln_ir_graph *g = NULL;
   if (kiln_onnx_read_file(path, &g, &err)) return cli_kiln_error(CMD, &err);
+  /* Pruned weights stored compactly (kiln quantize --prune) become dense again. */
+  if (kiln_sparse_unpack(g, NULL, &err)) {
+    kiln_ir_free(g);
+    return cli_kiln_error(CMD, &err);
+  }
 
   int rc = CLI_EXIT_OK;
   shape_table t = {0};
