@@ -19,6 +19,27 @@
 #include "kiln/infer.h"
 #include "session_internal.h"
 
+/* A malloc counter (as in test_session): run must not allocate. Not under ASan. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(__SANITIZE_MEMORY__)
+#define COUNT_MALLOC 0
+#else
+#define COUNT_MALLOC 1
+#endif
+static long g_allocs;
+#if COUNT_MALLOC && defined(__GLIBC__)
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+void *malloc(size_t n) { __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED); return __libc_malloc(n); }
+void *calloc(size_t a, size_t b) { __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED); return __libc_calloc(a, b); }
+void *realloc(void *p, size_t n) { __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED); return __libc_realloc(p, n); }
+void *aligned_alloc(size_t al, size_t n) { __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED); return __libc_memalign(al, n); }
+#define HAVE_COUNTER 1
+#else
+#define HAVE_COUNTER 0
+#endif
+
 #define OK(call)                                                      \
   do {                                                                \
     kiln_error e_ = {0};                                              \
@@ -377,6 +398,7 @@ static void check_model(const model *m, int threads) {
     }
     /* one QGEMM per layer, int8 handed from layer to layer: only the first quantize
      * and the last dequantize remain */
+    if (HAVE_COUNTER) assert_true(g_allocs > 0); /* the counter sees kiln's allocations */
     assert_int_equal(count_op(s, KILN_OP_QGEMM), m->L);
     assert_int_equal(count_op(s, KILN_OP_QUANTIZE), 1);
     assert_int_equal(count_op(s, KILN_OP_DEQUANTIZE), 1);
@@ -391,7 +413,9 @@ static void check_model(const model *m, int threads) {
       in.dims[0] = bt;
       in.dims[1] = K0;
       in.data = x;
+      long before = __atomic_load_n(&g_allocs, __ATOMIC_RELAXED);
       if (kiln_session_run(s, &in, 1, &out, 1, &e)) fail_msg("run: %s", e.message);
+      if (HAVE_COUNTER) assert_int_equal(__atomic_load_n(&g_allocs, __ATOMIC_RELAXED) - before, 0);
       assert_int_equal(out.dims[0], bt);
       assert_int_equal(out.dims[1], NL);
       const float *y = out.data;
