@@ -16,6 +16,7 @@
 #include "kiln/callbacks.h"
 #include "kiln/data.h"
 #include "kiln/export.h"
+#include "kiln/quantize.h"
 #include "kiln/train.h"
 
 static const char *const CMD = "train";
@@ -50,6 +51,22 @@ void cmd_train_usage(FILE *out) {
           "  --batch-size N          rows per gradient step\n"
           "  --validation-split F    the last fraction F of the training rows, in [0, 1)\n"
           "  --verbose 0|1|2         0 silent, 1 progress bar, 2 one line per epoch\n"
+          "\n"
+          "Pruning during training (TF Model Optimization's PolynomialDecay schedule):\n"
+          "  --prune S               magnitude-prune every Dense kernel while training, from\n"
+          "                          sparsity 0 up to S in [0, 1) (cubic ramp); the pruned\n"
+          "                          weights are held at exactly 0 after every batch\n"
+          "  --prune-begin STEP      first optimizer step (batch) of the ramp (default 0)\n"
+          "  --prune-end STEP        step at which S is reached (> --prune-begin); default 2/3\n"
+          "                          of the optimizer steps this command runs, so the last\n"
+          "                          third fine-tunes at the final sparsity\n"
+          "  --prune-frequency N     steps between mask updates inside the ramp; default 100\n"
+          "                          (the library's), or (end - begin) / 20 when that is\n"
+          "                          smaller (at least 1), so that a short run still ramps in\n"
+          "                          about 20 updates\n"
+          "                          The sparsity reached by each Dense kernel is printed and\n"
+          "                          given in --json as \"sparsity\". Steps are counted over\n"
+          "                          the epochs this command runs (with --resume, from there)\n"
           "\n"
           "Output:\n"
           "  --history FILE.csv      write the per-epoch figures (Keras' History) as CSV\n"
@@ -108,11 +125,17 @@ typedef struct train_args {
   int json;
   const char *resume;         /* a training state file or a folder holding one */
   const char *checkpoint_dir; /* where to write the state after every epoch */
+  int has_prune;              /* --prune S: the pruning schedule */
+  double prune;
+  int64_t prune_begin;        /* -1: 0 */
+  int64_t prune_end;          /* -1: 2/3 of the steps of the run */
+  int64_t prune_frequency;    /* 0: min(100, (end - begin) / 20), at least 1 */
 } train_args;
 
 static int parse_args(int argc, char **argv, train_args *a) {
   memset(a, 0, sizeof *a);
   a->verbose = -1;
+  a->prune_begin = a->prune_end = -1;
   int options_done = 0;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
@@ -180,6 +203,18 @@ static int parse_args(int argc, char **argv, train_args *a) {
       a->resume = v;
     } else if (OPTION("--checkpoint-dir")) {
       a->checkpoint_dir = v;
+    } else if (OPTION("--prune")) {
+      if (r > 0 && cli_parse_double(CMD, "--prune", v, 0.0, 1.0, 1, &a->prune)) r = -1;
+      a->has_prune = 1;
+    } else if (OPTION("--prune-begin")) {
+      if (r > 0 && cli_parse_int64(CMD, "--prune-begin", v, 0, INT64_MAX / 2, &a->prune_begin))
+        r = -1;
+    } else if (OPTION("--prune-end")) {
+      if (r > 0 && cli_parse_int64(CMD, "--prune-end", v, 1, INT64_MAX / 2, &a->prune_end)) r = -1;
+    } else if (OPTION("--prune-frequency")) {
+      if (r > 0 &&
+          cli_parse_int64(CMD, "--prune-frequency", v, 1, INT64_MAX / 2, &a->prune_frequency))
+        r = -1;
     } else {
       return cli_usage_error(CMD, "unknown option \"%s\"", arg);
     }
@@ -191,6 +226,11 @@ static int parse_args(int argc, char **argv, train_args *a) {
   if (!a->data) return cli_usage_error(CMD, "missing --data NAME|FILE");
   if (a->history_path && a->output_path && strcmp(a->history_path, a->output_path) == 0)
     return cli_usage_error(CMD, "--history and --output name the same file %s", a->history_path);
+  if (!a->has_prune && (a->prune_begin >= 0 || a->prune_end >= 0 || a->prune_frequency))
+    return cli_usage_error(CMD, "--prune-begin, --prune-end and --prune-frequency need --prune S");
+  if (a->prune_begin >= 0 && a->prune_end >= 0 && a->prune_end <= a->prune_begin)
+    return cli_usage_error(CMD, "--prune-end %lld must be greater than --prune-begin %lld",
+                           (long long)a->prune_end, (long long)a->prune_begin);
   if (a->resume && a->has_seed)
     return cli_usage_error(CMD, "--seed cannot be combined with --resume (the training state "
                                 "holds the generator states)");
@@ -332,6 +372,8 @@ typedef struct train_run {
   char *json_line;
   char *state_path;      /* --checkpoint-dir's file */
   kiln_callback checkpoint;
+  kiln_callback prune;
+  kiln_prune_schedule_config prune_cfg;
 } train_run;
 
 static void run_free(train_run *t) {
@@ -344,6 +386,7 @@ static void run_free(train_run *t) {
   cJSON_free(t->json_line);
   free(t->state_path);
   kiln_callback_free(&t->checkpoint);
+  kiln_callback_free(&t->prune);
 }
 
 /* DIR/name in a new string (NULL when out of memory). */
@@ -395,6 +438,60 @@ static int prepare_checkpoints(const train_args *a, train_run *t) {
   kiln_error err = {0};
   if (kiln_model_checkpoint_create(&c, &t->checkpoint, &err)) return cli_kiln_error(CMD, &err);
   return CLI_EXIT_OK;
+}
+
+/* --prune: the schedule over the optimizer steps of this run (batches per epoch times
+ * the epochs left to run). */
+static int prepare_prune(const train_args *a, train_run *t, const kiln_fit_options *fit) {
+  int64_t rows = t->train.x.rows;
+  if (fit->validation_split > 0.0)
+    rows = (int64_t)floor((double)rows * (1.0 - fit->validation_split));
+  int64_t batch = fit->batch_size > 0 ? fit->batch_size : 32;
+  int64_t per_epoch = rows > 0 ? (rows + batch - 1) / batch : 0;
+  int epochs = fit->epochs - fit->initial_epoch;
+  int64_t total = per_epoch * (epochs > 0 ? epochs : 0);
+  kiln_prune_schedule_config *c = &t->prune_cfg;
+  kiln_prune_schedule_config_init(c);
+  c->final_sparsity = a->prune;
+  c->begin_step = a->prune_begin >= 0 ? a->prune_begin : 0;
+  if (a->prune_end >= 0) {
+    c->end_step = a->prune_end;
+  } else {
+    c->end_step = total * 2 / 3;
+    if (c->end_step <= c->begin_step)
+      return cli_usage_error(CMD,
+                             "--prune-begin %lld: the default --prune-end (2/3 of the %lld "
+                             "optimizer steps of this run) is %lld; give a larger --prune-end",
+                             (long long)c->begin_step, (long long)total, (long long)c->end_step);
+  }
+  if (a->prune_frequency) {
+    c->frequency = a->prune_frequency;
+  } else {
+    int64_t f = (c->end_step - c->begin_step) / 20;
+    c->frequency = f < 1 ? 1 : f < c->frequency ? f : c->frequency;
+  }
+  kiln_error err = {0};
+  if (kiln_prune_schedule_create(c, &t->prune, &err)) {
+    kiln_error_prefix(&err, "--prune");
+    return cli_kiln_error(CMD, &err);
+  }
+  return CLI_EXIT_OK;
+}
+
+/* The share of zero weights of every Dense kernel, printed (out) or added to obj. */
+static void kernel_sparsity(const kiln_model *m, FILE *out, cJSON *obj) {
+  int n = kiln_model_layer_count(m), first = 1;
+  for (int i = 0; i < n; i++) {
+    kiln_layer_info info;
+    if (kiln_model_layer(m, i, &info, NULL) || info.kind != KILN_LAYER_DENSE || !info.kernel)
+      continue;
+    int64_t numel = info.in_features * info.out_features, zeros = 0;
+    for (int64_t e = 0; e < numel; e++) zeros += info.kernel[e] == 0.0f;
+    double s = numel ? (double)zeros / (double)numel : 0.0;
+    if (out) fprintf(out, "%s%s %.4f", first ? "" : ", ", info.name, s);
+    if (obj) cJSON_AddNumberToObject(obj, info.name, s);
+    first = 0;
+  }
 }
 
 /* Replaces the class labels of y (rows x 1) by their one-hot rows. */
@@ -529,9 +626,14 @@ static int run(const train_args *a, train_run *t) {
                              a->has_seed ? a->seed : KILN_SEED_FROM_SPEC, &t->model, &err)) {
     return cli_kiln_error(CMD, &err);
   }
-  if (a->checkpoint_dir) {
-    fit.callbacks = &t->checkpoint;
-    fit.n_callbacks = 1;
+  if (a->has_prune && prepare_prune(a, t, &fit)) return CLI_EXIT_ERROR;
+  kiln_callback callbacks[2];
+  int n_callbacks = 0;
+  if (a->has_prune) callbacks[n_callbacks++] = t->prune;
+  if (a->checkpoint_dir) callbacks[n_callbacks++] = t->checkpoint;
+  if (n_callbacks) {
+    fit.callbacks = callbacks;
+    fit.n_callbacks = n_callbacks;
   }
   kiln_model_summary(t->model, stdout);
   fflush(stdout);
@@ -540,6 +642,8 @@ static int run(const train_args *a, train_run *t) {
   clock_gettime(CLOCK_MONOTONIC, &t0);
   kiln_status st = kiln_model_fit(t->model, &t->train.x, &t->train.y, &fit, &t->history, &err);
   double seconds = seconds_since(&t0);
+  double prune_applied = a->has_prune ? kiln_prune_schedule_sparsity(&t->prune) : -1;
+  kiln_callback_free(&t->prune);
   if (st == KILN_E_DIVERGED) {
     cli_kiln_error(CMD, &err);
     cli_error(CMD, "training diverged after %d complete epoch%s; no file written",
@@ -576,6 +680,18 @@ static int run(const train_args *a, train_run *t) {
     else cJSON_AddNullToObject(root, "history");
     if (a->output_path) cJSON_AddStringToObject(root, "output", a->output_path);
     else cJSON_AddNullToObject(root, "output");
+    if (a->has_prune) {
+      cJSON *sp = cJSON_AddObjectToObject(root, "sparsity");
+      if (sp) kernel_sparsity(t->model, NULL, sp);
+      cJSON *pr = cJSON_AddObjectToObject(root, "prune");
+      if (pr) {
+        cJSON_AddNumberToObject(pr, "target", t->prune_cfg.final_sparsity);
+        cJSON_AddNumberToObject(pr, "applied", prune_applied);
+        cJSON_AddNumberToObject(pr, "begin_step", (double)t->prune_cfg.begin_step);
+        cJSON_AddNumberToObject(pr, "end_step", (double)t->prune_cfg.end_step);
+        cJSON_AddNumberToObject(pr, "frequency", (double)t->prune_cfg.frequency);
+      }
+    }
     t->json_line = cJSON_PrintUnformatted(root);
   }
   cJSON_Delete(root);
@@ -605,6 +721,15 @@ static int run(const train_args *a, train_run *t) {
     for (int i = 0; i < test_logs.n; i++)
       printf("%s%s %.4f", i ? ", " : "", test_logs.keys[i], test_logs.values[i]);
     printf("\n");
+  }
+  if (a->has_prune) {
+    printf("sparsity: ");
+    kernel_sparsity(t->model, stdout, NULL);
+    printf(" (target %.4g, reached %.4g at step %lld; ramp from step %lld, mask updated every "
+           "%lld steps)\n",
+           t->prune_cfg.final_sparsity, prune_applied < 0 ? 0.0 : prune_applied,
+           (long long)t->prune_cfg.end_step, (long long)t->prune_cfg.begin_step,
+           (long long)t->prune_cfg.frequency);
   }
   if (a->history_path) printf("History written to %s\n", a->history_path);
   if (a->output_path) printf("Model written to %s\n", a->output_path);
