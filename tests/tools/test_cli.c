@@ -489,6 +489,50 @@ static void expect_failure(const char *const *args, int code, const char *place)
   result_free(&r);
 }
 
+/* --prune: every Dense kernel reaches the target (40 and 10 weights: 80% is exact) and
+ * --json reports it; a sparsity outside [0, 1) is a usage error naming the flag. */
+static void test_train_prune(void **state) {
+  (void)state;
+  write_spec("prune.json",
+             "{'name': 'tiny_prune', 'seed': 3,"
+             " 'layers': [{'type': 'Input', 'shape': [4]},"
+             "   {'type': 'Dense', 'units': 10, 'activation': 'relu'},"
+             "   {'type': 'Dense', 'units': 1, 'activation': 'sigmoid'}],"
+             " 'compile': {'optimizer': 'adam', 'learning_rate': 0.01,"
+             "   'loss': 'binary_crossentropy', 'metrics': ['accuracy']},"
+             " 'fit': {'epochs': 20, 'batch_size': 16, 'verbose': 0}}");
+  const char *ok[] = {"train", "prune.json", "--data", "data.csv", "--prune", "0.8", "--json",
+                      NULL};
+  result r = run_kiln(ok);
+  if (r.code != 0) print_error("stderr:\n%s\n", r.err);
+  assert_int_equal(r.code, 0);
+  expect_in(r.out, "sparsity: ", "stdout");
+  cJSON *j = last_line_json(r.out);
+  const cJSON *sp = cJSON_GetObjectItemCaseSensitive(j, "sparsity");
+  assert_true(cJSON_IsObject(sp));
+  assert_int_equal(cJSON_GetArraySize(sp), 2);
+  const cJSON *layer;
+  cJSON_ArrayForEach(layer, sp) {
+    assert_true(cJSON_IsNumber(layer));
+    if (layer->valuedouble < 0.79) print_error("%s: sparsity %g\n", layer->string, layer->valuedouble);
+    assert_true(layer->valuedouble >= 0.79);
+  }
+  const cJSON *pr = cJSON_GetObjectItemCaseSensitive(j, "prune");
+  assert_true(json_number(pr, "applied") >= 0.79);
+  /* 4 steps an epoch, 20 epochs: the ramp ends at 2/3 of the 80 steps */
+  assert_int_equal((int)json_number(pr, "end_step"), 53);
+  cJSON_Delete(j);
+  result_free(&r);
+
+  const char *bad[] = {"train", "prune.json", "--data", "data.csv", "--prune", "1.5", "--output",
+                       "m.kiln", NULL};
+  r = run_kiln(bad);
+  assert_int_equal(r.code, 2);
+  expect_in(r.err, "--prune", "stderr");
+  assert_false(exists("m.kiln"));
+  result_free(&r);
+}
+
 static void test_bad_spec(void **state) {
   (void)state;
   write_spec("bad.json",
@@ -633,6 +677,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_train_writes_history_model_and_json, setup, teardown),
       cmocka_unit_test_setup_teardown(test_train_resume, setup, teardown),
       cmocka_unit_test_setup_teardown(test_train_categorical_and_regression, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_train_prune, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_spec, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_data_file, setup, teardown),
       cmocka_unit_test_setup_teardown(test_label_outside_range, setup, teardown),
