@@ -176,6 +176,10 @@ void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch) {
   t.g.hi = q->hi;
   t.g.y = s->ptr[st->out[0]];
   t.g.y_unsigned = q->y_unsigned;
+  t.g.y_float = q->y_float;
+  t.g.yf_scale = q->yf_scale;
+  t.g.yf_bias = q->yf_bias;
+  t.g.yf_relu = q->yf_relu;
   int nt = s->has_pool ? s->pool.n : 1;
   double work = (double)t.g.M * (double)t.g.N * (double)t.g.K;
   if (nt > 1 && work >= 8.0e6 && t.g.M >= (int64_t)2 * s->qkern->mr * nt)

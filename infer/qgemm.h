@@ -121,6 +121,11 @@ typedef struct kiln_qgemm_args {
   int32_t zp_y, lo, hi;
   void *y;             /* M x N, row stride N */
   int y_unsigned;
+  /* float output instead (a last layer with no QuantizeLinear after it):
+   * y[m,n] = act((float)total[m,n] * yf_scale[n] + yf_bias[n]), act ReLU if yf_relu */
+  int y_float;
+  const float *yf_scale, *yf_bias;
+  int yf_relu;
 } kiln_qgemm_args;
 
 /* bias_eff[n] for kernel k: bias_q[n] - zp_x * colsum[n], plus 128 * colsum[n] when the

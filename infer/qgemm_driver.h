@@ -27,6 +27,23 @@ static inline void qgemm_store_scalar(const kiln_qgemm_args *g, const int32_t *a
   }
 }
 
+/* The float epilogue: y = act((float)sat32(acc + bias) * yf_scale + yf_bias), each a
+ * separate IEEE operation (kiln builds in ISO C mode: no contraction into FMA). */
+static inline void qgemm_store_float(const kiln_qgemm_args *g, const int32_t *acc, int64_t m,
+                                     int rows, int64_t n0, int ncols) {
+  for (int r = 0; r < rows; r++) {
+    float *ys = (float *)g->y + (m + r) * g->N + n0;
+    for (int j = 0; j < ncols; j++) {
+      int64_t n = n0 + j;
+      int64_t t = (int64_t)acc[r * KILN_QGEMM_NR + j] + g->bias[n];
+      t = t > INT32_MAX ? INT32_MAX : t < INT32_MIN ? INT32_MIN : t;
+      float v = (float)(int32_t)t * g->yf_scale[n];
+      v = v + g->yf_bias[n];
+      ys[j] = g->yf_relu && v < 0.0f ? 0.0f : v;
+    }
+  }
+}
+
 static inline __attribute__((always_inline)) void qgemm_drive(
     const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1, int8_t *ws,
     kiln_qtile_fn tile,
@@ -58,7 +75,8 @@ static inline __attribute__((always_inline)) void qgemm_drive(
       tile(kp, ws, trows, g->pb + p * kp * KILN_QGEMM_NR, acc);
       int64_t n0 = p * KILN_QGEMM_NR;
       int ncols = (int)(g->N - n0 < KILN_QGEMM_NR ? g->N - n0 : KILN_QGEMM_NR);
-      if (store_panel && ncols == KILN_QGEMM_NR) store_panel(g, acc, m, rows, n0);
+      if (g->y_float) qgemm_store_float(g, acc, m, rows, n0, ncols);
+      else if (store_panel && ncols == KILN_QGEMM_NR) store_panel(g, acc, m, rows, n0);
       else qgemm_store_scalar(g, acc, m, rows, n0, ncols);
     }
   }

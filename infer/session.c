@@ -1087,6 +1087,8 @@ static kiln_status build_qlinear_matmul(builder *b, int ni) {
  *   bias: Gemm's C, or for MatMul a following Add, either a float initializer [N] (or
  *         [1, N]) or DequantizeLinear(int32 initializer [N], s_b, 0) (s_b ~ s_x * s_w)
  *   ──► [Relu] ──► QuantizeLinear(s_y, zp_y) ──► y_q (int8/uint8)
+ *   or, when no QuantizeLinear follows (a last layer before Softmax or the output):
+ *   ──► [Relu] ──► y (float) = act((float)(x_q W - zp_x colsum) * (float)(s_x s_w) + bias)
  *
  * Gemm needs transA=0, alpha=1, beta=1; scales are positive scalars (s_w: [N] too),
  * every intermediate has exactly one consumer and is not a graph output, K <= 32768.
@@ -1099,6 +1101,7 @@ static kiln_status build_qlinear_matmul(builder *b, int ni) {
 typedef struct qpat {
   int active;
   int dqx, dqw, dqb, add, relu, q; /* node indices (-1: none) */
+  int out_node;                    /* the node whose output 0 the step defines */
   kiln_dtype x_dt, y_dt;
   double sx, sy;
   int32_t zp_x, zp_y;
@@ -1261,22 +1264,25 @@ static int match_qgemm(const builder *b, int gi, qpat *p) {
       return 0;
     }
   }
-  /* [Relu] -> QuantizeLinear */
-  if (!single_use(b, cur)) return 0;
-  int c = sole_consumer(b, cur);
-  if (node_is(b, c, "Relu") && has_output(&b->nodes[c], 0)) {
+  /* [Relu] -> QuantizeLinear, or else a float output (a last layer) */
+  p->out_node = p->add >= 0 ? p->add : gi;
+  int c = single_use(b, cur) ? sole_consumer(b, cur) : -1;
+  if (c >= 0 && node_is(b, c, "Relu") && b->nodes[c].n_inputs == 1 && has_output(&b->nodes[c], 0)) {
     p->relu = c;
+    p->out_node = c;
     cur = b->nodes[c].outputs[0];
-    if (!single_use(b, cur)) return 0;
-    c = sole_consumer(b, cur);
+    c = single_use(b, cur) ? sole_consumer(b, cur) : -1;
   }
-  if (!node_is(b, c, "QuantizeLinear") || b->nodes[c].n_inputs < 2 ||
-      strcmp(b->nodes[c].inputs[0], cur) != 0 || !has_output(&b->nodes[c], 0))
-    return 0;
-  const kiln_ir_node *qn = &b->nodes[c];
-  if (!pos_scalar(init_of(b, qn->inputs[1]), &p->sy) || !zp_of(b, qn, &p->zp_y, &p->y_dt)) return 0;
-  if (p->y_dt == KILN_DTYPE_UNDEFINED) p->y_dt = KILN_DTYPE_UINT8;
-  p->q = c;
+  const kiln_ir_node *qn = c >= 0 ? &b->nodes[c] : NULL;
+  if (qn && node_is(b, c, "QuantizeLinear") && qn->n_inputs >= 2 &&
+      strcmp(qn->inputs[0], cur) == 0 && has_output(qn, 0) &&
+      pos_scalar(init_of(b, qn->inputs[1]), &p->sy) && zp_of(b, qn, &p->zp_y, &p->y_dt)) {
+    if (p->y_dt == KILN_DTYPE_UNDEFINED) p->y_dt = KILN_DTYPE_UINT8;
+    p->q = c;
+    p->out_node = c;
+  } else {
+    p->y_dt = KILN_DTYPE_FLOAT;
+  }
   p->active = 1;
   return 1;
 }
@@ -1291,7 +1297,7 @@ static void find_qgemms(builder *b) {
     if (p->dqb >= 0) b->fused[p->dqb] = 1;
     if (p->add >= 0) b->fused[p->add] = 1;
     if (p->relu >= 0) b->fused[p->relu] = 1;
-    b->fused[p->q] = 1;
+    if (p->q >= 0) b->fused[p->q] = 1;
   }
 }
 
@@ -1323,10 +1329,18 @@ static kiln_status build_qgemm(builder *b, int ni) {
   q->N = N;
   q->x_unsigned = p->x_dt == KILN_DTYPE_UINT8;
   q->y_unsigned = p->y_dt == KILN_DTYPE_UINT8;
+  q->y_float = p->q < 0;
+  q->yf_relu = q->y_float && p->relu >= 0;
   q->zp_x = p->zp_x;
   q->zp_y = p->zp_y;
   q8_range(p->y_dt, &q->lo, &q->hi);
   if (p->relu >= 0 && q->zp_y > q->lo) q->lo = q->zp_y; /* ReLU = clamp at zp_y */
+  if (q->y_float) {
+    q->yf_scale = malloc((size_t)N * sizeof(float));
+    q->yf_bias = calloc((size_t)N, sizeof(float));
+    if (!q->yf_scale || !q->yf_bias)
+      return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  }
   size_t pbytes = kiln_qgemm_packed_bytes(K, N);
   q->pb = aligned_alloc(KILN_ARENA_ALIGN, round_up(pbytes + 1, KILN_ARENA_ALIGN));
   q->bias = malloc((size_t)N * sizeof(int64_t));
@@ -1343,7 +1357,18 @@ static kiln_status build_qgemm(builder *b, int ni) {
   int64_t nws = kiln_ir_tensor_numel(p->ws);
   for (int64_t j = 0; j < N; j++) {
     double swj = sw[nws == 1 ? 0 : j], sxw = p->sx * swj;
-    int sh;
+    int sh = 0;
+    if (q->y_float) { /* dequantize in the epilogue; the bias stays float */
+      q->mult[j] = 0;
+      q->yf_scale[j] = (float)sxw;
+      if (p->bias_f) q->yf_bias[j] = ((const float *)p->bias_f->data)[j];
+      if (p->bias_i) /* what its DequantizeLinear computes */
+        q->yf_bias[j] = (float)((const int32_t *)p->bias_i->data)[j] *
+                        ((const float *)p->bias_s->data)[kiln_ir_tensor_numel(p->bias_s) == 1 ? 0 : j];
+      q->shift[j] = 0;
+      bias_q[j] = 0;
+      continue;
+    }
     kiln_q_multiplier(sxw / p->sy, &q->mult[j], &sh);
     q->shift[j] = sh;
     double bq = 0.0;
@@ -1366,7 +1391,7 @@ static kiln_status build_qgemm(builder *b, int ni) {
   free(colsum);
   s->weight_bytes += pbytes + (size_t)N * (sizeof(int64_t) + 2 * sizeof(int32_t));
   if (K > s->max_qk) s->max_qk = K;
-  if ((st = add_output(b, &b->nodes[p->q], 0, p->y_dt, &out, &vo))) return st;
+  if ((st = add_output(b, &b->nodes[p->out_node], 0, p->y_dt, &out, &vo))) return st;
   sp->n_in = 1;
   sp->in[0] = va;
   sp->n_out = 1;
@@ -1498,7 +1523,7 @@ void kiln_session_free(kiln_session *s) {
     kiln_qstep *q = s->steps[i].q;
     if (q) {
       free(q->scale); free(q->zp); free(q->pb); free(q->bias); free(q->mult); free(q->shift);
-      free(q->zp_b);
+      free(q->zp_b); free(q->yf_scale); free(q->yf_bias);
       free(q);
     }
   }

@@ -83,6 +83,8 @@ typedef struct kiln_qstep {
   int32_t *zp_b;       /* QLinearMatMul: b's zero point per column */
   int x_unsigned, y_unsigned, b_unsigned;
   int in_azp, in_bzp;  /* MatMulInteger: positions in in[] of the zero points (-1: none) */
+  float *yf_scale, *yf_bias; /* QGEMM with a float output: s_x * s_w[n], the float bias */
+  int y_float, yf_relu;
 } kiln_qstep;
 
 #define KILN_STEP_MAX_IN 16

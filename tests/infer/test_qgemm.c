@@ -66,7 +66,7 @@ static int run_case(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K,
   if (relu && zp_y > lo) lo = zp_y;
   kiln_qgemm_pack(K, N, w, N, 1, pb, colsum);
   kiln_qgemm_bias(k, xu, N, use_bias ? bq : NULL, zp_x, colsum, be);
-  kiln_qgemm_args g = {M, N, K, x, xu, pb, be, mult, shift, zp_y, lo, hi, y, yu};
+  kiln_qgemm_args g = {M, N, K, x, xu, pb, be, mult, shift, zp_y, lo, hi, y, yu, 0, NULL, NULL, 0};
   memset(y, 0x5a, (size_t)(M * N));
   if (M > 2) {
     kiln_qgemm_run(k, &g, 0, M / 3, ws);

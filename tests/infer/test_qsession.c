@@ -103,6 +103,7 @@ typedef struct model {
   float s[MAXL + 1];     /* activation scales */
   int32_t zp[MAXL + 1];
   int softmax;
+  int last_float; /* the last layer has no QuantizeLinear: a float output */
 } model;
 
 static int32_t qlo(int u) { return u ? 0 : -128; }
@@ -319,9 +320,20 @@ static kiln_ir_graph *model_graph(const model *m) {
       node(g, "Relu", e, c, NULL, NULL, a);
       snprintf(c, sizeof c, "%s", a);
     }
+    if (m->last_float && l == m->L - 1) {
+      kiln_ir_node *last = &g->nodes[g->n_nodes - 1]; /* name its output for the end */
+      free(last->outputs[0]);
+      last->outputs[0] = strdup(m->softmax ? "logits" : "y");
+      continue;
+    }
     snprintf(a, sizeof a, "xq%d", l + 1);
     snprintf(e, sizeof e, "quant%d", l);
     node(g, "QuantizeLinear", e, c, sy, zy, a);
+  }
+  if (m->last_float) {
+    if (m->softmax) node(g, "Softmax", "softmax", "logits", NULL, NULL, "y");
+    OK(kiln_ir_add_output(g, "y", KILN_DTYPE_FLOAT, NULL, NULL, -1, E));
+    return g;
   }
   snprintf(a, sizeof a, "xq%d", m->L);
   snprintf(b, sizeof b, "s%d", m->L);
@@ -374,6 +386,27 @@ static void check_model(const model *m, int threads) {
   float *want = malloc((size_t)(B * NL) * sizeof(float));
   for (int64_t i = 0; i < B * NL; i++)
     want[i] = (float)(qget(act[m->L], i, m->u[m->L]) - m->zp[m->L]) * m->s[m->L];
+  if (m->last_float) { /* the float epilogue's definition, and near the float semantics */
+    const layer *ly = &m->ly[m->L - 1];
+    int l = m->L - 1;
+    int64_t K = ly->K;
+    for (int64_t i = 0; i < B; i++)
+      for (int64_t n = 0; n < NL; n++) {
+        int64_t t = 0;
+        double exact = ly->bias == 1 ? ly->bf[n] : ly->bias == 2 ? (double)((float)ly->bi[n] * ly->bs[n]) : 0.0;
+        for (int64_t k = 0; k < K; k++) {
+          int64_t xv = qget(act[l], i * K + k, m->u[l]) - m->zp[l];
+          t += xv * ly->w[k * NL + n];
+          exact += (double)xv * m->s[l] * ((double)ly->w[k * NL + n] * ly->sw[n]);
+        }
+        float v = (float)(int32_t)t * (float)((double)m->s[l] * (double)ly->sw[n]);
+        v = v + (ly->bias == 1 ? ly->bf[n] : ly->bias == 2 ? (float)ly->bi[n] * ly->bs[n] : 0.0f);
+        if (ly->relu && v < 0.0f) v = 0.0f;
+        if (ly->relu && exact < 0.0) exact = 0.0;
+        assert_true(fabs(v - exact) <= 1e-5 + 1e-5 * fabs(exact));
+        want[i * NL + n] = v;
+      }
+  }
   if (m->softmax)
     for (int64_t i = 0; i < B; i++) {
       float mx = want[i * NL], sum = 0.0f;
@@ -401,7 +434,7 @@ static void check_model(const model *m, int threads) {
     if (HAVE_COUNTER) assert_true(g_allocs > 0); /* the counter sees kiln's allocations */
     assert_int_equal(count_op(s, KILN_OP_QGEMM), m->L);
     assert_int_equal(count_op(s, KILN_OP_QUANTIZE), 1);
-    assert_int_equal(count_op(s, KILN_OP_DEQUANTIZE), 1);
+    assert_int_equal(count_op(s, KILN_OP_DEQUANTIZE), m->last_float ? 0 : 1);
     assert_int_equal(count_op(s, KILN_OP_GEMM), 0);
     static const int64_t batches[] = {1, 7, 1024};
     for (int bi = 0; bi < 3; bi++) {
@@ -451,6 +484,8 @@ static void test_one_layer_variants(void **st) {
     model m;
     make_model(&m, 1, dims, &kind, &bias, &relu, &pc, u, x, B);
     check_model(&m, 1);
+    m.last_float = 1; /* no QuantizeLinear after the layer: float out, bias and ReLU in float */
+    check_model(&m, 1);
     free_model(&m);
     free(x);
   }
@@ -470,6 +505,10 @@ static void test_three_layers(void **st) {
   check_model(&m, 2); /* rows split across threads */
   m.softmax = 1;      /* the final Softmax stays float */
   check_model(&m, 1);
+  m.last_float = 1;   /* the last layer dequantizes in its epilogue, then Softmax */
+  check_model(&m, 1);
+  m.softmax = 0;      /* ... or straight to the float output */
+  check_model(&m, 2);
   free_model(&m);
   free(x);
 }
@@ -484,6 +523,8 @@ static void test_two_layers_no_bias(void **st) {
   for (int64_t i = 0; i < B * dims[0]; i++) x[i] = frand();
   model m;
   make_model(&m, 2, dims, kinds, bias, relu, pc, u, x, B);
+  check_model(&m, 1);
+  m.last_float = 1;
   check_model(&m, 1);
   free_model(&m);
   free(x);
