@@ -9,6 +9,8 @@
  *       median rows/s. With --tokens (IMDB, Reuters) the dense input is the multi-hot
  *       rows of those token ids, and a second cell per (threads, batch) times
  *       kiln_session_run_tokens on the ids themselves.
+ *       --dump FILE: first writes the float outputs of one run on the first 1024 input
+ *       rows (dense) to FILE (raw float32, row-major), for output agreement checks.
  *   bench_infer mem MODEL.onnx NAME [--batch B] [--runs N] [--threads T]
  *       loads the model, runs N batches, prints peak RSS (getrusage ru_maxrss).
  *
@@ -103,8 +105,28 @@ static double checksum(const kiln_tensor_view *o) {
   return s;
 }
 
+static void dump_outputs(const char *model, const float *x, int64_t width, const char *file) {
+  kiln_error err;
+  kiln_session_options opt;
+  kiln_session_options_init(&opt);
+  opt.max_batch = MAX_ROWS;
+  kiln_session *s;
+  if (kiln_session_create_from_file(model, &opt, &s, &err) != KILN_OK) die(model, &err);
+  kiln_tensor_view in = {.dtype = KILN_DTYPE_FLOAT, .rank = 2, .dims = {MAX_ROWS, width},
+                         .data = (void *)x};
+  kiln_tensor_view out;
+  if (kiln_session_run(s, &in, 1, &out, 1, &err) != KILN_OK) die("run", &err);
+  int64_t n = 1;
+  for (int i = 0; i < out.rank; i++) n *= out.dims[i];
+  FILE *f = fopen(file, "wb");
+  if (!f || fwrite(out.data, sizeof(float), (size_t)n, f) != (size_t)n || fclose(f) != 0)
+    die(file, NULL);
+  kiln_session_free(s);
+}
+
 static void speed(const char *model, const char *name, const char *tok_path, const char *threads_list,
-                  const char *batches_list, double min_time, int reps, const char *paths) {
+                  const char *batches_list, double min_time, int reps, const char *paths,
+                  const char *dump) {
   kiln_error err;
   kiln_ir_graph *g;
   if (kiln_onnx_read_file(model, &g, &err) != KILN_OK) die(model, &err);
@@ -116,6 +138,7 @@ static void speed(const char *model, const char *name, const char *tok_path, con
     tp = &t;
   }
   float *x = make_dense(width, tp, strstr(name, "fashion") != NULL);
+  if (dump) dump_outputs(model, x, width, dump);
   char tl[256], bl[256];
   snprintf(tl, sizeof tl, "%s", threads_list);
   char *save_t = NULL;
@@ -204,7 +227,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: bench_infer speed|mem MODEL.onnx NAME [options] (see the source)\n");
     return 2;
   }
-  const char *paths = "both", *tok = NULL, *threads = "1 2", *batches = "1 32 1024";
+  const char *paths = "both", *tok = NULL, *dump = NULL, *threads = "1 2", *batches = "1 32 1024";
   double min_time = 0.5;
   int reps = 5, runs = 100, t1 = 1;
   int64_t batch = 1024;
@@ -212,6 +235,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--tokens")) tok = argv[i + 1];
     else if (!strcmp(argv[i], "--threads")) threads = argv[i + 1], t1 = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--paths")) paths = argv[i + 1];
+    else if (!strcmp(argv[i], "--dump")) dump = argv[i + 1];
     else if (!strcmp(argv[i], "--batches")) batches = argv[i + 1];
     else if (!strcmp(argv[i], "--min-time")) min_time = atof(argv[i + 1]);
     else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
@@ -223,7 +247,7 @@ int main(int argc, char **argv) {
     }
   }
   if (reps < 1 || reps > 64) reps = 5;
-  if (!strcmp(argv[1], "speed")) speed(argv[2], argv[3], tok, threads, batches, min_time, reps, paths);
+  if (!strcmp(argv[1], "speed")) speed(argv[2], argv[3], tok, threads, batches, min_time, reps, paths, dump);
   else if (!strcmp(argv[1], "mem")) mem(argv[2], argv[3], batch, runs, t1);
   else {
     fprintf(stderr, "bench_infer: unknown mode %s\n", argv[1]);

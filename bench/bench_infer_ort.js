@@ -10,6 +10,8 @@
 // input is the multi-hot rows of those ids, and a second cell per (threads, batch)
 // times what a caller holding token ids must do for ORT: clear and fill the multi-hot
 // rows, then run (the fill alone is timed too, as build_rows_per_s).
+// --dump FILE: first writes the float outputs of one run on the first 1024 input rows
+// (dense) to FILE (raw float32), for output agreement checks.
 // The module is found in $KILN_ORT_NODE_MODULES, bench/node_modules or
 // tests/integration/ort/node_modules.
 'use strict';
@@ -98,6 +100,7 @@ function opts(argv) {
     else if (k === '--reps') o.reps = Number(v);
     else if (k === '--batch') o.batch = Number(v);
     else if (k === '--runs') o.runs = Number(v);
+    else if (k === '--dump') o.dump = v;
     else throw new Error(`unknown option ${k}`);
   }
   return o;
@@ -133,6 +136,11 @@ async function speed(model, name, o) {
     let width = meta && meta.shape ? Number(meta.shape[1]) : NaN;
     if (!(width > 0)) width = Number(process.env.KILN_BENCH_WIDTH);
     const x = makeDense(width, tokens, name.includes('fashion'));
+    if (o.dump && threads === threadsList[0]) {
+      const r = await session.run({ [inName]: new ort.Tensor('float32', x, [MAX_ROWS, width]) });
+      const d = r[outName].data;
+      fs.writeFileSync(o.dump, Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+    }
     for (const batch of batches) {
       for (let p = 0; p < (tokens ? 2 : 1); p++) {
         // Preallocated: one tensor per cell over its own buffer.

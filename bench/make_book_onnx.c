@@ -6,7 +6,15 @@
  *   DIR/{imdb,reuters}_tokens.bin  1024 rows of token ids: int64 rows, int64 offsets
  *       [rows + 1], int32 tokens (little-endian), drawn Zipf-like from ids 1..9999 with
  *       repeats, ~230 tokens (~140 unique) per IMDB review, ~140 per Reuters wire.
- * Usage: make_book_onnx DIR [SEED] */
+ *   with --int8, also DIR/{imdb,reuters,housing,fashion_mnist}_int8.onnx: QDQ versions
+ *       (kiln_calibrate, percentile 99.99, on 500 seeded rows shaped like the data:
+ *       multi-hot Zipf token rows for IMDB/Reuters, values in [-1, 1) for housing,
+ *       pixels in [0, 1) for Fashion-MNIST; drawn from their own seed, not the
+ *       benchmark's inputs; then kiln_quantize, QDQ, opset 13).
+ *   and DIR/NAME_int8u8.onnx: the same QDQ graph with uint8 activations (every activation
+ *       zero point + 128, same scales; weights stay int8): ONNX Runtime's x86 format
+ *       (U8S8), which its QDQ fusion takes where it leaves int8 activations unfused.
+ * Usage: make_book_onnx DIR [SEED] [--int8] */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +23,8 @@
 
 #include "kiln/export.h"
 #include "kiln/ir.h"
+#include "kiln/infer.h"
+#include "kiln/quantize.h"
 
 static uint64_t rng_state;
 static uint64_t rng_next(void) { /* splitmix64 */
@@ -168,13 +178,91 @@ static void write_tokens(const char *dir, const char *name, int rows, int mean_l
   free(seen);
 }
 
+/* Calibration rows shaped like each model's data, then QDQ: DIR/NAME_int8.onnx. */
+static void write_int8(const char *dir, const char *name) {
+  enum { ROWS = 500, V = 10000 };
+  kiln_error err;
+  memset(&err, 0, sizeof err);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s.onnx", dir, name);
+  kiln_ir_graph *g, *q;
+  CHECK(kiln_onnx_read_file(path, &g, &err));
+  int64_t width = g->inputs[0].dims[1].value;
+  kiln_matrix x;
+  CHECK(kiln_matrix_alloc(&x, ROWS, width, &err));
+  int tokens = strcmp(name, "imdb") == 0 || strcmp(name, "reuters") == 0;
+  if (tokens) {
+    static double cdf[V];
+    cdf[0] = 0.0;
+    for (int i = 1; i < V; i++) cdf[i] = cdf[i - 1] + 1.0 / pow((double)i + 10.0, 1.0);
+    int mean_uniq = strcmp(name, "imdb") == 0 ? 140 : 91;
+    for (int64_t r = 0; r < ROWS; r++) {
+      int uniq = (int)(mean_uniq * (0.5 + rng_uniform()));
+      for (int n = 0; n < uniq; n++) {
+        int32_t id = zipf_draw(cdf, V);
+        if (id < width) x.values[r * width + id] = 1.0f;
+      }
+    }
+  } else {
+    int nonneg = strstr(name, "fashion") != NULL;
+    for (int64_t i = 0; i < ROWS * width; i++) {
+      double u = rng_uniform();
+      x.values[i] = (float)(nonneg ? u : 2.0 * u - 1.0);
+    }
+  }
+  kiln_calibrate_options co;
+  kiln_calibrate_options_init(&co);
+  kiln_calibration cal;
+  CHECK(kiln_calibrate(g, &x, &co, &cal, &err));
+  kiln_quantize_options qo;
+  kiln_quantize_options_init(&qo);
+  kiln_quant_report rep;
+  CHECK(kiln_quantize(g, &cal, &qo, &q, &rep, &err));
+  int quantized = 0;
+  for (int i = 0; i < rep.n_layers; i++) quantized += rep.layers[i].quantized;
+  snprintf(path, sizeof path, "%s/%s_int8.onnx", dir, name);
+  CHECK(kiln_onnx_write_file(q, path, &err));
+  fprintf(stderr, "%s: QDQ, %d/%d layers int8, %s, %lld calibration rows\n", path, quantized,
+          rep.n_layers, rep.method, (long long)rep.calibration_rows);
+  /* uint8 activations: the zero points of every QuantizeLinear, and of every
+   * DequantizeLinear of a non-initializer, move by +128 (the same real values). */
+  char done[64][128];
+  int n_done = 0;
+  for (int i = 0; i < q->n_nodes; i++) {
+    const kiln_ir_node *n = &q->nodes[i];
+    int isq = strcmp(n->op_type, "QuantizeLinear") == 0;
+    int isdq = strcmp(n->op_type, "DequantizeLinear") == 0;
+    if (!(isq || (isdq && !kiln_ir_find_initializer(q, n->inputs[0]))) || n->n_inputs < 3) continue;
+    kiln_ir_tensor *zp = (kiln_ir_tensor *)kiln_ir_find_initializer(q, n->inputs[2]);
+    int seen = 0;
+    for (int j = 0; j < n_done; j++) seen |= strcmp(done[j], n->inputs[2]) == 0;
+    if (!zp || seen || zp->dtype != KILN_DTYPE_INT8 || n_done == 64) continue;
+    snprintf(done[n_done++], sizeof done[0], "%s", n->inputs[2]);
+    int64_t ne = kiln_ir_tensor_numel(zp);
+    for (int64_t j = 0; j < ne; j++) ((uint8_t *)zp->data)[j] = (uint8_t)(((int8_t *)zp->data)[j] + 128);
+    zp->dtype = KILN_DTYPE_UINT8;
+  }
+  snprintf(path, sizeof path, "%s/%s_int8u8.onnx", dir, name);
+  CHECK(kiln_onnx_write_file(q, path, &err));
+  kiln_quant_report_free(&rep);
+  kiln_calibration_free(&cal);
+  kiln_matrix_free(&x);
+  kiln_ir_free(q);
+  kiln_ir_free(g);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: make_book_onnx DIR [SEED]\n");
+    fprintf(stderr, "usage: make_book_onnx DIR [SEED] [--int8]\n");
     return 2;
   }
   const char *dir = argv[1];
-  rng_state = argc > 2 ? strtoull(argv[2], NULL, 10) : 20260101u;
+  int int8 = 0;
+  rng_state = 20260101u;
+  for (int i = 2; i < argc; i++) {
+    if (strcmp(argv[i], "--int8") == 0) int8 = 1;
+    else rng_state = strtoull(argv[i], NULL, 10);
+  }
   const layer imdb[3] = {{16, "Relu"}, {16, "Relu"}, {1, "Sigmoid"}};
   const layer reuters[3] = {{64, "Relu"}, {64, "Relu"}, {46, "Softmax"}};
   const layer housing[3] = {{64, "Relu"}, {64, "Relu"}, {1, NULL}};
@@ -186,5 +274,12 @@ int main(int argc, char **argv) {
   write_identity(dir);
   write_tokens(dir, "imdb", 1024, 230, 0.61);
   write_tokens(dir, "reuters", 1024, 140, 0.65);
+  if (int8) {
+    rng_state = 20260202u; /* calibration rows: their own seed */
+    write_int8(dir, "imdb");
+    write_int8(dir, "reuters");
+    write_int8(dir, "housing");
+    write_int8(dir, "fashion_mnist");
+  }
   return 0;
 }

@@ -1,0 +1,134 @@
+#!/bin/bash
+# The int8 inference benchmark, one command: QDQ versions of the four book MLPs
+# (make_book_onnx --int8: kiln_calibrate on 500 seeded rows shaped like the data, then
+# kiln_quantize), run by kiln's runtime (bench_infer; the fused int8 path, docs/int8.md)
+# and by ONNX Runtime (bench_infer_ort.js, graphOptimizationLevel 'all', which fuses
+# QDQ into its int8 kernels) on the same files in the same run, alternating; plus kiln
+# int8 vs kiln float on Fashion-MNIST. 1 and 2 threads, batch 1, 32, 1024, dense input.
+# Checks that kiln int8 and ORT int8 agree (argmax over the 1024 benchmark rows; for the
+# one-output models, the 0.5 threshold (IMDB) and the largest difference (housing)).
+# ORT also runs NAME_int8u8.onnx, the same graph with uint8 activations (zero points
+# + 128): on x86 ORT's QDQ fusion leaves int8 activations (S8S8) as float Gemm with
+# DequantizeLinear of the weights every run, and fuses U8S8 into its int8 kernels, so
+# that column is ORT's int8 at its best (kiln runs the int8-activation file).
+#
+#   bench/run_int8_bench.sh [--rounds N] [--min-time S] [--models "imdb reuters ..."]
+#                           [--markdown]
+#
+# Timing as run_infer_bench.sh: per cell warm-up, 5 repetitions filling --min-time
+# seconds (default 0.5), the median; every process run --rounds times (default 3),
+# order flipped each round, the median of the rounds quoted. Build: build-bench/
+# (Release; $KILN_BENCH_BUILD), made if needed. ORT as run_infer_bench.sh. Every JSON
+# line is kept in BUILD/int8_bench.jsonl.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT" || exit 1
+BUILD=${KILN_BENCH_BUILD:-build-bench}
+ROUNDS=3
+MIN_TIME=0.5
+MODELS="imdb reuters housing fashion_mnist"
+MARKDOWN=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --min-time) MIN_TIME=$2; shift 2 ;;
+    --models) MODELS=$2; shift 2 ;;
+    --markdown) MARKDOWN=--markdown; shift ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run_int8_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+# --- node + onnxruntime-node ----------------------------------------------------------
+if ! command -v node >/dev/null; then
+  echo "node is not installed (sudo apt-get install nodejs)" >&2; exit 1
+fi
+ORT_DIR=${KILN_ORT_NODE_MODULES:-}
+if [ -z "$ORT_DIR" ]; then
+  for d in bench/node_modules tests/integration/ort/node_modules; do
+    [ -d "$d/onnxruntime-node" ] && ORT_DIR=$ROOT/$d && break
+  done
+fi
+if [ -z "$ORT_DIR" ] || [ ! -d "$ORT_DIR/onnxruntime-node" ]; then
+  echo "onnxruntime-node is not installed: (cd tests/integration/ort && npm install --ignore-scripts)" >&2
+  exit 1
+fi
+export KILN_ORT_NODE_MODULES=$ORT_DIR
+ORT_VERSION=$(node -e "console.log(require('$ORT_DIR/onnxruntime-node/package.json').version)")
+
+# --- build ---------------------------------------------------------------------------------
+if [ -f "$BUILD/CMakeCache.txt" ]; then CFG=(); else CFG=(-DCMAKE_BUILD_TYPE=Release); fi
+mkdir -p "$BUILD"
+cmake -S . -B "$BUILD" "${CFG[@]}" >"$BUILD/bench_int8_configure.log" 2>&1 ||
+  { cat "$BUILD/bench_int8_configure.log" >&2; exit 1; }
+cmake --build "$BUILD" -j2 --target make_book_onnx bench_infer >"$BUILD/bench_int8_build.log" 2>&1 ||
+  { tail -30 "$BUILD/bench_int8_build.log" >&2; exit 1; }
+BIN=$BUILD/bench
+MD=$BUILD/bench_int8_models
+mkdir -p "$MD"
+"$BIN/make_book_onnx" "$MD" --int8 2>"$MD/make.txt" || { cat "$MD/make.txt" >&2; exit 1; }
+OUT=$BUILD/int8_bench.jsonl
+: >"$OUT"
+tag() { sed "s/^{/{\"round\":$1,\"prec\":\"$2\",/"; }
+
+# --- output agreement: one run on the 1024 benchmark rows, each side ------------------
+for m in $MODELS; do
+  "$BIN/bench_infer" speed "$MD/${m}_int8.onnx" "$m" --paths dense --threads 1 --batches 1 \
+    --min-time 0.01 --dump "$MD/$m.kiln_int8.out" >/dev/null || exit 1
+  "$BIN/bench_infer" speed "$MD/$m.onnx" "$m" --paths dense --threads 1 --batches 1 \
+    --min-time 0.01 --dump "$MD/$m.kiln_float.out" >/dev/null || exit 1
+  node bench/bench_infer_ort.js speed "$MD/${m}_int8.onnx" "$m" --threads 1 --batches 1 \
+    --min-time 0.01 --dump "$MD/$m.ort_int8.out" >/dev/null || exit 1
+  node bench/bench_infer_ort.js speed "$MD/${m}_int8u8.onnx" "$m" --threads 1 --batches 1 \
+    --min-time 0.01 --dump "$MD/$m.ort_int8u8.out" >/dev/null || exit 1
+  python3 - "$MD" "$m" >>"$OUT" <<'PY'
+import json, sys
+from array import array
+d, m = sys.argv[1], sys.argv[2]
+def load(side):
+    a = array('f')
+    with open(f"{d}/{m}.{side}.out", 'rb') as f:
+        a.frombytes(f.read())
+    return a
+k, o, fl, u = load('kiln_int8'), load('ort_int8'), load('kiln_float'), load('ort_int8u8')
+rows = 1024
+w = len(k) // rows
+def labels(a):
+    if w == 1:
+        return [a[r] > 0.5 for r in range(rows)]
+    return [max(range(w), key=lambda j: a[r * w + j]) for r in range(rows)]
+lk, lo, lf, lu = labels(k), labels(o), labels(fl), labels(u)
+agree = sum(x == y for x, y in zip(lk, lo)) / rows
+agree_u = sum(x == y for x, y in zip(lk, lu)) / rows
+agree_f = sum(x == y for x, y in zip(lk, lf)) / rows
+print(json.dumps({"agree": 1, "model": m, "rows": rows, "width": w,
+                  "kiln_ort_agreement": agree, "kiln_int8_float_agreement": agree_f,
+                  "kiln_ortu8_agreement": agree_u,
+                  "kiln_ortu8_max_abs_diff": max(abs(x - y) for x, y in zip(k, u)),
+                  "kiln_ort_max_abs_diff": max(abs(x - y) for x, y in zip(k, o)),
+                  "kiln_int8_float_max_abs_diff": max(abs(x - y) for x, y in zip(k, fl))}))
+PY
+done
+
+# --- throughput: rounds x models; kiln int8 and ORT int8 alternating, kiln float on
+# Fashion-MNIST beside them (order flips each round) ------------------------------------
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round/$ROUNDS ..." >&2
+  for m in $MODELS; do
+    K() { "$BIN/bench_infer" speed "$MD/${m}_int8.onnx" "$m" --paths dense --min-time "$MIN_TIME" | tag "$round" int8 >>"$OUT"; }
+    O() { node bench/bench_infer_ort.js speed "$MD/${m}_int8.onnx" "$m" --min-time "$MIN_TIME" | tag "$round" int8 >>"$OUT"
+          node bench/bench_infer_ort.js speed "$MD/${m}_int8u8.onnx" "$m" --min-time "$MIN_TIME" | tag "$round" int8u8 >>"$OUT"; }
+    F() { case "$m" in fashion_mnist)
+      "$BIN/bench_infer" speed "$MD/$m.onnx" "$m" --paths dense --min-time "$MIN_TIME" | tag "$round" float >>"$OUT" ;; esac; }
+    if [ $((round % 2)) -eq 1 ]; then K; O; F; else F; O; K; fi
+  done
+done
+
+# --- machine ------------------------------------------------------------------------------
+CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+FLAGS=$(for f in avx2 fma avx512f avx512bw avx512_vnni avx_vnni; do grep -qw "$f" /proc/cpuinfo && printf '%s ' "$f"; done)
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+printf '{"machine":1,"cpu":"%s","cores":%s,"flags":"%s","ort_version":"%s","node":"%s","load_end":"%s"}\n' \
+  "$CPU" "$(nproc)" "$FLAGS" "$ORT_VERSION" "$(node --version)" "$LOAD" >>"$OUT"
+
+python3 bench/bench_int8_table.py $MARKDOWN "$OUT"
