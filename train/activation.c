@@ -3,7 +3,7 @@
 
 #include "model_internal.h"
 
-void kiln_activation_forward(kiln_activation a, float *z, int64_t rows, int64_t cols) {
+KILN_HOT void kiln_activation_forward(kiln_activation a, float *z, int64_t rows, int64_t cols) {
   int64_t n = rows * cols;
   switch (a) {
     case KILN_ACTIVATION_LINEAR:
@@ -38,7 +38,7 @@ void kiln_activation_forward(kiln_activation a, float *z, int64_t rows, int64_t 
   }
 }
 
-void kiln_activation_backward(kiln_activation a, const float *y, float *g, int64_t rows,
+KILN_HOT void kiln_activation_backward(kiln_activation a, const float *y, float *g, int64_t rows,
                               int64_t cols) {
   int64_t n = rows * cols;
   switch (a) {

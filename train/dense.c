@@ -25,7 +25,7 @@ void kiln_dense_forward(const kiln_layer *l, const float *x, int64_t rows, float
 
 /* Multi-hot rows: z[r] = b + sum of the kernel rows of r's non-zero columns, so a
  * 10,000-wide row with 150 ones costs 150 row additions instead of 10,000. */
-void kiln_dense_forward_csr(const kiln_layer *l, const kiln_matrix *x, float *z) {
+KILN_HOT void kiln_dense_forward_csr(const kiln_layer *l, const kiln_matrix *x, float *z) {
   int64_t out = l->out_features;
   for (int64_t r = 0; r < x->rows; r++) {
     float *zr = z + r * out;
@@ -53,7 +53,7 @@ void kiln_dense_backward_params_ref(const float *x, const float *dz, int64_t row
   }
 }
 
-static void bias_grad(const float *dz, int64_t rows, int64_t out, float *gb) {
+KILN_HOT static void bias_grad(const float *dz, int64_t rows, int64_t out, float *gb) {
   memset(gb, 0, (size_t)out * sizeof(float));
   for (int64_t r = 0; r < rows; r++)
     for (int64_t j = 0; j < out; j++) gb[j] += dz[r * out + j];
@@ -66,7 +66,7 @@ void kiln_dense_backward_params(kiln_layer *l, const float *x, int64_t rows, con
   bias_grad(dz, rows, out, l->grad_bias);
 }
 
-void kiln_dense_backward_params_csr(kiln_layer *l, const kiln_matrix *x, const float *dz) {
+KILN_HOT void kiln_dense_backward_params_csr(kiln_layer *l, const kiln_matrix *x, const float *dz) {
   int64_t out = l->out_features;
   memset(l->grad_kernel, 0, (size_t)(l->in_features * out) * sizeof(float));
   for (int64_t r = 0; r < x->rows; r++) {

@@ -6,6 +6,16 @@
 #include "rng.h"
 
 #define KILN_NAME_MAX 64
+
+/* The trainer's own loops (sparse first layer, optimizer updates, activations) are
+ * compiled for AVX-512 and AVX2 besides the baseline and picked at load time by the
+ * CPU (GCC function multiversioning). Same source, no FMA contraction in ISO C mode and
+ * no reassociation, so every clone computes the same floats. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define KILN_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define KILN_HOT
+#endif
 #define KILN_MAX_INPUTS 8
 
 /* One layer node. Buffers (out, grad, mask, logits) hold cap_rows rows. */

@@ -59,7 +59,7 @@ kiln_status kiln_optimizer_prepare(kiln_model *m, kiln_error *err) {
   return KILN_OK;
 }
 
-static void sgd_step(const kiln_optimizer *o, kiln_param *p) {
+KILN_HOT static void sgd_step(const kiln_optimizer *o, kiln_param *p) {
   float lr = o->learning_rate;
   float *w = p->value, *g = p->grad, *v = p->slot1;
   if (!v) {
@@ -73,7 +73,7 @@ static void sgd_step(const kiln_optimizer *o, kiln_param *p) {
   }
 }
 
-static void rmsprop_step(const kiln_optimizer *o, kiln_param *p) {
+KILN_HOT static void rmsprop_step(const kiln_optimizer *o, kiln_param *p) {
   float lr = o->learning_rate, rho = o->rho, eps = o->epsilon;
   float *w = p->value, *g = p->grad, *v = p->slot1;
   for (int64_t i = 0; i < p->size; i++) {
@@ -82,7 +82,7 @@ static void rmsprop_step(const kiln_optimizer *o, kiln_param *p) {
   }
 }
 
-static void adam_step(const kiln_optimizer *o, kiln_param *p, int64_t step) {
+KILN_HOT static void adam_step(const kiln_optimizer *o, kiln_param *p, int64_t step) {
   double b1p = pow((double)o->beta_1, (double)step), b2p = pow((double)o->beta_2, (double)step);
   float alpha = (float)(o->learning_rate * sqrt(1.0 - b2p) / (1.0 - b1p));
   float c1 = 1.0f - o->beta_1, c2 = 1.0f - o->beta_2, eps = o->epsilon;
