@@ -68,6 +68,11 @@ int cli_parse_double(const char *cmd, const char *option, const char *text, doub
 
 /* Checks, before any work is done, that `path` can be created or replaced: it is not
  * a directory and its folder exists and is writable. 0 ok, -1 after reporting. */
+/* A data set named on the command line as NAME[:split] (split train or test, default
+ * test): fills name (cap bytes), *split and *text (imdb or reuters: token ids). Returns
+ * CLI_EXIT_OK, or a usage error naming `flag` and what was expected. */
+int cli_parse_dataset(const char *cmd, const char *flag, const char *spec, char *name,
+                      size_t cap, const char **split, int *text);
 int cli_check_output_path(const char *cmd, const char *option, const char *path);
 
 #endif

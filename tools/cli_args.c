@@ -145,3 +145,24 @@ int cli_check_output_path(const char *cmd, const char *option, const char *path)
   free(dir);
   return rc;
 }
+
+int cli_parse_dataset(const char *cmd, const char *flag, const char *spec, char *name,
+                      size_t cap, const char **split, int *text) {
+  const char *colon = strchr(spec, ':');
+  *split = colon ? colon + 1 : "test";
+  size_t n = colon ? (size_t)(colon - spec) : strlen(spec);
+  if (n == 0 || n >= cap)
+    return cli_usage_error(cmd, "%s %s: expected a .npy, a .csv or DATASET[:split]", flag, spec);
+  memcpy(name, spec, n);
+  name[n] = '\0';
+  if (strcmp(*split, "train") && strcmp(*split, "test"))
+    return cli_usage_error(cmd, "%s %s: the split is train or test, not \"%s\"", flag, spec,
+                           *split);
+  *text = !strcmp(name, "imdb") || !strcmp(name, "reuters");
+  if (!*text && strcmp(name, "california_housing") && strcmp(name, "fashion_mnist"))
+    return cli_usage_error(cmd,
+                           "%s %s: not a .npy or .csv file, nor a data set (imdb, reuters, "
+                           "california_housing, fashion_mnist)",
+                           flag, spec);
+  return CLI_EXIT_OK;
+}

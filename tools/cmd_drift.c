@@ -202,22 +202,10 @@ static int load_data(const drift_args *a, int64_t width, int32_t classes, kiln_d
     return CLI_EXIT_OK;
   }
   char name[64];
-  const char *colon = strchr(a->data, ':');
-  const char *split = colon ? colon + 1 : "test";
-  size_t n = colon ? (size_t)(colon - a->data) : strlen(a->data);
-  if (n == 0 || n >= sizeof name)
-    return cli_usage_error(CMD, "--data %s: expected a .npy, a .csv or DATASET[:split]", a->data);
-  memcpy(name, a->data, n);
-  name[n] = '\0';
-  if (strcmp(split, "train") && strcmp(split, "test"))
-    return cli_usage_error(CMD, "--data %s: the split is train or test, not \"%s\"", a->data,
-                           split);
-  int text = !strcmp(name, "imdb") || !strcmp(name, "reuters");
-  if (!text && strcmp(name, "california_housing") && strcmp(name, "fashion_mnist"))
-    return cli_usage_error(CMD,
-                           "--data %s: not a .npy or .csv file, nor a data set (imdb, reuters, "
-                           "california_housing, fashion_mnist)",
-                           a->data);
+  const char *split;
+  int text;
+  int rc = cli_parse_dataset(CMD, "--data", a->data, name, sizeof name, &split, &text);
+  if (rc) return rc;
   kiln_load_options lo;
   kiln_load_options_init(&lo);
   lo.data_dir = a->data_dir;

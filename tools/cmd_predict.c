@@ -226,22 +226,10 @@ static int load_input(const predict_args *a, int64_t width, int64_t out_cols, pr
   }
   /* A built-in data set, NAME[:split]. */
   char name[64];
-  const char *colon = strchr(a->input, ':');
-  const char *split = colon ? colon + 1 : "test";
-  size_t n = colon ? (size_t)(colon - a->input) : strlen(a->input);
-  if (n == 0 || n >= sizeof name)
-    return cli_usage_error(CMD, "--input %s: expected a .npy, a .csv or DATASET[:split]", a->input);
-  memcpy(name, a->input, n);
-  name[n] = '\0';
-  if (strcmp(split, "train") && strcmp(split, "test"))
-    return cli_usage_error(CMD, "--input %s: the split is train or test, not \"%s\"", a->input,
-                           split);
-  int text = !strcmp(name, "imdb") || !strcmp(name, "reuters");
-  if (!text && strcmp(name, "california_housing") && strcmp(name, "fashion_mnist"))
-    return cli_usage_error(CMD,
-                           "--input %s: not a .npy or .csv file, nor a data set (imdb, reuters, "
-                           "california_housing, fashion_mnist)",
-                           a->input);
+  const char *split;
+  int text;
+  int rc = cli_parse_dataset(CMD, "--input", a->input, name, sizeof name, &split, &text);
+  if (rc) return rc;
   kiln_load_options lo;
   kiln_load_options_init(&lo);
   lo.data_dir = a->data_dir;
