@@ -2,15 +2,12 @@
  *
  * The protobuf-c structs are built on the heap, pointing at the IR's own strings and
  * tensor bytes where possible, packed, then freed through a small pool. */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "kiln/atomic_file.h"
 #include "kiln/export.h"
 #include "kiln/ir.h"
 #include "onnx.pb-c.h"
@@ -339,46 +336,6 @@ kiln_status kiln_onnx_write_buffer(const kiln_ir_graph *g, void **data, size_t *
   return s;
 }
 
-/* Writes data to path via a temporary beside it (mkstemp), fsync and rename, so a
- * crash never leaves a half-written model. The same approach as train/atomic_file.c;
- * export cannot include train's private header. */
-static kiln_status write_atomic(const char *path, const void *data, size_t size, kiln_error *err) {
-  size_t n = strlen(path);
-  char *tmp = malloc(n + 16);
-  if (!tmp) return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory", path);
-  snprintf(tmp, n + 16, "%s.tmpXXXXXX", path);
-  int fd = mkstemp(tmp);
-  if (fd < 0) {
-    int e = errno;
-    free(tmp);
-    return kiln_error_set(err, KILN_E_IO, "%s: cannot create a file there (%s)", path,
-                          strerror(e));
-  }
-  (void)fchmod(fd, 0644);
-  const uint8_t *p = data;
-  size_t left = size;
-  int e = 0;
-  while (left > 0 && !e) {
-    ssize_t w = write(fd, p, left);
-    if (w < 0) {
-      if (errno != EINTR) e = errno;
-      continue;
-    }
-    p += w;
-    left -= (size_t)w;
-  }
-  if (!e && fsync(fd) != 0) e = errno;
-  if (close(fd) != 0 && !e) e = errno;
-  if (!e && rename(tmp, path) != 0) e = errno;
-  if (e) {
-    unlink(tmp);
-    free(tmp);
-    return kiln_error_set(err, KILN_E_IO, "%s: write failed (%s); nothing was written", path,
-                          strerror(e));
-  }
-  free(tmp);
-  return KILN_OK;
-}
 
 kiln_status kiln_onnx_write_file(const kiln_ir_graph *g, const char *path, kiln_error *err) {
   if (!path || !*path)
@@ -390,7 +347,7 @@ kiln_status kiln_onnx_write_file(const kiln_ir_graph *g, const char *path, kiln_
     kiln_error_prefix(err, "%s", path);
     return s;
   }
-  s = write_atomic(path, buf, n, err);
+  s = kiln_atomic_write(path, buf, n, err);
   free(buf);
   return s;
 }

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "kiln/atomic_file.h"
 #include "kiln/data.h"
 #include "kiln/drift.h"
 #include "kiln/quantize.h"
@@ -388,15 +389,13 @@ static void junit_case(FILE *f, const char *name, const char *message, const cha
 }
 
 static int write_junit(const drift_args *a, const kiln_drift_report *r) {
-  size_t n = strlen(a->junit);
-  char *tmp = malloc(n + 32);
-  if (!tmp) return cli_error(CMD, "out of memory");
-  snprintf(tmp, n + 32, "%s.tmp%ld", a->junit, (long)getpid());
-  FILE *f = fopen(tmp, "w");
-  if (!f) {
-    free(tmp);
-    return cli_error(CMD, "--junit %s: cannot create", a->junit);
+  kiln_atomic_file af;
+  kiln_error err = {0};
+  if (kiln_atomic_open(&af, a->junit, "w", &err)) {
+    kiln_error_prefix(&err, "--junit");
+    return cli_kiln_error(CMD, &err);
   }
+  FILE *f = af.fp;
   int mae = r->metric == KILN_DRIFT_MAE;
   const char *unit = mae ? "%" : "";
   char title[1200], drop_msg[256], drop_det[512], agr_msg[256], agr_det[512];
@@ -425,14 +424,10 @@ static int write_junit(const drift_args *a, const kiln_drift_report *r) {
   junit_case(f, name, r->drop_ok ? NULL : drop_msg, drop_det);
   junit_case(f, "prediction agreement", r->agreement_ok ? NULL : agr_msg, agr_det);
   fprintf(f, "</testsuite>\n");
-  int ok = !ferror(f);
-  ok = (fclose(f) == 0) && ok;
-  if (!ok || rename(tmp, a->junit) != 0) {
-    remove(tmp);
-    free(tmp);
-    return cli_error(CMD, "--junit %s: write failed; nothing was written", a->junit);
+  if (kiln_atomic_commit(&af, &err)) {
+    kiln_error_prefix(&err, "--junit");
+    return cli_kiln_error(CMD, &err);
   }
-  free(tmp);
   return CLI_EXIT_OK;
 }
 

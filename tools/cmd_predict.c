@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "kiln/atomic_file.h"
 #include "kiln/data.h"
 #include "kiln/infer.h"
 #include "kiln/quantize.h"
@@ -267,15 +268,10 @@ static int load_input(const predict_args *a, int64_t width, int64_t out_cols, pr
 
 static int write_csv(const char *path, const float *v, int64_t rows, int64_t cols,
                      const char *class_names_json) {
-  size_t n = strlen(path);
-  char *tmp = malloc(n + 32);
-  if (!tmp) return cli_error(CMD, "out of memory");
-  snprintf(tmp, n + 32, "%s.tmp%ld", path, (long)getpid());
-  FILE *f = fopen(tmp, "w");
-  if (!f) {
-    free(tmp);
-    return cli_error(CMD, "%s: cannot create", path);
-  }
+  kiln_atomic_file af;
+  kiln_error err = {0};
+  if (kiln_atomic_open(&af, path, "w", &err)) return cli_kiln_error(CMD, &err);
+  FILE *f = af.fp;
   cJSON *names = class_names_json ? cJSON_Parse(class_names_json) : NULL;
   int named = cJSON_IsArray(names) && cJSON_GetArraySize(names) == cols;
   for (int64_t c = 0; c < cols; c++) {
@@ -291,14 +287,7 @@ static int write_csv(const char *path, const float *v, int64_t rows, int64_t col
     for (int64_t c = 0; c < cols; c++) fprintf(f, "%s%.9g", c ? "," : "", (double)v[r * cols + c]);
     fputc('\n', f);
   }
-  int ok = !ferror(f);
-  ok = (fclose(f) == 0) && ok;
-  if (!ok || rename(tmp, path) != 0) {
-    remove(tmp);
-    free(tmp);
-    return cli_error(CMD, "%s: write failed; nothing was written", path);
-  }
-  free(tmp);
+  if (kiln_atomic_commit(&af, &err)) return cli_kiln_error(CMD, &err);
   return CLI_EXIT_OK;
 }
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
+#include "kiln/atomic_file.h"
 #include "kiln/callbacks.h"
 #include "model_internal.h"
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "atomic_file.h"
+#include "kiln/atomic_file.h"
 #include "model_internal.h"
 
 #define MAGIC "KILNCKP1"

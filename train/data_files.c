@@ -3,7 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 
-#include "atomic_file.h"
+#include "kiln/atomic_file.h"
 #include "data_internal.h"
 
 #include <errno.h>

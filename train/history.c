@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "kiln/train.h"
-#include "atomic_file.h"
+#include "kiln/atomic_file.h"
 
 double kiln_history_get(const kiln_history *h, const char *key, int epoch) {
   if (epoch < 0 || epoch >= h->epochs) return NAN;

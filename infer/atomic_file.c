@@ -1,4 +1,4 @@
-#include "atomic_file.h"
+#include "kiln/atomic_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -61,4 +61,15 @@ void kiln_atomic_abort(kiln_atomic_file *f) {
   free(f->tmp);
   free(f->path);
   memset(f, 0, sizeof *f);
+}
+
+kiln_status kiln_atomic_write(const char *path, const void *data, size_t size, kiln_error *err) {
+  kiln_atomic_file f;
+  kiln_status s = kiln_atomic_open(&f, path, "wb", err);
+  if (s) return s;
+  if (size && fwrite(data, 1, size, f.fp) != size) {
+    kiln_atomic_abort(&f);
+    return kiln_error_set(err, KILN_E_IO, "%s: write failed; nothing was written", path);
+  }
+  return kiln_atomic_commit(&f, err);
 }
