@@ -15,36 +15,7 @@
 #include "kiln/infer.h"
 #include "sgemm.h"
 
-/* --- a malloc counter: this program's malloc family wraps glibc's, so every
- * allocation the static kiln_infer makes during run() is seen. (Not under ASan,
- * which owns malloc; the Release/Debug ctest runs check it.) */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(__SANITIZE_MEMORY__)
-#define COUNT_MALLOC 0
-#else
-#define COUNT_MALLOC 1
-#endif
-static long g_allocs;
-#if COUNT_MALLOC && defined(__GLIBC__)
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-void *malloc(size_t n) { __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED); return __libc_malloc(n); }
-void *calloc(size_t a, size_t b) { __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED); return __libc_calloc(a, b); }
-void *realloc(void *p, size_t n) { __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED); return __libc_realloc(p, n); }
-void *aligned_alloc(size_t al, size_t n) { __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED); return __libc_memalign(al, n); }
-#define HAVE_COUNTER 1
-#else
-#define HAVE_COUNTER 0
-#endif
-
-#define OK(call)                                                      \
-  do {                                                                \
-    kiln_error e_ = {0};                                              \
-    kiln_status s_ = (call);                                          \
-    if (s_ != KILN_OK) fail_msg("%s failed: %s", #call, e_.message); \
-  } while (0)
-#define E (&e_)
+#include "infer/run_checks.h"
 
 static uint32_t g_seed = 12345;
 static float frand(void) {
