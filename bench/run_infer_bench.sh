@@ -14,49 +14,12 @@
 # tests/integration/ort/node_modules (npm install --ignore-scripts there) or
 # $KILN_ORT_NODE_MODULES. Every JSON line is kept in BUILD/infer_bench.jsonl.
 set -u
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT" || exit 1
-BUILD=${KILN_BENCH_BUILD:-build-bench}
-ROUNDS=3
-MIN_TIME=0.5
-MODELS="imdb reuters housing fashion_mnist"
-MARKDOWN=
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --min-time) MIN_TIME=$2; shift 2 ;;
-    --models) MODELS=$2; shift 2 ;;
-    --markdown) MARKDOWN=--markdown; shift ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "run_infer_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
-  esac
-done
-
-# --- node + onnxruntime-node ----------------------------------------------------------
-if ! command -v node >/dev/null; then
-  echo "node is not installed (sudo apt-get install nodejs)" >&2; exit 1
-fi
-ORT_DIR=${KILN_ORT_NODE_MODULES:-}
-if [ -z "$ORT_DIR" ]; then
-  for d in bench/node_modules tests/integration/ort/node_modules; do
-    [ -d "$d/onnxruntime-node" ] && ORT_DIR=$ROOT/$d && break
-  done
-fi
-if [ -z "$ORT_DIR" ] || [ ! -d "$ORT_DIR/onnxruntime-node" ]; then
-  echo "onnxruntime-node is not installed: (cd tests/integration/ort && npm install --ignore-scripts)" >&2
-  exit 1
-fi
-export KILN_ORT_NODE_MODULES=$ORT_DIR
-ORT_VERSION=$(node -e "console.log(require('$ORT_DIR/onnxruntime-node/package.json').version)")
-
-# --- build ---------------------------------------------------------------------------------
-# (Re)configured every time so a tree configured before these targets existed learns them.
-if [ -f "$BUILD/CMakeCache.txt" ]; then CFG=(); else CFG=(-DCMAKE_BUILD_TYPE=Release); fi
-mkdir -p "$BUILD"
-cmake -S . -B "$BUILD" "${CFG[@]}" >"$BUILD/bench_infer_configure.log" 2>&1 ||
-  { cat "$BUILD/bench_infer_configure.log" >&2; exit 1; }
-cmake --build "$BUILD" -j2 --target make_book_onnx bench_infer bench_infer_predict >"$BUILD/bench_infer_build.log" 2>&1 ||
-  { tail -30 "$BUILD/bench_infer_build.log" >&2; exit 1; }
+BENCH_NAME=run_infer_bench.sh
+BENCH_HELP_LINES='2,15p'
+. "$(dirname "$0")/bench_infer_common.sh"
+bench_parse_args "$@"
+bench_find_ort
+bench_build bench_infer make_book_onnx bench_infer bench_infer_predict
 BIN=$BUILD/bench
 MD=$BUILD/bench_infer_models
 mkdir -p "$MD"
