@@ -61,8 +61,13 @@ typedef struct kiln_dense_options {
 typedef enum kiln_layer_kind {
   KILN_LAYER_INPUT = 0,
   KILN_LAYER_DENSE,
-  KILN_LAYER_DROPOUT
+  KILN_LAYER_DROPOUT,
+  KILN_LAYER_CONCATENATE, /* joins its inputs' columns, in input order (axis -1) */
+  KILN_LAYER_CUSTOM       /* a user layer (kiln_layer_class) */
 } kiln_layer_kind;
+
+/* Most graph inputs or outputs of one model, and most inputs of one layer. */
+#define KILN_MAX_IO 8
 
 void kiln_dense_options_init(kiln_dense_options *opt);
 
@@ -84,8 +89,30 @@ kiln_status kiln_model_dense(kiln_model *m, kiln_node input, int64_t units,
                              const kiln_dense_options *opt, kiln_node *out, kiln_error *err);
 kiln_status kiln_model_dropout(kiln_model *m, kiln_node input, float rate, const char *name,
                                kiln_node *out, kiln_error *err);
+/* keras.layers.Concatenate(): a node whose row is its inputs' rows side by side. */
+kiln_status kiln_model_concatenate(kiln_model *m, const kiln_node *inputs, int n_inputs,
+                                   const char *name, kiln_node *out, kiln_error *err);
 /* The model's output node (default: the last node added). */
 kiln_status kiln_model_set_output(kiln_model *m, kiln_node output, kiln_error *err);
+/* keras.Model(inputs=[...], outputs=[...]). Inputs default to every Input node in the
+ * order added; outputs to the last node added. Must be set before compile. */
+kiln_status kiln_model_set_inputs(kiln_model *m, const kiln_node *inputs, int n,
+                                  kiln_error *err);
+kiln_status kiln_model_set_outputs(kiln_model *m, const kiln_node *outputs, int n,
+                                   kiln_error *err);
+int kiln_model_input_count(const kiln_model *m);
+kiln_node kiln_model_input_node(const kiln_model *m, int i);   /* -1 when out of range */
+int kiln_model_output_count(const kiln_model *m);
+kiln_node kiln_model_output_node(const kiln_model *m, int i);  /* -1 when out of range */
+
+/* Feature extraction (listing 7.13): a new, uncompiled model made of the layers of src
+ * between `inputs` and `outputs` (nodes of src), with the same names, that SHARES their
+ * weights with src: training one changes the other (reference-counted; either model
+ * may be freed first). Nodes are renumbered: find them with kiln_model_find_layer.
+ * Layers may be added to the new model (on any of its nodes) before it is compiled. */
+kiln_status kiln_model_from_layers(const kiln_model *src, const kiln_node *inputs, int n_inputs,
+                                   const kiln_node *outputs, int n_outputs, kiln_model **out,
+                                   kiln_error *err);
 
 /* Sequential API: the input of each new layer is the last node added. */
 kiln_status kiln_model_add_input(kiln_model *m, int64_t features, kiln_error *err);
@@ -183,11 +210,33 @@ kiln_status kiln_metric_create(const char *name, kiln_loss loss, kiln_metric **o
 void kiln_metric_free(kiln_metric *m);
 
 /* Sets optimizer, loss and metrics (by name, resolved with kiln_metric_create).
- * Compiling again resets the optimizer state and the metrics. */
+ * Compiling again resets the optimizer state and the metrics. With several outputs the
+ * loss and the metrics apply to each output (as Keras does with a single loss). */
 kiln_status kiln_model_compile(kiln_model *m, const kiln_optimizer *opt, kiln_loss loss,
                                const char *const *metrics, int n_metrics, kiln_error *err);
-/* Adds a custom metric after compile; the model takes ownership (also on failure). */
+
+/* Per-output compile settings (Keras' loss={...}, loss_weights={...}, metrics={...}). */
+typedef struct kiln_output_config {
+  const char *output; /* the output layer's name, or NULL: the i-th output */
+  kiln_loss loss;
+  float loss_weight;  /* >= 0, default 1; the training loss is the weighted sum */
+  const char *const *metrics;
+  int n_metrics;
+} kiln_output_config;
+void kiln_output_config_init(kiln_output_config *c);
+/* One config per model output (by name or position). With more than one output the
+ * logs are Keras': "loss" (weighted total), "<output>_loss", "<output>_<metric>", and
+ * their "val_" forms. */
+kiln_status kiln_model_compile_outputs(kiln_model *m, const kiln_optimizer *opt,
+                                       const kiln_output_config *outputs, int n_outputs,
+                                       kiln_error *err);
+kiln_loss kiln_model_output_loss(const kiln_model *m, int output);
+float kiln_model_output_loss_weight(const kiln_model *m, int output);
+/* Adds a custom metric after compile; the model takes ownership (also on failure).
+ * kiln_model_add_metric adds it to the first output. */
 kiln_status kiln_model_add_metric(kiln_model *m, kiln_metric *metric, kiln_error *err);
+kiln_status kiln_model_add_output_metric(kiln_model *m, int output, kiln_metric *metric,
+                                         kiln_error *err);
 /* What compile set: whether the model is compiled, its loss, optimizer settings, the
  * metric names as given to compile (valid until recompiled or freed), and its
  * output node (the last node added when none was set). */
@@ -243,6 +292,14 @@ void kiln_model_fail(kiln_model *m, kiln_status status, const char *fmt, ...)
 int kiln_model_epoch(const kiln_model *m);
 void kiln_model_set_epoch(kiln_model *m, int epoch);
 
+/* Data for the model's several inputs or outputs, by position (every name NULL) or by
+ * the Input / output layer names (every name set), as Keras takes lists or dicts. */
+typedef struct kiln_io {
+  int n;
+  const char *names[KILN_MAX_IO];
+  const kiln_matrix *data[KILN_MAX_IO];
+} kiln_io;
+
 typedef struct kiln_fit_options {
   int epochs;               /* default 1 */
   int64_t batch_size;       /* default 32 */
@@ -250,6 +307,8 @@ typedef struct kiln_fit_options {
   double validation_split;  /* fraction in [0, 1): the last rows, before shuffling, as Keras */
   const kiln_matrix *validation_x; /* or explicit validation data (both or neither) */
   const kiln_matrix *validation_y;
+  const kiln_io *validation_inputs;  /* for kiln_model_fit_io: validation data of a */
+  const kiln_io *validation_targets; /* multi-input/output model (both or neither) */
   int verbose;              /* 0 silent, 1 progress bar (plain lines off a terminal), 2 a line per epoch */
   FILE *progress;           /* where verbose output goes; NULL: nowhere */
   const kiln_callback *callbacks;
@@ -288,6 +347,16 @@ kiln_status kiln_model_evaluate(kiln_model *m, const kiln_matrix *x, const kiln_
 /* Outputs (rows x output units) in inference mode into *out (allocated by kiln). */
 kiln_status kiln_model_predict(kiln_model *m, const kiln_matrix *x, int64_t batch_size,
                                kiln_matrix *out, kiln_error *err);
+
+/* The same for models with several inputs and outputs (they also take one of each).
+ * predict_io fills outs[0..kiln_model_output_count-1]. */
+kiln_status kiln_model_fit_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                              const kiln_fit_options *opt, kiln_history *history,
+                              kiln_error *err);
+kiln_status kiln_model_evaluate_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                                   int64_t batch_size, kiln_logs *out, kiln_error *err);
+kiln_status kiln_model_predict_io(kiln_model *m, const kiln_io *x, int64_t batch_size,
+                                  kiln_matrix *outs, kiln_error *err);
 
 /* --- saving -------------------------------------------------------------- */
 
