@@ -361,6 +361,8 @@ static const char *kind_name(kiln_layer_kind k) {
     case KILN_LAYER_INPUT: return "InputLayer";
     case KILN_LAYER_DENSE: return "Dense";
     case KILN_LAYER_DROPOUT: return "Dropout";
+    case KILN_LAYER_CONCATENATE: return "Concatenate";
+    case KILN_LAYER_CUSTOM: return "Custom";
   }
   return "?";
 }

@@ -938,6 +938,10 @@ kiln_status kiln_spec_build(const kiln_spec *s, int64_t input_features, uint64_t
       case KILN_LAYER_DROPOUT:
         st = kiln_model_dropout(m, prev, l->rate, l->name, NULL, &local);
         break;
+      case KILN_LAYER_CONCATENATE:
+      case KILN_LAYER_CUSTOM:
+        st = kiln_error_set(&local, KILN_E_UNSUPPORTED, "not a Sequential spec layer");
+        break;
     }
     if (st) {
       index_path(path, "layers", l->index);
