@@ -92,7 +92,7 @@ kiln_status kiln_model_dropout(kiln_model *m, kiln_node input, float rate, const
 /* keras.layers.Concatenate(): a node whose row is its inputs' rows side by side. */
 kiln_status kiln_model_concatenate(kiln_model *m, const kiln_node *inputs, int n_inputs,
                                    const char *name, kiln_node *out, kiln_error *err);
-/* The model's output node (default: the last node added). */
+/* The model's output node (default: the last node added); before compile. */
 kiln_status kiln_model_set_output(kiln_model *m, kiln_node output, kiln_error *err);
 /* keras.Model(inputs=[...], outputs=[...]). Inputs default to every Input node in the
  * order added; outputs to the last node added. Must be set before compile. */

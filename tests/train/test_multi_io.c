@@ -802,6 +802,121 @@ static void test_old_checkpoint_loads(void **state) {
   kiln_model_free(m);
 }
 
+/* --- feature extraction (listing 7.13) ---------------------------------------------- */
+
+static kiln_model *extract_with_difficulty(kiln_model *src) {
+  kiln_node ins[3], outs[3];
+  for (int i = 0; i < 3; i++) ins[i] = kiln_model_input_node(src, i);
+  OK(kiln_model_find_layer(src, "priority", &outs[0], NULL));
+  OK(kiln_model_find_layer(src, "department", &outs[1], NULL));
+  OK(kiln_model_find_layer(src, "dense", &outs[2], NULL)); /* the features */
+  kiln_model *m;
+  kiln_error err = {0};
+  OK(kiln_model_from_layers(src, ins, 3, outs, 3, &m, &err));
+  assert_int_equal(kiln_model_layer_count(m), kiln_model_layer_count(src));
+  assert_int_equal(kiln_model_output_count(m), 3);
+  kiln_node feat, pri, dep, diff;
+  OK(kiln_model_find_layer(m, "dense", &feat, NULL));
+  OK(kiln_model_find_layer(m, "priority", &pri, NULL));
+  OK(kiln_model_find_layer(m, "department", &dep, NULL));
+  kiln_dense_options o;
+  kiln_dense_options_init(&o);
+  o.activation = KILN_ACTIVATION_SOFTMAX;
+  o.name = "difficulty";
+  OK(kiln_model_dense(m, feat, 3, &o, &diff, &err));
+  kiln_node new_outs[] = {pri, dep, diff};
+  OK(kiln_model_set_outputs(m, new_outs, 3, &err));
+  kiln_optimizer opt;
+  kiln_optimizer_init(&opt, KILN_OPTIMIZER_RMSPROP);
+  kiln_output_config c[3];
+  for (int k = 0; k < 3; k++) kiln_output_config_init(&c[k]);
+  c[0].loss = KILN_LOSS_MEAN_SQUARED_ERROR;
+  c[1].loss = KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY;
+  c[2].loss = KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY;
+  const char *acc[] = {"accuracy"};
+  c[2].metrics = acc;
+  c[2].n_metrics = 1;
+  OK(kiln_model_compile_outputs(m, &opt, c, 3, &err));
+  return m;
+}
+
+static void test_feature_extraction_shares_weights(void **state) {
+  ticket_data d;
+  ticket_data_make(&d, 96, 8);
+  for (int free_src_first = 0; free_src_first < 2; free_src_first++) {
+    kiln_model *src = ticket_model(4, 1);
+    kiln_io x, y;
+    ticket_io(&d, &x, &y);
+    kiln_fit_options fo;
+    kiln_fit_options_init(&fo);
+    fo.batch_size = 32;
+    kiln_error err = {0};
+    OK(kiln_model_fit_io(src, &x, &y, &fo, NULL, &err));
+    kiln_model *m = extract_with_difficulty(src);
+    /* Shared, not copied: the very same kernel memory. */
+    kiln_node a, b;
+    OK(kiln_model_find_layer(src, "dense", &a, NULL));
+    OK(kiln_model_find_layer(m, "dense", &b, NULL));
+    kiln_layer_info la, lb;
+    OK(kiln_model_layer(src, a, &la, NULL));
+    OK(kiln_model_layer(m, b, &lb, NULL));
+    assert_ptr_equal(la.kernel, lb.kernel);
+    assert_ptr_equal(la.bias, lb.bias);
+    assert_int_equal(kiln_model_find_layer(src, "difficulty", &a, NULL), KILN_E_INVALID);
+    kiln_matrix before[2], after[2];
+    OK(kiln_model_predict_io(src, &x, 32, before, &err));
+    kiln_matrix diff_y;
+    OK(kiln_matrix_alloc(&diff_y, 96, 1, NULL));
+    for (int64_t i = 0; i < 96; i++) diff_y.values[i] = (float)(i % 3);
+    const kiln_matrix *ys[] = {&d.priority, &d.department, &diff_y};
+    kiln_io y3 = io_pos(3, ys);
+    fo.epochs = 3;
+    kiln_history h = {0};
+    OK(kiln_model_fit_io(m, &x, &y3, &fo, &h, &err));
+    assert_false(isnan(kiln_history_get(&h, "difficulty_accuracy", 2)));
+    assert_false(isnan(kiln_history_get(&h, "difficulty_loss", 2)));
+    assert_true(kiln_history_get(&h, "difficulty_loss", 2) < kiln_history_get(&h, "difficulty_loss", 0));
+    /* Training the new model moved the old one's predictions. */
+    OK(kiln_model_predict_io(src, &x, 32, after, &err));
+    assert_true(memcmp(before[1].values, after[1].values, (size_t)(96 * 4) * sizeof(float)) != 0);
+    for (int k = 0; k < 2; k++) {
+      kiln_matrix_free(&before[k]);
+      kiln_matrix_free(&after[k]);
+    }
+    /* Either may go first; the other keeps working. */
+    kiln_model *keep = free_src_first ? m : src;
+    kiln_model_free(free_src_first ? src : m);
+    kiln_matrix p[3];
+    if (keep == m) {
+      OK(kiln_model_predict_io(m, &x, 50, p, &err));
+      for (int k = 0; k < 3; k++) kiln_matrix_free(&p[k]);
+    } else {
+      OK(kiln_model_fit_io(src, &x, &y, &fo, NULL, &err));
+      OK(kiln_model_predict_io(src, &x, 50, p, &err));
+      for (int k = 0; k < 2; k++) kiln_matrix_free(&p[k]);
+    }
+    kiln_model_free(keep);
+    kiln_matrix_free(&diff_y);
+    kiln_history_free(&h);
+  }
+  /* Errors: an Input the outputs need but not given; a non-Input as input. */
+  kiln_model *src = ticket_model(4, 0);
+  kiln_node title, feat, pri;
+  OK(kiln_model_find_layer(src, "title", &title, NULL));
+  OK(kiln_model_find_layer(src, "dense", &feat, NULL));
+  OK(kiln_model_find_layer(src, "priority", &pri, NULL));
+  kiln_model *m = NULL;
+  kiln_error err = {0};
+  expect_error(kiln_model_from_layers(src, &title, 1, &pri, 1, &m, &err), KILN_E_INVALID, &err,
+               "from_layers: the outputs depend on Input \"text_body\", which is not among the "
+               "inputs given");
+  expect_error(kiln_model_from_layers(src, &feat, 1, &pri, 1, &m, &err), KILN_E_INVALID, &err,
+               "from_layers: inputs[0] is layer \"dense\", not an Input layer of the model");
+  assert_null(m);
+  kiln_model_free(src);
+  ticket_data_free(&d);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_concat_forward_by_hand),
@@ -812,6 +927,7 @@ int main(void) {
       cmocka_unit_test(test_bad_inputs),
       cmocka_unit_test(test_save_load_round_trip),
       cmocka_unit_test(test_old_checkpoint_loads),
+      cmocka_unit_test(test_feature_extraction_shares_weights),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
