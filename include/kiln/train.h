@@ -146,7 +146,10 @@ int64_t kiln_model_param_count(const kiln_model *m);
 int64_t kiln_model_input_features(const kiln_model *m);
 int64_t kiln_model_output_features(const kiln_model *m);
 
-/* Writes a Keras-style summary (layer, output shape, params, totals) to out. */
+/* Writes a Keras-style summary (layer, output shape, params, totals) to out. A
+ * Sequential stack prints as Keras' Sequential summary; any other graph as Keras'
+ * functional one (Model: "functional", with a "Connected to" column such as
+ * "title[0][0], text_body[0][0], tags[0][0]"). */
 void kiln_model_summary(const kiln_model *m, FILE *out);
 
 /* --- compile ------------------------------------------------------------- */

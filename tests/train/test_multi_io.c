@@ -917,6 +917,57 @@ static void test_feature_extraction_shares_weights(void **state) {
   ticket_data_free(&d);
 }
 
+/* --- summary ------------------------------------------------------------------------ */
+
+/* The summary as text; the caller frees it. */
+static char *summary_text(const kiln_model *m) {
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  kiln_model_summary(m, f);
+  long n = ftell(f);
+  char *buf = malloc((size_t)n + 1);
+  rewind(f);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), n);
+  buf[n] = 0;
+  fclose(f);
+  return buf;
+}
+
+static void test_functional_summary(void **state) {
+  kiln_model *m = ticket_model(1, 0);
+  char *s = summary_text(m);
+  assert_non_null(strstr(s, "Model: \"functional\"\n"));
+  assert_non_null(strstr(s, "Connected to"));
+  /* 12 + 10 + 4 = 26 columns; Dense 26x8+8 = 216, priority 9, department 36. */
+  const char *lines[] = {"title (InputLayer)", "concatenate (Concatenate)", "dense (Dense)",
+                         "priority (Dense)", "department (Dense)"};
+  const char *tails[] = {"(None, 12)                   0  -\n",
+                         "(None, 26)                   0  title[0][0], text_body[0][0], tags[0][0]\n",
+                         "(None, 8)                  216  concatenate[0][0]\n",
+                         "(None, 1)                    9  dense[0][0]\n",
+                         "(None, 4)                   36  dense[0][0]\n"};
+  for (int i = 0; i < 5; i++) {
+    const char *at = strstr(s, lines[i]);
+    assert_non_null(at);
+    at += strlen(lines[i]);
+    while (*at == ' ') at++;
+    if (strncmp(at, tails[i], strlen(tails[i])) != 0)
+      fail_msg("row \"%s\": got \"%.*s\", want \"%s\"", lines[i], (int)strlen(tails[i]), at, tails[i]);
+  }
+  assert_non_null(strstr(s, " Total params: 261 (1.02 KB)"));
+  free(s);
+  kiln_model_free(m);
+  /* A Sequential stack keeps its summary. */
+  OK(kiln_model_create(0, &m, NULL));
+  OK(kiln_model_add_input(m, 4, NULL));
+  OK(kiln_model_add_dense(m, 2, KILN_ACTIVATION_RELU, NULL));
+  s = summary_text(m);
+  assert_non_null(strstr(s, "Model: \"sequential\""));
+  assert_null(strstr(s, "Connected to"));
+  free(s);
+  kiln_model_free(m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_concat_forward_by_hand),
@@ -928,6 +979,7 @@ int main(void) {
       cmocka_unit_test(test_save_load_round_trip),
       cmocka_unit_test(test_old_checkpoint_loads),
       cmocka_unit_test(test_feature_extraction_shares_weights),
+      cmocka_unit_test(test_functional_summary),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
