@@ -83,12 +83,16 @@ static void free_panels(panel *p, int n) {
   free(p);
 }
 
-/* "mean_absolute_error" -> "Mean absolute error" for an axis label. */
+/* "mean_absolute_error" -> "Mean absolute error", "mae" -> "MAE" for an axis label. */
 static void humanize(const char *name, char *buf, size_t cap) {
+  static const char *const acronyms[] = {"mae", "mse", "rmse", "mape", "auc"};
+  int upper = 0;
+  for (size_t i = 0; i < sizeof acronyms / sizeof *acronyms; i++) upper |= !strcmp(name, acronyms[i]);
   snprintf(buf, cap, "%s", name);
-  for (char *q = buf; *q; q++)
+  for (char *q = buf; *q; q++) {
     if (*q == '_') *q = ' ';
-  buf[0] = (char)toupper((unsigned char)buf[0]);
+    if (upper || q == buf) *q = (char)toupper((unsigned char)*q);
+  }
 }
 
 static void draw_panel(FILE *f, const history_csv *h, const panel *p, int first, double top,
