@@ -298,7 +298,12 @@ int cmd_plot_model(int argc, char **argv) {
       if (kiln_spec_load(path, &spec, &err)) return cli_kiln_error(CMD, &err);
       kiln_status s = kiln_spec_build(spec, features, KILN_SEED_FROM_SPEC, &m, &err);
       kiln_spec_free(spec);
-      if (s) return cli_kiln_error(CMD, &err);
+      if (s) {
+        int r = cli_kiln_error(CMD, &err);
+        if (!features && strstr(err.message, "input width"))
+          fprintf(stderr, "Or give the width here: kiln plot-model %s --input-features N ...\n", path);
+        return r;
+      }
     } else if (kiln_model_load(path, &m, &err)) {
       return cli_kiln_error(CMD, &err);
     }

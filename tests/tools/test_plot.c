@@ -734,6 +734,10 @@ static void test_plot_model_bad_input(void **state) {
   write_text("bad.json", "{\"layers\": [{\"type\": \"Dense\", \"units\": -1}]}");
   expect_failure((const char *[]){"plot-model", "bad.json", "-o", "m.svg", NULL}, "m.svg",
                  "bad.json");
+  write_text("nowidth.json", "{\"layers\": [{\"type\": \"Input\"}, {\"type\": \"Dense\", "
+                             "\"units\": 2}], \"compile\": {\"loss\": \"mse\"}}");
+  expect_failure((const char *[]){"plot-model", "nowidth.json", "-o", "m.svg", NULL}, "m.svg",
+                 "--input-features N");
   result r = run_kiln((const char *[]){"plot-model", "--help", NULL});
   assert_int_equal(r.code, 0);
   expect_in(r.out, "--show-shapes", "kiln plot-model --help");
