@@ -105,6 +105,43 @@ static void free_work(work *w) {
   free(w->key);
 }
 
+/* Moves the boxes of rank r (in their order) as near as they can get to the mean
+ * position of their neighbours in the adjacent rank (predecessors when down), keeping
+ * their order and gaps: with offset_i the least distance from the rank's first box,
+ * x_i - offset_i must not decrease, and the least-squares fit of that is isotonic
+ * regression, solved exactly by pooling adjacent violators. */
+static void align_rank(const work *w, int r, int down, const double *size, double *across,
+                       double *t, double *offset, int *block_len) {
+  const int *L = w->layer + w->layer_start[r];
+  int m = w->layer_start[r + 1] - w->layer_start[r];
+  for (int i = 0; i < m; i++) {
+    int v = L[i];
+    double sum = 0;
+    int cnt = 0;
+    for (int e = 0; e < w->n_links; e++) {
+      const graph_edge *l = &w->links[e];
+      if (down && l->to == v) sum += across[l->from], cnt++;
+      if (!down && l->from == v) sum += across[l->to], cnt++;
+    }
+    offset[i] = i ? offset[i - 1] + (size[L[i - 1]] + size[v]) / 2 + NODE_GAP : 0;
+    t[i] = (cnt ? sum / cnt : across[v]) - offset[i];
+  }
+  /* blocks: means in t[b], lengths in block_len[b] */
+  int nb = 0;
+  for (int i = 0; i < m; i++) {
+    t[nb] = t[i];
+    block_len[nb++] = 1;
+    while (nb > 1 && t[nb - 2] > t[nb - 1]) {
+      int a = block_len[nb - 2], b = block_len[nb - 1];
+      t[nb - 2] = (t[nb - 2] * a + t[nb - 1] * b) / (a + b);
+      block_len[nb - 2] = a + b;
+      nb--;
+    }
+  }
+  for (int b = 0, i = 0; b < nb; b++)
+    for (int k = 0; k < block_len[b]; k++, i++) across[L[i]] = t[b] + offset[i];
+}
+
 void graph_layout_free(graph_layout *l) {
   free(l->rank);
   free(l->order);
@@ -122,6 +159,7 @@ int graph_layout_compute(int n, const double *box_w, const double *box_h,
   memset(out, 0, sizeof *out);
   work w = {0};
   double *along = NULL, *across = NULL, *cross_size = NULL, *rank_size = NULL, *rank_pos = NULL;
+  double *scratch = NULL;
   size_t nn = (size_t)n + 1;
   out->rank = calloc(nn, sizeof *out->rank);
   out->order = calloc(nn, sizeof *out->order);
@@ -158,10 +196,11 @@ int graph_layout_compute(int n, const double *box_w, const double *box_h,
   along = calloc(na, sizeof *along);
   across = calloc(na, sizeof *across);
   cross_size = calloc(na, sizeof *cross_size);
+  scratch = calloc(na, sizeof *scratch);
   rank_size = calloc((size_t)n_ranks + 1, sizeof *rank_size);
   rank_pos = calloc((size_t)n_ranks + 1, sizeof *rank_pos);
   if (!w.rank_of || !w.links || !w.pos || !w.best || !w.layer_start || !w.layer || !w.key ||
-      !out->bend_x || !out->bend_y || !along || !across || !cross_size || !rank_size || !rank_pos)
+      !out->bend_x || !out->bend_y || !along || !across || !cross_size || !rank_size || !rank_pos || !scratch)
     goto nomem;
   for (int i = 0; i < n; i++) w.rank_of[i] = out->rank[i];
   int nl = 0;
@@ -224,12 +263,13 @@ int graph_layout_compute(int n, const double *box_w, const double *box_h,
     if (span > widest) widest = span;
   }
   double total_along = n_ranks ? at - RANK_GAP + MARGIN : 2 * MARGIN;
-  double total_across = widest + 2 * MARGIN;
+  /* Each rank centred first, then pulled towards its neighbours, down and up a few
+   * times (ending down), so chains run straight and joins sit under what they join. */
   for (int r = 0; r < n_ranks; r++) {
     double span = 0;
     for (int i = w.layer_start[r]; i < w.layer_start[r + 1]; i++)
       span += cross_size[w.layer[i]] + (i > w.layer_start[r] ? NODE_GAP : 0);
-    double c = (total_across - span) / 2;
+    double c = (widest - span) / 2;
     for (int i = w.layer_start[r]; i < w.layer_start[r + 1]; i++) {
       int v = w.layer[i];
       across[v] = c + cross_size[v] / 2;
@@ -237,6 +277,20 @@ int graph_layout_compute(int n, const double *box_w, const double *box_h,
       c += cross_size[v] + NODE_GAP;
     }
   }
+  for (int it = 0; it < 8; it++) {
+    for (int r = 1; r < n_ranks; r++)
+      align_rank(&w, r, 1, cross_size, across, w.key, scratch, w.best);
+    if (it == 7) break;
+    for (int r = n_ranks - 2; r >= 0; r--)
+      align_rank(&w, r, 0, cross_size, across, w.key, scratch, w.best);
+  }
+  double lo = 0, hi = 0;
+  for (int v = 0; v < w.n_all; v++) {
+    if (v == 0 || across[v] - cross_size[v] / 2 < lo) lo = across[v] - cross_size[v] / 2;
+    if (v == 0 || across[v] + cross_size[v] / 2 > hi) hi = across[v] + cross_size[v] / 2;
+  }
+  for (int v = 0; v < w.n_all; v++) across[v] += MARGIN - lo;
+  double total_across = (w.n_all ? hi - lo : 0) + 2 * MARGIN;
   for (int v = 0; v < w.n_all; v++) {
     double x = left_right ? along[v] : across[v], y = left_right ? across[v] : along[v];
     if (v < n) {
@@ -256,6 +310,7 @@ int graph_layout_compute(int n, const double *box_w, const double *box_h,
   free(cross_size);
   free(rank_size);
   free(rank_pos);
+  free(scratch);
   return GRAPH_LAYOUT_OK;
 nomem:
   free_work(&w);
@@ -264,5 +319,6 @@ nomem:
   free(cross_size);
   free(rank_size);
   free(rank_pos);
+  free(scratch);
   return GRAPH_LAYOUT_NO_MEMORY;
 }

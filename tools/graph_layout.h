@@ -5,7 +5,8 @@
  * crosses (its bend points, so it runs between boxes, not through them); the order
  * within a rank comes from a few down and up sweeps sorting by the barycenter of the
  * neighbours in the previous rank, keeping the order with the fewest crossings; each
- * rank is then laid out side by side and centred. */
+ * rank is then laid out side by side, its boxes pulled towards their neighbours
+ * (order and gaps kept: isotonic regression) so that chains run straight. */
 #ifndef KILN_TOOLS_GRAPH_LAYOUT_H
 #define KILN_TOOLS_GRAPH_LAYOUT_H
 
