@@ -1,8 +1,8 @@
 /* kiln plot and kiln plot-model: the layered layout (ranks, order, no overlapping
  * boxes, edges downwards) and the axis ticks as pure functions; the SVG writer's
  * escaping; then the commands as child processes on generated History CSVs, a
- * Sequential .kiln and multi-input/multi-output ONNX graphs built with the IR calls —
- * well-formed SVG, one polyline point per epoch mapped monotonically, and every bad
+ * Sequential .kiln, a functional one (3 inputs, Concatenate, 2 outputs) and the same
+ * shape as ONNX built with the IR calls — well-formed SVG, one polyline point per epoch mapped monotonically, and every bad
  * input exiting 2 with its place named and no output file left behind. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -708,6 +708,73 @@ static void test_plot_model_onnx_multi_io(void **state) {
   free(svg);
 }
 
+/* Figure 7.3 from a real functional model (listing 7.9's ticket classifier, small
+ * widths), saved and loaded as a .kiln. */
+static void test_plot_model_functional_kiln(void **state) {
+  (void)state;
+  kiln_model *m;
+  kiln_error err = {0};
+  kiln_node title, body, tags, cat, feat, pri, dep;
+  OK(kiln_model_create(1, &m, &err));
+  OK(kiln_model_input(m, "title", 100, &title, &err));
+  OK(kiln_model_input(m, "text_body", 100, &body, &err));
+  OK(kiln_model_input(m, "tags", 10, &tags, &err));
+  kiln_node ins[] = {title, body, tags};
+  OK(kiln_model_concatenate(m, ins, 3, NULL, &cat, &err));
+  kiln_dense_options o;
+  kiln_dense_options_init(&o);
+  o.activation = KILN_ACTIVATION_RELU;
+  OK(kiln_model_dense(m, cat, 64, &o, &feat, &err));
+  o.activation = KILN_ACTIVATION_SIGMOID;
+  o.name = "priority";
+  OK(kiln_model_dense(m, feat, 1, &o, &pri, &err));
+  o.activation = KILN_ACTIVATION_SOFTMAX;
+  o.name = "department";
+  OK(kiln_model_dense(m, feat, 4, &o, &dep, &err));
+  OK(kiln_model_set_inputs(m, ins, 3, &err));
+  kiln_node outs[] = {pri, dep};
+  OK(kiln_model_set_outputs(m, outs, 2, &err));
+  kiln_optimizer opt;
+  kiln_optimizer_init(&opt, KILN_OPTIMIZER_RMSPROP);
+  kiln_output_config c[2];
+  kiln_output_config_init(&c[0]);
+  kiln_output_config_init(&c[1]);
+  c[0].loss = KILN_LOSS_MEAN_SQUARED_ERROR;
+  c[1].loss = KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY;
+  OK(kiln_model_compile_outputs(m, &opt, c, 2, &err));
+  OK(kiln_model_save(m, in_dir("ticket.kiln"), &err));
+  kiln_model_free(m);
+
+  result r = run_kiln((const char *[]){"plot-model", "ticket.kiln", "-o", "ticket.svg",
+                                       "--show-shapes", "--show-layer-names", NULL});
+  if (r.code) print_error("%s", r.err);
+  assert_int_equal(r.code, 0);
+  result_free(&r);
+  char *svg = read_svg("ticket.svg");
+  expect_in(svg, "title (InputLayer)", "ticket.svg");
+  expect_in(svg, "tags (InputLayer)", "ticket.svg");
+  expect_in(svg, "(Concatenate)", "ticket.svg");
+  expect_in(svg, "input:  [(None, 100), (None, 100), (None, 10)]", "ticket.svg");
+  expect_in(svg, "output: (None, 210)", "ticket.svg");
+  expect_in(svg, "priority (Dense)", "ticket.svg");
+  expect_in(svg, "department (Dense)", "ticket.svg");
+  assert_int_equal(count(svg, "<rect") - 1, 7);
+  assert_int_equal(count(svg, "marker-end=\"url(#arrow)\""), 6);
+  free(svg);
+  r = run_kiln((const char *[]){"plot-model", "ticket.kiln", "-o", "ticket.dot", NULL});
+  assert_int_equal(r.code, 0);
+  result_free(&r);
+  char *dot = read_text(in_dir("ticket.dot"));
+  for (int i = 0; i < 3; i++) {
+    char edge[32];
+    snprintf(edge, sizeof edge, "n%d -> n3;", i);
+    expect_in(dot, edge, "ticket.dot");
+  }
+  expect_in(dot, "n4 -> n5;", "ticket.dot");
+  expect_in(dot, "n4 -> n6;", "ticket.dot");
+  free(dot);
+}
+
 static void test_plot_model_bad_input(void **state) {
   (void)state;
   save_sequential("seq.kiln");
@@ -770,6 +837,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_plot_bad_input, setup, teardown),
       cmocka_unit_test_setup_teardown(test_plot_model_sequential, setup, teardown),
       cmocka_unit_test_setup_teardown(test_plot_model_onnx_multi_io, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_plot_model_functional_kiln, setup, teardown),
       cmocka_unit_test_setup_teardown(test_plot_model_bad_input, setup, teardown),
   };
   return failed | cmocka_run_group_tests_name("commands", commands, NULL, NULL);
