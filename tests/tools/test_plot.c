@@ -2,8 +2,9 @@
  * boxes, edges downwards) and the axis ticks as pure functions; the SVG writer's
  * escaping; then the commands as child processes on generated History CSVs, a
  * Sequential .kiln, a functional one (3 inputs, Concatenate, 2 outputs) and the same
- * shape as ONNX built with the IR calls — well-formed SVG, one polyline point per epoch mapped monotonically, and every bad
- * input exiting 2 with its place named and no output file left behind. */
+ * shape as ONNX built with the IR calls — well-formed SVG, one polyline point per
+ * epoch mapped monotonically, and every bad input exiting 2 with its place named and
+ * no output file left behind. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
