@@ -189,6 +189,16 @@ int history_csv_read(const char *path, history_csv *out, char *msg, int cap) {
         goto done;
       }
     }
+    if (out->n_rows > 0) {
+      double prev = row[out->epoch_col - out->n_cols]; /* the previous row's epoch */
+      if (!(row[out->epoch_col] > prev)) {
+        rc = fail(msg, cap,
+                  "%s:%d: epoch %s after epoch %g: rows must be in increasing epoch order "
+                  "(two runs in one file?)",
+                  path, line_no, cells[out->epoch_col], prev);
+        goto done;
+      }
+    }
     out->n_rows++;
   }
   if (!header)

@@ -1,6 +1,6 @@
 /* kiln command — a History CSV read for `kiln plot`: a header with an epoch column
  * and numeric series, one row per epoch (what kiln_history_write_csv and Keras'
- * CSVLogger write). Empty and NaN cells are missing values. */
+ * CSVLogger write), epochs increasing. Empty and NaN cells are missing values. */
 #ifndef KILN_TOOLS_HISTORY_CSV_H
 #define KILN_TOOLS_HISTORY_CSV_H
 

@@ -507,6 +507,9 @@ static void test_plot_bad_input(void **state) {
   write_text("badepoch.csv", "epoch,loss\nfirst,1\n");
   expect_failure((const char *[]){"plot", "badepoch.csv", "-o", "o.svg", NULL}, "o.svg",
                  "badepoch.csv:2: column \"epoch\"");
+  write_text("order.csv", "epoch,loss\n0,1\n1,0.5\n1,0.4\n");
+  expect_failure((const char *[]){"plot", "order.csv", "-o", "o.svg", NULL}, "o.svg",
+                 "order.csv:4: epoch 1 after epoch 1: rows must be in increasing epoch order");
   write_text("empty.csv", "");
   expect_failure((const char *[]){"plot", "empty.csv", "-o", "o.svg", NULL}, "o.svg",
                  "empty.csv: empty file");
