@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "kiln/infer.h"
 #include "kiln/quantize.h"
+#include "onnx_shapes.h"
 
 static const char *const CMD = "inspect";
 
@@ -24,144 +25,6 @@ void cmd_inspect_usage(FILE *out) {
           "  --json    print one JSON object instead of the table\n"
           "\n"
           "Exit status: 0 success, 2 a usage or input error (unreadable or invalid file).\n");
-}
-
-/* --- shapes: a small propagation over the ops kiln writes and reads ------------------ */
-
-typedef struct shape {
-  int known;
-  int rank;
-  int64_t dims[KILN_IR_MAX_RANK]; /* < 0: symbolic */
-  const char *params[KILN_IR_MAX_RANK];
-} shape;
-
-typedef struct shape_table {
-  int n, cap;
-  const char **names;
-  shape *shapes;
-} shape_table;
-
-static shape *lookup(shape_table *t, const char *name) {
-  for (int i = 0; i < t->n; i++)
-    if (strcmp(t->names[i], name) == 0) return &t->shapes[i];
-  return NULL;
-}
-
-static int put(shape_table *t, const char *name, const shape *s) {
-  shape *have = lookup(t, name);
-  if (have) {
-    *have = *s;
-    return 0;
-  }
-  if (t->n == t->cap) {
-    int cap = t->cap ? t->cap * 2 : 32;
-    const char **names = realloc(t->names, (size_t)cap * sizeof *names);
-    if (!names) return -1;
-    t->names = names;
-    shape *shapes = realloc(t->shapes, (size_t)cap * sizeof *shapes);
-    if (!shapes) return -1;
-    t->shapes = shapes;
-    t->cap = cap;
-  }
-  t->names[t->n] = name;
-  t->shapes[t->n++] = *s;
-  return 0;
-}
-
-static shape from_value(const kiln_ir_value *v) {
-  shape s = {0};
-  if (v->rank < 0) return s;
-  s.known = 1;
-  s.rank = v->rank;
-  for (int i = 0; i < v->rank; i++) {
-    s.dims[i] = v->dims[i].value;
-    s.params[i] = v->dims[i].param;
-  }
-  return s;
-}
-
-static int64_t attr_int(const kiln_ir_node *n, const char *name, int64_t def) {
-  const kiln_ir_attr *a = kiln_ir_node_attr(n, name);
-  return a && a->type == KILN_ATTR_INT ? a->i : def;
-}
-
-static void set_dim(shape *o, int i, const shape *from, int j) {
-  o->dims[i] = from->dims[j];
-  o->params[i] = from->params[j];
-}
-
-static shape infer_node(const kiln_ir_node *n, shape_table *t) {
-  shape o = {0};
-  shape *a = n->n_inputs > 0 ? lookup(t, n->inputs[0]) : NULL;
-  shape *b = n->n_inputs > 1 ? lookup(t, n->inputs[1]) : NULL;
-  const char *op = n->op_type;
-  if (!a || !a->known) return o;
-  if (!strcmp(op, "Relu") || !strcmp(op, "Sigmoid") || !strcmp(op, "Tanh") ||
-      !strcmp(op, "Softmax") || !strcmp(op, "Identity") || !strcmp(op, "Dropout") ||
-      !strcmp(op, "LeakyRelu") || !strcmp(op, "Clip") || !strcmp(op, "Neg") ||
-      !strcmp(op, "QuantizeLinear") || !strcmp(op, "DequantizeLinear")) {
-    return *a;
-  }
-  if (!strcmp(op, "Gemm") && b && b->known && a->rank == 2 && b->rank == 2) {
-    o.known = 1;
-    o.rank = 2;
-    set_dim(&o, 0, a, attr_int(n, "transA", 0) ? 1 : 0);
-    set_dim(&o, 1, b, attr_int(n, "transB", 0) ? 0 : 1);
-    return o;
-  }
-  if (!strcmp(op, "MatMul") && b && b->known && a->rank >= 1 && b->rank == 2) {
-    o = *a;
-    set_dim(&o, a->rank - 1, b, 1);
-    return o;
-  }
-  if ((!strcmp(op, "Add") || !strcmp(op, "Mul") || !strcmp(op, "Sub") || !strcmp(op, "Div")) && b &&
-      b->known) {
-    return a->rank >= b->rank ? *a : *b;
-  }
-  if (!strcmp(op, "Flatten")) {
-    int64_t axis = attr_int(n, "axis", 1);
-    if (axis < 0) axis += a->rank;
-    o.known = 1;
-    o.rank = 2;
-    int64_t left = 1, right = 1;
-    int sym_left = 0, sym_right = 0;
-    for (int i = 0; i < a->rank; i++) {
-      int64_t d = a->dims[i];
-      if (i < axis) {
-        if (d < 0)
-          sym_left = 1;
-        else
-          left *= d;
-      } else {
-        if (d < 0)
-          sym_right = 1;
-        else
-          right *= d;
-      }
-    }
-    o.dims[0] = sym_left ? -1 : left;
-    o.params[0] = sym_left && axis == 1 ? a->params[0] : NULL;
-    o.dims[1] = sym_right ? -1 : right;
-    return o;
-  }
-  return o;
-}
-
-static void format_shape(const shape *s, char *buf, size_t cap) {
-  if (!s || !s->known) {
-    snprintf(buf, cap, "?");
-    return;
-  }
-  size_t len = 0;
-  len += (size_t)snprintf(buf + len, cap - len, "[");
-  for (int i = 0; i < s->rank && len < cap; i++) {
-    if (s->dims[i] >= 0)
-      len += (size_t)snprintf(buf + len, cap - len, "%s%lld", i ? ", " : "", (long long)s->dims[i]);
-    else
-      len += (size_t)snprintf(buf + len, cap - len, "%s%s", i ? ", " : "",
-                              s->params[i] ? s->params[i] : "?");
-  }
-  if (len < cap) snprintf(buf + len, cap - len, "]");
 }
 
 static cJSON *shape_json(const shape *s) {
@@ -223,14 +86,14 @@ int cmd_inspect(int argc, char **argv) {
   int64_t params = 0;
   size_t weight_bytes = 0;
   for (int i = 0; i < g->n_inputs; i++) {
-    shape s = from_value(&g->inputs[i]);
-    if (put(&t, g->inputs[i].name, &s)) goto nomem;
+    shape s = shape_from_value(&g->inputs[i]);
+    if (shape_put(&t, g->inputs[i].name, &s)) goto nomem;
   }
   for (int i = 0; i < g->n_initializers; i++) {
     const kiln_ir_tensor *w = &g->initializers[i];
     shape s = {.known = 1, .rank = w->rank};
     for (int k = 0; k < w->rank; k++) s.dims[k] = w->dims[k];
-    if (put(&t, w->name, &s)) goto nomem;
+    if (shape_put(&t, w->name, &s)) goto nomem;
     params += kiln_ir_tensor_numel(w);
     weight_bytes += w->bytes;
   }
@@ -240,9 +103,9 @@ int cmd_inspect(int argc, char **argv) {
   int sorted = kiln_ir_toposort(g, &sort_err) == KILN_OK;
   for (int i = 0; i < g->n_nodes; i++) {
     const kiln_ir_node *n = &g->nodes[i];
-    node_shapes[i] = sorted ? infer_node(n, &t) : (shape){0};
+    node_shapes[i] = sorted ? shape_infer_node(n, &t) : (shape){0};
     for (int k = 0; k < n->n_outputs; k++)
-      if (put(&t, n->outputs[k], &node_shapes[i])) goto nomem;
+      if (shape_put(&t, n->outputs[k], &node_shapes[i])) goto nomem;
     int j = 0;
     while (j < n_ops && strcmp(ops[j].op, n->op_type)) j++;
     if (j == n_ops) ops[n_ops++].op = n->op_type;
@@ -279,7 +142,7 @@ int cmd_inspect(int argc, char **argv) {
       cJSON *arr = cJSON_AddArrayToObject(root, keys[k]);
       for (int i = 0; i < counts[k]; i++) {
         cJSON *o = cJSON_CreateObject();
-        shape sh = from_value(&lists[k][i]);
+        shape sh = shape_from_value(&lists[k][i]);
         cJSON_AddStringToObject(o, "name", lists[k][i].name);
         cJSON_AddStringToObject(o, "dtype", kiln_dtype_name(lists[k][i].dtype));
         cJSON_AddItemToObject(o, "shape", shape_json(&sh));
@@ -329,14 +192,14 @@ int cmd_inspect(int argc, char **argv) {
              (long long)g->opsets[i].version);
     printf("\n\nInputs:\n");
     for (int i = 0; i < g->n_inputs; i++) {
-      shape sh = from_value(&g->inputs[i]);
-      format_shape(&sh, buf, sizeof buf);
+      shape sh = shape_from_value(&g->inputs[i]);
+      shape_format(&sh, buf, sizeof buf);
       printf("  %-24s %-8s %s\n", g->inputs[i].name, kiln_dtype_name(g->inputs[i].dtype), buf);
     }
     printf("Outputs:\n");
     for (int i = 0; i < g->n_outputs; i++) {
-      shape sh = from_value(&g->outputs[i]);
-      format_shape(&sh, buf, sizeof buf);
+      shape sh = shape_from_value(&g->outputs[i]);
+      shape_format(&sh, buf, sizeof buf);
       printf("  %-24s %-8s %s\n", g->outputs[i].name, kiln_dtype_name(g->outputs[i].dtype), buf);
     }
     printf("\n%-32s %-12s %-20s %s\n", "Node", "Op", "Output shape", "Weights");
@@ -349,7 +212,7 @@ int cmd_inspect(int argc, char **argv) {
         const kiln_ir_tensor *init = kiln_ir_find_initializer(g, n->inputs[k]);
         if (init) w += kiln_ir_tensor_numel(init);
       }
-      format_shape(&node_shapes[i], buf, sizeof buf);
+      shape_format(&node_shapes[i], buf, sizeof buf);
       printf("%-32s %-12s %-20s %lld\n", n->name[0] ? n->name : "(unnamed)", n->op_type, buf,
              (long long)w);
     }

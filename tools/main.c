@@ -5,6 +5,8 @@
 int cmd_quantize(int argc, char **argv); void cmd_quantize_usage(FILE *out);
 
 int cmd_drift(int argc, char **argv); void cmd_drift_usage(FILE *out); /* cmd_drift.c */
+int cmd_plot(int argc, char **argv); void cmd_plot_usage(FILE *out); /* cmd_plot.c */
+int cmd_plot_model(int argc, char **argv); void cmd_plot_model_usage(FILE *out); /* cmd_plot_model.c */
 #ifndef KILN_VERSION
 #define KILN_VERSION "0.1.0"
 #endif
@@ -18,6 +20,9 @@ static const cli_command commands[] = {
      cmd_inspect_usage},
     {"quantize", "int8-quantize (and prune) a .onnx, print the per-layer report", cmd_quantize, cmd_quantize_usage},
     {"drift", "compare a float and an int8 model on labeled data (CI thresholds)", cmd_drift, cmd_drift_usage},
+    {"plot", "draw training curves (SVG) from a History CSV", cmd_plot, cmd_plot_usage},
+    {"plot-model", "draw a model's layer graph as SVG or DOT (plot_model)", cmd_plot_model,
+     cmd_plot_model_usage},
 };
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
