@@ -118,6 +118,22 @@ static shape infer_node(const kiln_ir_node *n, shape_table *t) {
       b->known) {
     return a->rank >= b->rank ? *a : *b;
   }
+  if (!strcmp(op, "Concat")) {
+    /* every input known and of one rank; the axis dim adds up (symbolic: unknown) */
+    int64_t axis = attr_int(n, "axis", 1);
+    if (axis < 0) axis += a->rank;
+    if (axis < 0 || axis >= a->rank) return o;
+    o = *a;
+    for (int k = 1; k < n->n_inputs; k++) {
+      const shape *c = lookup(t, n->inputs[k]);
+      if (!c || !c->known || c->rank != a->rank) return (shape){0};
+      if (o.dims[axis] >= 0 && c->dims[axis] >= 0)
+        o.dims[axis] += c->dims[axis];
+      else
+        o.dims[axis] = -1, o.params[axis] = NULL;
+    }
+    return o;
+  }
   if (!strcmp(op, "Flatten")) {
     int64_t axis = attr_int(n, "axis", 1);
     if (axis < 0) axis += a->rank;

@@ -1,0 +1,300 @@
+/* Multi-input / multi-output models outside the trainer: the ticket-shaped IR graph of
+ * tests/multi_io_graph.h (title, text_body, tags -> Concat -> Dense -> priority,
+ * department) written as .onnx, then
+ *   - `kiln inspect` lists every input and output (and the Concat's shape),
+ *   - `kiln predict --input NAME=FILE ...` writes one .npy per output (--output-dir) or a
+ *     CSV with output-prefixed columns, equal to a C forward pass; its errors name the
+ *     missing or unknown input and the expected width,
+ *   - calibration per input (kiln_calibrate_io, `kiln quantize --calibrate NAME=FILE`),
+ *     int8 QDQ through the Concat, the report listing what stayed float,
+ *   - drift per output (C API and `kiln drift`, JSON and JUnit),
+ *   - ONNX Runtime on the same files (skipped without node and the npm package). */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "kiln/data.h"
+#include "kiln/drift.h"
+#include "kiln/export.h"
+#include "kiln/infer.h"
+#include "kiln/quantize.h"
+#include "multi_io_graph.h"
+
+#define OK(call)                                                    \
+  do {                                                              \
+    kiln_error e_ = {0};                                            \
+    kiln_status s_ = (call);                                        \
+    if (s_) fail_msg("%s: %s", #call, e_.message);                  \
+  } while (0)
+#define E (&e_)
+
+static const mio_sizes SIZES = {60, 50, 12, 16, 4};
+enum { ROWS = 300 };
+
+static char dir[64], kiln[1024], runjs[1200];
+static int have_kiln, have_ort;
+
+static char *in_dir(const char *name) {
+  static char buf[8][512];
+  static int next;
+  char *p = buf[next++ % 8];
+  snprintf(p, 512, "%s/%s", dir, name);
+  return p;
+}
+
+/* The test's data and model, shared by every test (made once in setup). */
+typedef struct world {
+  mio_weights w;
+  kiln_ir_graph *g;
+  kiln_matrix title, body, tags;  /* ROWS dense rows each */
+  float *ref_p, *ref_d;           /* the reference outputs */
+  kiln_matrix y_p, y_d;           /* labels: priority targets, department classes */
+} world;
+
+static world W;
+
+static void matrix_of(kiln_matrix *m, int64_t rows, int64_t cols) {
+  kiln_error e = {0};
+  if (kiln_matrix_alloc(m, rows, cols, &e)) fail_msg("%s", e.message);
+}
+
+static void write_npy(const char *name, const kiln_matrix *m) {
+  kiln_error e = {0};
+  if (kiln_npy_write(in_dir(name), m, &e)) fail_msg("%s", e.message);
+}
+
+static int setup(void **state) {
+  (void)state;
+  snprintf(dir, sizeof dir, "/tmp/kiln-mio-XXXXXX");
+  if (!mkdtemp(dir)) return -1;
+  mio_weights_init(&W.w, &SIZES, 11);
+  kiln_error e = {0};
+  if (mio_graph(&W.w, &W.g, &e)) return -1;
+  matrix_of(&W.title, ROWS, SIZES.title);
+  matrix_of(&W.body, ROWS, SIZES.body);
+  matrix_of(&W.tags, ROWS, SIZES.tags);
+  uint64_t rng = 2024;
+  mio_multi_hot(W.title.values, ROWS, SIZES.title, 6, &rng);
+  mio_multi_hot(W.body.values, ROWS, SIZES.body, 10, &rng);
+  mio_multi_hot(W.tags.values, ROWS, SIZES.tags, 2, &rng);
+  W.ref_p = malloc(ROWS * sizeof(float));
+  W.ref_d = malloc(ROWS * SIZES.departments * sizeof(float));
+  mio_forward(&W.w, W.title.values, W.body.values, W.tags.values, ROWS, W.ref_p, W.ref_d);
+  matrix_of(&W.y_p, ROWS, 1);
+  matrix_of(&W.y_d, ROWS, 1);
+  for (int64_t r = 0; r < ROWS; r++) {
+    W.y_p.values[r] = (float)(mio_next(&rng) % 1000) / 1000.0f;
+    W.y_d.values[r] = (float)(mio_next(&rng) % (uint64_t)SIZES.departments);
+  }
+  if (kiln_onnx_write_file(W.g, in_dir("ticket.onnx"), &e)) return -1;
+  write_npy("title.npy", &W.title);
+  write_npy("body.npy", &W.body);
+  write_npy("tags.npy", &W.tags);
+  write_npy("priority.npy", &W.y_p);
+  write_npy("department.npy", &W.y_d);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  mio_weights_free(&W.w);
+  kiln_ir_free(W.g);
+  kiln_matrix_free(&W.title);
+  kiln_matrix_free(&W.body);
+  kiln_matrix_free(&W.tags);
+  kiln_matrix_free(&W.y_p);
+  kiln_matrix_free(&W.y_d);
+  free(W.ref_p);
+  free(W.ref_d);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+/* --- the command ------------------------------------------------------------------ */
+
+static char *read_text(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
+  if (s) s[n] = '\0';
+  fclose(f);
+  return s;
+}
+
+typedef struct result {
+  int status;
+  char *out, *err;
+} result;
+
+static void result_free(result *r) {
+  free(r->out);
+  free(r->err);
+}
+
+/* `kiln ARGS` in the scratch folder. */
+static result run_kiln(const char *args) {
+  char cmd[4096];
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s >out.txt 2>err.txt", dir, kiln, args);
+  int s = system(cmd);
+  result r;
+  r.status = WIFEXITED(s) ? WEXITSTATUS(s) : -1;
+  r.out = read_text(in_dir("out.txt"));
+  r.err = read_text(in_dir("err.txt"));
+  return r;
+}
+
+static void expect(const result *r, int status, const char *in_err) {
+  if (r->status != status || (in_err && (!r->err || !strstr(r->err, in_err))))
+    fail_msg("exit %d (expected %d), stderr lacks \"%s\":\n%s\n%s", r->status, status,
+             in_err ? in_err : "", r->out ? r->out : "", r->err ? r->err : "");
+}
+
+static cJSON *last_line_json(const char *out) {
+  const char *end = out + strlen(out);
+  while (end > out && end[-1] == '\n') end--;
+  const char *p = end;
+  while (p > out && p[-1] != '\n') p--;
+  char *line = strndup(p, (size_t)(end - p));
+  cJSON *j = cJSON_Parse(line);
+  free(line);
+  return j;
+}
+
+static double max_diff(const float *a, const float *b, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - (double)b[i]);
+    if (!(d <= m)) m = d;
+  }
+  return m;
+}
+
+static void load_npy(const char *name, kiln_matrix *m) {
+  kiln_error e = {0};
+  if (kiln_npy_read(in_dir(name), m, &e)) fail_msg("%s", e.message);
+}
+
+#define NEED_KILN()                                                    \
+  do {                                                                 \
+    if (!have_kiln) {                                                  \
+      print_message("skipped: %s is not built\n", kiln);               \
+      skip();                                                          \
+    }                                                                  \
+  } while (0)
+
+static void test_inspect(void **state) {
+  (void)state;
+  NEED_KILN();
+  result r = run_kiln("inspect ticket.onnx --json");
+  expect(&r, 0, NULL);
+  cJSON *j = last_line_json(r.out);
+  assert_non_null(j);
+  const cJSON *ins = cJSON_GetObjectItem(j, "inputs"), *outs = cJSON_GetObjectItem(j, "outputs");
+  assert_int_equal(cJSON_GetArraySize(ins), 3);
+  assert_int_equal(cJSON_GetArraySize(outs), 2);
+  assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(ins, 2), "name")->valuestring, "tags");
+  assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(outs, 1), "name")->valuestring,
+                      "department");
+  const cJSON *nodes = cJSON_GetObjectItem(j, "nodes");
+  const cJSON *concat = cJSON_GetArrayItem(nodes, 0);
+  assert_string_equal(cJSON_GetObjectItem(concat, "op")->valuestring, "Concat");
+  const cJSON *shape = cJSON_GetObjectItem(concat, "shape");
+  assert_int_equal((int)cJSON_GetArrayItem(shape, 1)->valuedouble, mio_in(&SIZES));
+  cJSON_Delete(j);
+  result_free(&r);
+  r = run_kiln("inspect ticket.onnx");
+  expect(&r, 0, NULL);
+  assert_non_null(strstr(r.out, "text_body"));
+  assert_non_null(strstr(r.out, "department"));
+  assert_non_null(strstr(r.out, "[batch, 122]"));
+  result_free(&r);
+}
+
+static void test_predict(void **state) {
+  (void)state;
+  NEED_KILN();
+  result r = run_kiln("predict ticket.onnx --input title=title.npy --input text_body=body.npy "
+                      "--input tags=tags.npy --output-dir pred --batch 64");
+  expect(&r, 0, NULL);
+  result_free(&r);
+  kiln_matrix p = {0}, d = {0};
+  load_npy("pred/priority.npy", &p);
+  load_npy("pred/department.npy", &d);
+  assert_int_equal(p.rows, ROWS);
+  assert_int_equal(p.cols, 1);
+  assert_int_equal(d.cols, SIZES.departments);
+  double dp = max_diff(p.values, W.ref_p, ROWS), dd = max_diff(d.values, W.ref_d, ROWS * 4);
+  if (!(dp <= 1e-5 && dd <= 1e-5)) fail_msg("predict vs reference: %.3g %.3g", dp, dd);
+  kiln_matrix_free(&p);
+  kiln_matrix_free(&d);
+  /* CSV, inputs in another order, -o */
+  r = run_kiln("predict ticket.onnx --input tags=tags.npy --input title=title.npy "
+               "--input text_body=body.npy -o pred.csv");
+  expect(&r, 0, NULL);
+  result_free(&r);
+  char *csv = read_text(in_dir("pred.csv"));
+  assert_non_null(csv);
+  const char *header = "priority,department_0,department_1,department_2,department_3\n";
+  if (strncmp(csv, header, strlen(header))) fail_msg("CSV header: %.80s", csv);
+  float v0 = strtof(strchr(csv, '\n') + 1, NULL);
+  assert_true(fabsf(v0 - W.ref_p[0]) < 1e-6f);
+  free(csv);
+  /* errors: they name the input and its width */
+  r = run_kiln("predict ticket.onnx --input title=title.npy --input text_body=body.npy "
+               "--output-dir pred2");
+  expect(&r, 2, "missing --input tags=FILE: input 'tags' takes 12 features");
+  assert_int_equal(access(in_dir("pred2"), F_OK), -1);
+  result_free(&r);
+  r = run_kiln("predict ticket.onnx --input title=title.npy --input body=body.npy "
+               "--input tags=tags.npy -o x.csv");
+  expect(&r, 2, "no input 'body'");
+  assert_non_null(strstr(r.err, "text_body (50 features)"));
+  result_free(&r);
+  r = run_kiln("predict ticket.onnx --input title=body.npy --input text_body=body.npy "
+               "--input tags=tags.npy -o x.csv");
+  expect(&r, 2, "50 features per row, but input 'title' takes 60");
+  assert_int_equal(access(in_dir("x.csv"), F_OK), -1);
+  result_free(&r);
+  r = run_kiln("predict ticket.onnx --input title.npy -o x.csv");
+  expect(&r, 2, "give each as --input NAME=FILE");
+  result_free(&r);
+  r = run_kiln("predict ticket.onnx --input title=title.npy --input text_body=body.npy "
+               "--input tags=tags.npy -o x.npy");
+  expect(&r, 2, "2 outputs");
+  result_free(&r);
+}
+
+int main(void) {
+  const char *bin = getenv("KILN_BINARY_DIR"), *src = getenv("KILN_SOURCE_DIR");
+  snprintf(kiln, sizeof kiln, "%s/tools/kiln", bin ? bin : ".");
+  have_kiln = bin && access(kiln, X_OK) == 0;
+  char mod[1200];
+  snprintf(mod, sizeof mod, "%s/tests/integration/ort/node_modules/onnxruntime-node",
+           src ? src : ".");
+  snprintf(runjs, sizeof runjs, "%s/tests/integration/ort/run.js", src ? src : ".");
+  have_ort = access(mod, R_OK) == 0 && system("node --version >/dev/null 2>&1") == 0;
+  if (!have_ort) fprintf(stderr, "ONNX Runtime checks skipped: needs node and %s\n", mod);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_inspect),
+      cmocka_unit_test(test_predict),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
