@@ -282,6 +282,130 @@ static void test_predict(void **state) {
   result_free(&r);
 }
 
+/* Runs graph g (file or IR) in kiln on the ROWS rows: priority and department outputs. */
+static void run_graph(const kiln_ir_graph *g, float *p, float *d) {
+  kiln_session *s;
+  kiln_session_options so;
+  kiln_session_options_init(&so);
+  so.max_batch = ROWS;
+  OK(kiln_session_create(g, &so, &s, E));
+  kiln_tensor_view in[3], out[2];
+  const kiln_matrix *xs[3] = {&W.title, &W.body, &W.tags};
+  for (int i = 0; i < 3; i++) {
+    memset(&in[i], 0, sizeof in[i]);
+    in[i].dtype = KILN_DTYPE_FLOAT;
+    in[i].rank = 2;
+    in[i].dims[0] = ROWS;
+    in[i].dims[1] = xs[i]->cols;
+    in[i].data = xs[i]->values;
+  }
+  OK(kiln_session_run(s, in, 3, out, 2, E));
+  memcpy(p, out[0].data, ROWS * sizeof(float));
+  memcpy(d, out[1].data, ROWS * SIZES.departments * sizeof(float));
+  kiln_session_free(s);
+}
+
+static int64_t argmax(const float *row, int64_t n) {
+  int64_t b = 0;
+  for (int64_t i = 1; i < n; i++)
+    if (row[i] > row[b]) b = i;
+  return b;
+}
+
+static void test_calibrate_quantize(void **state) {
+  (void)state;
+  /* by name, in another order than the graph's */
+  kiln_io io;
+  memset(&io, 0, sizeof io);
+  io.n = 3;
+  io.names[0] = "tags";
+  io.data[0] = &W.tags;
+  io.names[1] = "title";
+  io.data[1] = &W.title;
+  io.names[2] = "text_body";
+  io.data[2] = &W.body;
+  kiln_calibrate_options co;
+  kiln_calibrate_options_init(&co);
+  co.max_rows = 256;
+  kiln_calibration cal;
+  OK(kiln_calibrate_io(W.g, &io, &co, &cal, E));
+  assert_int_equal(cal.rows, 256);
+  const kiln_tensor_range *r = kiln_calibration_find(&cal, "concatenate");
+  assert_non_null(r);
+  assert_true(r->min == 0.0 && r->max == 1.0); /* multi-hot rows */
+  assert_non_null(kiln_calibration_find(&cal, "dense"));
+  /* errors name the input */
+  kiln_calibration bad;
+  kiln_error e = {0};
+  io.names[0] = "tag";
+  assert_int_equal(kiln_calibrate_io(W.g, &io, &co, &bad, &e), KILN_E_INVALID);
+  assert_non_null(strstr(e.message, "\"tag\""));
+  io.names[0] = "tags";
+  io.data[0] = &W.body;
+  assert_int_equal(kiln_calibrate_io(W.g, &io, &co, &bad, &e), KILN_E_SHAPE);
+  assert_non_null(strstr(e.message, "\"tags\""));
+  io.data[0] = &W.tags;
+  io.n = 2;
+  assert_int_equal(kiln_calibrate_io(W.g, &io, &co, &bad, &e), KILN_E_INVALID);
+  assert_int_equal(kiln_calibrate(W.g, &W.title, &co, &bad, &e), KILN_E_UNSUPPORTED);
+  assert_non_null(strstr(e.message, "kiln_calibrate_io"));
+
+  kiln_quantize_options qo;
+  kiln_quantize_options_init(&qo);
+  kiln_ir_graph *q = NULL;
+  kiln_quant_report rep;
+  OK(kiln_quantize(W.g, &cal, &qo, &q, &rep, E));
+  assert_int_equal(rep.n_layers, 3);
+  for (int i = 0; i < rep.n_layers; i++) assert_true(rep.layers[i].quantized);
+  int concat_float = 0;
+  for (int i = 0; i < rep.n_float; i++)
+    if (!strcmp(rep.kept_float[i].op, "Concat")) concat_float = 1;
+  assert_true(concat_float);
+  char *text = kiln_quant_report_format(&rep);
+  assert_non_null(strstr(text, "concatenate/Concat"));
+  assert_non_null(strstr(text, "department/Softmax"));
+  assert_non_null(strstr(text, "priority/Sigmoid"));
+  fputs(text, stderr);
+  free(text);
+  float *p = malloc(ROWS * sizeof(float)), *d = malloc(ROWS * 4 * sizeof(float));
+  run_graph(q, p, d);
+  double dp = max_diff(p, W.ref_p, ROWS), dd = max_diff(d, W.ref_d, ROWS * 4);
+  int64_t same = 0;
+  for (int64_t i = 0; i < ROWS; i++) same += argmax(d + i * 4, 4) == argmax(W.ref_d + i * 4, 4);
+  print_message("int8 vs float: priority max |diff| %.4g, department max |diff| %.4g, "
+                "department argmax agreement %.4f\n", dp, dd, (double)same / ROWS);
+  assert_true(dp < 0.05 && dd < 0.05);
+  assert_true(same >= ROWS * 97 / 100);
+  OK(kiln_onnx_write_file(q, in_dir("ticket_int8.onnx"), E));
+  free(p);
+  free(d);
+  kiln_ir_free(q);
+  kiln_quant_report_free(&rep);
+  kiln_calibration_free(&cal);
+}
+
+static void test_quantize_command(void **state) {
+  (void)state;
+  NEED_KILN();
+  result r = run_kiln("quantize ticket.onnx q.onnx --calibrate title=title.npy --calibrate "
+                      "tags=tags.npy --calibrate text_body=body.npy --rows 256");
+  expect(&r, 0, NULL);
+  assert_non_null(strstr(r.out, "concatenate/Concat"));
+  result_free(&r);
+  r = run_kiln("quantize ticket.onnx q2.onnx --calibrate title=title.npy --calibrate "
+               "tags=tags.npy");
+  expect(&r, 2, "missing --calibrate text_body=X.npy");
+  assert_int_equal(access(in_dir("q2.onnx"), F_OK), -1);
+  result_free(&r);
+  r = run_kiln("quantize ticket.onnx q2.onnx --calibrate title.npy");
+  expect(&r, 2, "give each as --calibrate NAME=X.npy");
+  result_free(&r);
+  r = run_kiln("quantize ticket.onnx q2.onnx --calibrate title=title.npy --calibrate "
+               "tags=body.npy --calibrate text_body=body.npy");
+  expect(&r, 2, "\"tags\"");
+  result_free(&r);
+}
+
 int main(void) {
   const char *bin = getenv("KILN_BINARY_DIR"), *src = getenv("KILN_SOURCE_DIR");
   snprintf(kiln, sizeof kiln, "%s/tools/kiln", bin ? bin : ".");
@@ -295,6 +419,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_inspect),
       cmocka_unit_test(test_predict),
+      cmocka_unit_test(test_calibrate_quantize),
+      cmocka_unit_test(test_quantize_command),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
