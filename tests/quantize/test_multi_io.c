@@ -406,6 +406,162 @@ static void test_quantize_command(void **state) {
   result_free(&r);
 }
 
+static void test_drift_api(void **state) {
+  (void)state;
+  kiln_io in, tg;
+  memset(&in, 0, sizeof in);
+  memset(&tg, 0, sizeof tg);
+  in.n = 3;
+  in.names[0] = "text_body";
+  in.data[0] = &W.body;
+  in.names[1] = "tags";
+  in.data[1] = &W.tags;
+  in.names[2] = "title";
+  in.data[2] = &W.title;
+  tg.n = 2;
+  tg.names[0] = "department";
+  tg.data[0] = &W.y_d;
+  tg.names[1] = "priority";
+  tg.data[1] = &W.y_p;
+  kiln_drift_data d;
+  memset(&d, 0, sizeof d);
+  d.inputs = &in;
+  d.targets = &tg;
+  kiln_drift_options o;
+  kiln_drift_options_init(&o);
+  o.min_agreement = 0.97;
+  kiln_drift_report *r = NULL;
+  kiln_drift_model ref = {in_dir("ticket.onnx"), NULL, NULL};
+  kiln_drift_model cand = {in_dir("ticket_int8.onnx"), NULL, NULL};
+  OK(kiln_drift_run(&ref, &cand, &d, &o, &r, E));
+  assert_int_equal(r->n_outputs, 2);
+  assert_string_equal(r->outputs[0].name, "priority");
+  assert_int_equal(r->outputs[0].metric, KILN_DRIFT_MAE);      /* from kiln.loss.priority */
+  assert_string_equal(r->outputs[1].name, "department");
+  assert_int_equal(r->outputs[1].metric, KILN_DRIFT_ACCURACY); /* sparse_categorical_crossentropy */
+  assert_int_equal(r->outputs[1].n_classes, 4);
+  assert_true(r->outputs[1].agreement >= 0.97);
+  assert_true(r->outputs[0].max_abs_diff < 0.05);
+  assert_true(r->n_layers == 3); /* the three Gemm layers, dequantized */
+  print_message("drift int8: priority mae %.4f -> %.4f (agreement %.4f), department %.4f -> %.4f "
+                "(agreement %.4f)\n",
+                r->outputs[0].reference_metric, r->outputs[0].candidate_metric,
+                r->outputs[0].agreement, r->outputs[1].reference_metric,
+                r->outputs[1].candidate_metric, r->outputs[1].agreement);
+  kiln_drift_report_free(r);
+  /* one output chosen, its own metric and threshold; labels by position */
+  kiln_drift_output_options oo;
+  kiln_drift_output_options_init(&oo);
+  oo.output = "department";
+  oo.metric = KILN_DRIFT_TOP_K;
+  oo.k = 2;
+  oo.min_agreement = 1.01 - 0.01; /* 1.0 */
+  o.output_options = &oo;
+  o.n_output_options = 1;
+  tg.names[0] = tg.names[1] = NULL;
+  tg.data[0] = &W.y_p;
+  tg.data[1] = &W.y_d;
+  OK(kiln_drift_run(&ref, &ref, &d, &o, &r, E));
+  assert_int_equal(r->n_outputs, 1);
+  assert_int_equal(r->metric, KILN_DRIFT_TOP_K);
+  assert_true(r->pass);
+  assert_true(r->max_abs_diff == 0);
+  kiln_drift_report_free(r);
+  /* errors name the output or input */
+  kiln_error e = {0};
+  oo.output = "dept";
+  assert_int_equal(kiln_drift_run(&ref, &cand, &d, &o, &r, &e), KILN_E_INVALID);
+  assert_non_null(strstr(e.message, "no output 'dept'"));
+  o.n_output_options = 0;
+  tg.n = 1;
+  assert_int_equal(kiln_drift_run(&ref, &cand, &d, &o, &r, &e), KILN_E_INVALID);
+  assert_non_null(strstr(e.message, "output 'department'"));
+  tg.n = 2;
+  in.names[1] = "tag";
+  assert_int_equal(kiln_drift_run(&ref, &cand, &d, &o, &r, &e), KILN_E_INVALID);
+  assert_non_null(strstr(e.message, "'tags'"));
+}
+
+static void test_drift_command(void **state) {
+  (void)state;
+  NEED_KILN();
+  const char *data = "--data title=title.npy --data text_body=body.npy --data tags=tags.npy "
+                     "--labels priority=priority.npy --labels department=department.npy";
+  char args[2048];
+  snprintf(args, sizeof args, "drift ticket.onnx ticket_int8.onnx %s --min-agreement 0.97 --json "
+           "--junit drift.xml", data);
+  result r = run_kiln(args);
+  expect(&r, 0, NULL);
+  assert_non_null(strstr(r.out, "output department (4 columns)"));
+  cJSON *j = last_line_json(r.out);
+  assert_non_null(j);
+  const cJSON *outs = cJSON_GetObjectItem(j, "outputs");
+  assert_int_equal(cJSON_GetArraySize(outs), 2);
+  assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(outs, 0), "metric")->valuestring,
+                      "mae");
+  assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(outs, 1), "metric")->valuestring,
+                      "accuracy");
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "pass")));
+  cJSON_Delete(j);
+  result_free(&r);
+  char *xml = read_text(in_dir("drift.xml"));
+  assert_non_null(xml);
+  assert_non_null(strstr(xml, "tests=\"4\" failures=\"0\""));
+  assert_non_null(strstr(xml, "department prediction agreement"));
+  assert_non_null(strstr(xml, "priority mae drop"));
+  free(xml);
+  /* one output with its own threshold: int8 cannot keep 100% of priority within 1e-9 */
+  snprintf(args, sizeof args, "drift ticket.onnx ticket_int8.onnx %s --output department "
+           "--metric accuracy --min-agreement 0.97 --output priority --tolerance 1e-9 "
+           "--min-agreement 1 --junit drift.xml", data);
+  r = run_kiln(args);
+  expect(&r, 1, NULL);
+  assert_non_null(strstr(r.out, "NOT MET"));
+  result_free(&r);
+  xml = read_text(in_dir("drift.xml"));
+  assert_non_null(strstr(xml, "failures=\"1\""));
+  free(xml);
+  snprintf(args, sizeof args, "drift ticket.onnx ticket_int8.onnx %s --output dept", data);
+  r = run_kiln(args);
+  expect(&r, 2, "no output 'dept'");
+  result_free(&r);
+  r = run_kiln("drift ticket.onnx ticket_int8.onnx --data title.npy");
+  expect(&r, 2, "give each as --data NAME=X.npy");
+  result_free(&r);
+  r = run_kiln("drift ticket.onnx ticket_int8.onnx --data title=title.npy --data "
+               "text_body=body.npy --data tags=tags.npy --labels priority=priority.npy");
+  expect(&r, 2, "output 'department'");
+  result_free(&r);
+  if (!have_ort) {
+    print_message("ONNX Runtime part skipped: needs node and onnxruntime-node\n");
+    return;
+  }
+  /* the float file in ONNX Runtime against kiln: the same outputs; the int8 file too */
+  snprintf(args, sizeof args, "drift ticket.onnx ticket.onnx %s --runtime ort --ort-script '%s' "
+           "--no-layers --json", data, runjs);
+  r = run_kiln(args);
+  expect(&r, 0, NULL);
+  j = last_line_json(r.out);
+  outs = cJSON_GetObjectItem(j, "outputs");
+  for (int i = 0; i < 2; i++) {
+    double md = cJSON_GetObjectItem(cJSON_GetArrayItem(outs, i), "max_abs_diff")->valuedouble;
+    if (!(md <= 1e-5)) fail_msg("float kiln vs ORT output %d: max abs diff %.3g", i, md);
+  }
+  cJSON_Delete(j);
+  result_free(&r);
+  snprintf(args, sizeof args, "drift ticket_int8.onnx ticket_int8.onnx %s --runtime ort "
+           "--ort-script '%s' --no-layers --json --output department --min-agreement 0.99", data,
+           runjs);
+  r = run_kiln(args);
+  expect(&r, 0, NULL);
+  j = last_line_json(r.out);
+  print_message("int8 kiln vs int8 ORT: department agreement %.4f, max abs diff %.3g\n",
+                cJSON_GetObjectItem(j, "agreement")->valuedouble,
+                cJSON_GetObjectItem(j, "max_abs_diff")->valuedouble);
+  cJSON_Delete(j);
+  result_free(&r);
+}
+
 int main(void) {
   const char *bin = getenv("KILN_BINARY_DIR"), *src = getenv("KILN_SOURCE_DIR");
   snprintf(kiln, sizeof kiln, "%s/tools/kiln", bin ? bin : ".");
@@ -421,6 +577,8 @@ int main(void) {
       cmocka_unit_test(test_predict),
       cmocka_unit_test(test_calibrate_quantize),
       cmocka_unit_test(test_quantize_command),
+      cmocka_unit_test(test_drift_api),
+      cmocka_unit_test(test_drift_command),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
