@@ -92,7 +92,7 @@ kiln_status kiln_model_dropout(kiln_model *m, kiln_node input, float rate, const
 /* keras.layers.Concatenate(): a node whose row is its inputs' rows side by side. */
 kiln_status kiln_model_concatenate(kiln_model *m, const kiln_node *inputs, int n_inputs,
                                    const char *name, kiln_node *out, kiln_error *err);
-/* The model's output node (default: the last node added). */
+/* The model's output node (default: the last node added); before compile. */
 kiln_status kiln_model_set_output(kiln_model *m, kiln_node output, kiln_error *err);
 /* keras.Model(inputs=[...], outputs=[...]). Inputs default to every Input node in the
  * order added; outputs to the last node added. Must be set before compile. */
@@ -146,7 +146,10 @@ int64_t kiln_model_param_count(const kiln_model *m);
 int64_t kiln_model_input_features(const kiln_model *m);
 int64_t kiln_model_output_features(const kiln_model *m);
 
-/* Writes a Keras-style summary (layer, output shape, params, totals) to out. */
+/* Writes a Keras-style summary (layer, output shape, params, totals) to out. A
+ * Sequential stack prints as Keras' Sequential summary; any other graph as Keras'
+ * functional one (Model: "functional", with a "Connected to" column such as
+ * "title[0][0], text_body[0][0], tags[0][0]"). */
 void kiln_model_summary(const kiln_model *m, FILE *out);
 
 /* --- compile ------------------------------------------------------------- */
