@@ -643,7 +643,7 @@ static int write_junit(const drift_args *a, const kiln_drift_report *r) {
     const kiln_drift_output *o = &r->outputs[i];
     int mae = o->metric == KILN_DRIFT_MAE;
     const char *unit = mae ? "%" : "";
-    char drop_msg[256], drop_det[512], agr_msg[256], agr_det[512], max_txt[64], min_txt[64];
+    char drop_msg[1024], drop_det[1024], agr_msg[1024], agr_det[1024], max_txt[64], min_txt[64];
     char prefix[160];
     if (r->n_outputs > 1) snprintf(prefix, sizeof prefix, "%.120s ", o->name);
     else prefix[0] = '\0';
@@ -662,7 +662,7 @@ static int write_junit(const drift_args *a, const kiln_drift_report *r) {
              (long long)o->changed_rows, (long long)r->rows, o->agreement, min_txt);
     snprintf(agr_msg, sizeof agr_msg, "%sagreement %.6g is below the minimum %s", prefix,
              o->agreement, min_txt);
-    char name[200];
+    char name[400];
     snprintf(name, sizeof name, "%s%s drop", prefix, kiln_drift_metric_name(o->metric));
     junit_case(f, name, o->drop_ok ? NULL : drop_msg, drop_det);
     snprintf(name, sizeof name, "%sprediction agreement", prefix);
