@@ -248,7 +248,7 @@ static kiln_status check_options(const kiln_export_options *opt, int64_t in_feat
 
 /* Multi-output metadata: kiln.loss.<output>, kiln.loss_weight.<output> per output and
  * kiln.metrics.<output> where the trainer says which metrics (its public accessors give
- * the first output's). See docs/quantization.md ("metadata of multi-output models"). */
+ * the first output's). See docs/multi-io.md. */
 static kiln_status set_output_metadata(kiln_ir_graph *g, const kiln_model *m,
                                        const compile_info *ci, kiln_error *err) {
   kiln_status s;
