@@ -32,6 +32,7 @@
 #include "kiln/infer.h"
 #include "kiln/quantize.h"
 #include "multi_io_graph.h"
+#include "ticket_model.h"
 
 #define OK(call)                                                    \
   do {                                                              \
@@ -562,6 +563,54 @@ static void test_drift_command(void **state) {
   result_free(&r);
 }
 
+/* A trained functional model saved as a checkpoint: `kiln export`, then `kiln predict`
+ * equals kiln_model_predict_io. */
+static void test_export_command(void **state) {
+  (void)state;
+  NEED_KILN();
+  static const ticket_sizes z = {30, 5, 8, 4};
+  kiln_error err = {0};
+  kiln_model *m = ticket_model_build(&z, 5, KILN_OPTIMIZER_RMSPROP, &err);
+  if (!m) fail_msg("%s", err.message);
+  ticket_set d;
+  assert_int_equal(ticket_set_make(&d, &z, 50, 0.2, 9), 0);
+  kiln_io x, y;
+  ticket_inputs(&d, &x, &y);
+  kiln_fit_options fo;
+  kiln_fit_options_init(&fo);
+  fo.batch_size = 10;
+  OK(kiln_model_fit_io(m, &x, &y, &fo, NULL, E));
+  kiln_matrix want[2];
+  memset(want, 0, sizeof want);
+  OK(kiln_model_predict_io(m, &x, 50, want, E));
+  OK(kiln_model_save(m, in_dir("t.kiln"), E));
+  write_npy("t_title.npy", &d.title);
+  write_npy("t_body.npy", &d.body);
+  write_npy("t_tags.npy", &d.tags);
+  result r = run_kiln("export t.kiln t.onnx");
+  expect(&r, 0, NULL);
+  result_free(&r);
+  r = run_kiln("predict t.onnx --input title=t_title.npy --input text_body=t_body.npy "
+               "--input tags=t_tags.npy --output-dir tp");
+  expect(&r, 0, NULL);
+  result_free(&r);
+  kiln_matrix p = {0}, q = {0};
+  load_npy("tp/priority.npy", &p);
+  load_npy("tp/department.npy", &q);
+  double dp = max_diff(p.values, want[0].values, 50), dq = max_diff(q.values, want[1].values, 200);
+  if (!(dp <= 1e-5 && dq <= 1e-5)) fail_msg("kiln export + predict vs predict_io: %.3g %.3g", dp, dq);
+  r = run_kiln("inspect t.onnx");
+  expect(&r, 0, NULL);
+  assert_non_null(strstr(r.out, "kiln.loss.department = sparse_categorical_crossentropy"));
+  result_free(&r);
+  kiln_matrix_free(&p);
+  kiln_matrix_free(&q);
+  kiln_matrix_free(&want[0]);
+  kiln_matrix_free(&want[1]);
+  ticket_set_free(&d);
+  kiln_model_free(m);
+}
+
 int main(void) {
   const char *bin = getenv("KILN_BINARY_DIR"), *src = getenv("KILN_SOURCE_DIR");
   snprintf(kiln, sizeof kiln, "%s/tools/kiln", bin ? bin : ".");
@@ -579,6 +628,7 @@ int main(void) {
       cmocka_unit_test(test_quantize_command),
       cmocka_unit_test(test_drift_api),
       cmocka_unit_test(test_drift_command),
+      cmocka_unit_test(test_export_command),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
