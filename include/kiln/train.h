@@ -108,8 +108,10 @@ kiln_node kiln_model_output_node(const kiln_model *m, int i);  /* -1 when out of
 /* Feature extraction (listing 7.13): a new, uncompiled model made of the layers of src
  * between `inputs` and `outputs` (nodes of src), with the same names, that SHARES their
  * weights with src: training one changes the other (reference-counted; either model
- * may be freed first). Nodes are renumbered: find them with kiln_model_find_layer.
- * Layers may be added to the new model (on any of its nodes) before it is compiled. */
+ * may be freed first). `inputs` must be Input layers of src, and every Input the
+ * outputs depend on must be among them. Nodes are renumbered: find them with
+ * kiln_model_find_layer. Layers may be added to the new model (on any of its nodes,
+ * then kiln_model_set_outputs) before it is compiled; optimizer state is not shared. */
 kiln_status kiln_model_from_layers(const kiln_model *src, const kiln_node *inputs, int n_inputs,
                                    const kiln_node *outputs, int n_outputs, kiln_model **out,
                                    kiln_error *err);
@@ -347,12 +349,18 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
 /* Loss and metrics on (x, y), inference mode (no dropout). */
 kiln_status kiln_model_evaluate(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
                                 int64_t batch_size, kiln_logs *out, kiln_error *err);
-/* Outputs (rows x output units) in inference mode into *out (allocated by kiln). */
+/* Outputs (rows x output units) in inference mode into *out (allocated by kiln). A
+ * model with several outputs needs kiln_model_predict_io. */
 kiln_status kiln_model_predict(kiln_model *m, const kiln_matrix *x, int64_t batch_size,
                                kiln_matrix *out, kiln_error *err);
 
 /* The same for models with several inputs and outputs (they also take one of each).
- * predict_io fills outs[0..kiln_model_output_count-1]. */
+ * predict_io fills outs[0..kiln_model_output_count-1] (each freed by the caller).
+ * Errors name what is wrong: a count that differs from the model's (listing its
+ * inputs or outputs), an unknown, duplicate or missing name, names given for some
+ * arrays only, a NULL array, rows that differ between inputs and targets, a width that
+ * differs from its Input layer's. Any Input may be fed CSR rows: a Dense on it, or on a
+ * Concatenate of it, takes the sparse path; other layers refuse CSR. */
 kiln_status kiln_model_fit_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
                               const kiln_fit_options *opt, kiln_history *history,
                               kiln_error *err);
@@ -360,6 +368,49 @@ kiln_status kiln_model_evaluate_io(kiln_model *m, const kiln_io *x, const kiln_i
                                    int64_t batch_size, kiln_logs *out, kiln_error *err);
 kiln_status kiln_model_predict_io(kiln_model *m, const kiln_io *x, int64_t batch_size,
                                   kiln_matrix *outs, kiln_error *err);
+
+/* --- the low-level training loop (listings 7.21-7.24) ------------------------ */
+
+/* A hand-written loop over batches, as the book's train_step:
+ *   kiln_model_compute_gradients(m, &x, &y, 1, &loss, NULL, outs, &err);  // forward, loss,
+ *   ... read or change the gradients (kiln_model_trainable_weight) ...       // backward
+ *   kiln_model_apply_gradients(m, &err);                                    // optimizer step
+ *   metric->update_state(...) on outs (kiln_metric_create), then kiln_matrix_free(outs).
+ * Over the same fixed batches (no shuffling) this computes exactly what fit computes.
+ * The model must be compiled (its loss, loss weights and optimizer are used). */
+
+/* model(x, training=...): one forward pass over all rows of x as one batch (with
+ * training, Dropout drops). Fills outs[0..kiln_model_output_count-1] (allocated by
+ * kiln; free each with kiln_matrix_free). */
+kiln_status kiln_model_forward(kiln_model *m, const kiln_io *x, int training, kiln_matrix *outs,
+                               kiln_error *err);
+/* Forward pass, the compiled loss (weighted sum over outputs plus regularization) in
+ * *loss, and its gradient with respect to every trainable weight, for (x, y) as one
+ * batch. The gradients replace the last ones (nothing accumulates: no zero_grad).
+ * per_output (may be NULL) gets each output's unweighted loss; outs (may be NULL) the
+ * predictions of this same pass, as kiln_model_forward. */
+kiln_status kiln_model_compute_gradients(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                                         int training, double *loss, double *per_output,
+                                         kiln_matrix *outs, kiln_error *err);
+
+/* model.trainable_weights with their gradients: every Dense kernel then bias, in layer
+ * order (the optimizer's order). value and grad point into the model (valid until it
+ * is recompiled or freed; value is shared with models made by kiln_model_from_layers);
+ * grad may be changed before kiln_model_apply_gradients (e.g. clipped). */
+typedef struct kiln_weight_info {
+  char name[96];   /* Keras' variable path, e.g. "dense/kernel", "dense/bias" */
+  float *value;
+  float *grad;     /* d loss / d value from the last kiln_model_compute_gradients */
+  int64_t size;    /* rows * cols */
+  int64_t rows;    /* kernel: input width; bias: 1 */
+  int64_t cols;    /* units */
+} kiln_weight_info;
+int kiln_model_trainable_weight_count(const kiln_model *m); /* 0 until compiled */
+kiln_status kiln_model_trainable_weight(kiln_model *m, int i, kiln_weight_info *out,
+                                        kiln_error *err);
+/* optimizer.apply(gradients, model.trainable_weights): one step of the compiled
+ * optimizer with the gradients held by the model. */
+kiln_status kiln_model_apply_gradients(kiln_model *m, kiln_error *err);
 
 /* --- saving -------------------------------------------------------------- */
 

@@ -428,7 +428,32 @@ static void test_log_names_and_values(void **state) {
                                    "department_mse"};
   assert_int_equal(logs.n, 5);
   for (int i = 0; i < 5; i++) assert_string_equal(logs.keys[i], k2[i]);
+  /* A metric added to one output is logged under its name. */
+  kiln_metric *extra;
+  OK(kiln_metric_create("top_2_accuracy", KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY, &extra, &err));
+  OK(kiln_model_add_output_metric(m, 1, extra, &err));
+  OK(kiln_model_evaluate_io(m, &x, &y2, 64, &logs, &err));
+  assert_int_equal(logs.n, 6);
+  assert_string_equal(logs.keys[5], "department_top_2_accuracy");
+  OK(kiln_metric_create("mae", KILN_LOSS_MEAN_SQUARED_ERROR, &extra, &err));
+  expect_error(kiln_model_add_output_metric(m, 2, extra, &err), KILN_E_INVALID, &err,
+               "add_metric: output 2 does not exist (the model has 2)");
   kiln_matrix_free(&dep1h);
+  kiln_model_free(m);
+
+  /* CSR rows reach only Dense and Concatenate. */
+  kiln_node a, drop, out;
+  OK(kiln_model_create(1, &m, NULL));
+  OK(kiln_model_input(m, "a", 12, &a, NULL));
+  OK(kiln_model_dropout(m, a, 0.5f, "drop", &drop, NULL));
+  OK(kiln_model_dense(m, drop, 1, NULL, &out, NULL));
+  OK(kiln_model_compile(m, &opt, KILN_LOSS_MEAN_SQUARED_ERROR, NULL, 0, &err));
+  kiln_matrix csr;
+  OK(kiln_matrix_to_csr(&d.title, &csr, NULL));
+  expect_error(kiln_model_evaluate(m, &csr, &d.priority, 8, &logs, &err), KILN_E_UNSUPPORTED, &err,
+               "evaluate: layer \"drop\" cannot take sparse (CSR) input; only Dense and "
+               "Concatenate can");
+  kiln_matrix_free(&csr);
   kiln_model_free(m);
   ticket_data_free(&d);
 }
@@ -968,6 +993,163 @@ static void test_functional_summary(void **state) {
   kiln_model_free(m);
 }
 
+/* --- the low-level training loop -------------------------------------------------- */
+
+/* Rows [begin, begin + n) of a dense matrix, without copying. */
+static kiln_matrix rows_view(const kiln_matrix *m, int64_t begin, int64_t n) {
+  kiln_matrix v;
+  memset(&v, 0, sizeof v);
+  v.rows = n;
+  v.cols = m->cols;
+  v.values = m->values + begin * m->cols;
+  v.borrowed = 1;
+  return v;
+}
+
+static void test_custom_loop_matches_fit(void **state) {
+  ticket_data d;
+  ticket_data_make(&d, 100, 9);
+  kiln_model *a = ticket_model(11, 1), *b = ticket_model(11, 1);
+  kiln_io x, y;
+  ticket_io(&d, &x, &y);
+  kiln_fit_options fo;
+  kiln_fit_options_init(&fo);
+  fo.epochs = 3;
+  fo.batch_size = 32;
+  fo.shuffle = 0;
+  kiln_error err = {0};
+  kiln_history h = {0};
+  OK(kiln_model_fit_io(a, &x, &y, &fo, &h, &err));
+
+  kiln_metric *acc;
+  OK(kiln_metric_create("sparse_categorical_accuracy", KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY,
+                        &acc, &err));
+  double last_loss = 0;
+  for (int epoch = 0; epoch < 3; epoch++) {
+    acc->reset_state(acc);
+    double sum = 0;
+    for (int64_t begin = 0; begin < 100; begin += 32) {
+      int64_t n = 100 - begin < 32 ? 100 - begin : 32;
+      kiln_matrix v[5] = {rows_view(&d.title, begin, n), rows_view(&d.body, begin, n),
+                          rows_view(&d.tags, begin, n), rows_view(&d.priority, begin, n),
+                          rows_view(&d.department, begin, n)};
+      const kiln_matrix *xs[] = {&v[0], &v[1], &v[2]}, *ys[] = {&v[3], &v[4]};
+      kiln_io bx = io_pos(3, xs), by = io_pos(2, ys);
+      double loss;
+      kiln_matrix outs[2];
+      OK(kiln_model_compute_gradients(b, &bx, &by, 1, &loss, NULL, outs, &err));
+      OK(kiln_model_apply_gradients(b, &err));
+      acc->update_state(acc, v[4].values, 1, outs[1].values, 4, n);
+      sum += loss * (double)n;
+      kiln_matrix_free(&outs[0]);
+      kiln_matrix_free(&outs[1]);
+    }
+    last_loss = sum / 100.0;
+  }
+  assert_true(same_weights(a, b));
+  assert_float_equal(last_loss, kiln_history_get(&h, "loss", 2), 0);
+  assert_float_equal(acc->result(acc), kiln_history_get(&h, "department_accuracy", 2), 0);
+  kiln_metric_free(acc);
+
+  /* The trainable weights: names, shapes, gradients one may change. */
+  assert_int_equal(kiln_model_trainable_weight_count(b), 6);
+  kiln_weight_info wi;
+  OK(kiln_model_trainable_weight(b, 0, &wi, &err));
+  assert_string_equal(wi.name, "dense/kernel");
+  assert_int_equal(wi.rows, 26);
+  assert_int_equal(wi.cols, 8);
+  assert_int_equal(wi.size, 26 * 8);
+  OK(kiln_model_trainable_weight(b, 5, &wi, &err));
+  assert_string_equal(wi.name, "department/bias");
+  assert_int_equal(wi.size, 4);
+  expect_error(kiln_model_trainable_weight(b, 6, &wi, &err), KILN_E_INVALID, &err,
+               "trainable_weight: index 6 does not exist (the model has 6)");
+  /* Zeroed gradients: with SGD (no momentum) a step changes nothing. */
+  kiln_model *c = ticket_model(11, 0);
+  kiln_optimizer sgd;
+  kiln_optimizer_init(&sgd, KILN_OPTIMIZER_SGD);
+  OK(kiln_model_compile(c, &sgd, KILN_LOSS_MEAN_SQUARED_ERROR, NULL, 0, &err));
+  kiln_matrix onehot;
+  OK(kiln_matrix_alloc(&onehot, 100, 4, NULL));
+  const kiln_matrix *ys[] = {&d.priority, &onehot};
+  kiln_io y2 = io_pos(2, ys);
+  double loss;
+  OK(kiln_model_compute_gradients(c, &x, &y2, 0, &loss, NULL, NULL, &err));
+  OK(kiln_model_trainable_weight(c, 0, &wi, &err));
+  float first = wi.value[0];
+  for (int i = 0; i < kiln_model_trainable_weight_count(c); i++) {
+    OK(kiln_model_trainable_weight(c, i, &wi, &err));
+    memset(wi.grad, 0, (size_t)wi.size * sizeof(float));
+  }
+  OK(kiln_model_apply_gradients(c, &err));
+  OK(kiln_model_trainable_weight(c, 0, &wi, &err));
+  assert_float_equal(wi.value[0], first, 0);
+  /* forward: the predictions of predict in inference mode. */
+  kiln_matrix f[2], p[2];
+  OK(kiln_model_forward(c, &x, 0, f, &err));
+  OK(kiln_model_predict_io(c, &x, 7, p, &err));
+  for (int k = 0; k < 2; k++) {
+    assert_memory_equal(f[k].values, p[k].values, (size_t)(f[k].rows * f[k].cols) * sizeof(float));
+    kiln_matrix_free(&f[k]);
+    kiln_matrix_free(&p[k]);
+  }
+  kiln_model *u;
+  OK(kiln_model_create(1, &u, NULL));
+  OK(kiln_model_add_input(u, 2, NULL));
+  OK(kiln_model_add_dense(u, 1, KILN_ACTIVATION_LINEAR, NULL));
+  expect_error(kiln_model_apply_gradients(u, &err), KILN_E_INVALID, &err,
+               "apply_gradients: compile the model first");
+  expect_error(kiln_model_compute_gradients(u, &x, &y, 1, &loss, NULL, NULL, &err),
+               KILN_E_INVALID, &err, "compute_gradients: compile the model first");
+  kiln_model_free(u);
+  kiln_matrix_free(&onehot);
+  kiln_history_free(&h);
+  kiln_model_free(a);
+  kiln_model_free(b);
+  kiln_model_free(c);
+  ticket_data_free(&d);
+}
+
+/* The Sequential form (one Input, one output) over the same fixed batches. */
+static void test_custom_loop_sequential(void **state) {
+  kiln_rng r;
+  kiln_rng_seed(&r, 5, 5);
+  kiln_matrix xm, ym;
+  fill(&xm, 90, 6, &r, -1, 1);
+  OK(kiln_matrix_alloc(&ym, 90, 1, NULL));
+  for (int64_t i = 0; i < 90; i++) ym.values[i] = (float)(i % 3);
+  kiln_model *ms[2];
+  for (int v = 0; v < 2; v++) {
+    OK(kiln_model_create(3, &ms[v], NULL));
+    OK(kiln_model_add_input(ms[v], 6, NULL));
+    OK(kiln_model_add_dense(ms[v], 12, KILN_ACTIVATION_RELU, NULL));
+    OK(kiln_model_add_dense(ms[v], 3, KILN_ACTIVATION_SOFTMAX, NULL));
+    kiln_optimizer adam;
+    kiln_optimizer_init(&adam, KILN_OPTIMIZER_ADAM);
+    OK(kiln_model_compile(ms[v], &adam, KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY, NULL, 0, NULL));
+  }
+  kiln_fit_options fo;
+  kiln_fit_options_init(&fo);
+  fo.epochs = 2;
+  fo.batch_size = 20;
+  fo.shuffle = 0;
+  OK(kiln_model_fit(ms[0], &xm, &ym, &fo, NULL, NULL));
+  for (int e = 0; e < 2; e++)
+    for (int64_t b = 0; b < 90; b += 20) {
+      int64_t n = 90 - b < 20 ? 90 - b : 20;
+      kiln_matrix bx = rows_view(&xm, b, n), by = rows_view(&ym, b, n);
+      kiln_io x = {.n = 1, .data = {&bx}}, y = {.n = 1, .data = {&by}};
+      double loss;
+      OK(kiln_model_compute_gradients(ms[1], &x, &y, 1, &loss, NULL, NULL, NULL));
+      OK(kiln_model_apply_gradients(ms[1], NULL));
+    }
+  assert_true(same_weights(ms[0], ms[1]));
+  kiln_model_free(ms[0]);
+  kiln_model_free(ms[1]);
+  kiln_matrix_free(&xm);
+  kiln_matrix_free(&ym);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_concat_forward_by_hand),
@@ -980,6 +1162,8 @@ int main(void) {
       cmocka_unit_test(test_old_checkpoint_loads),
       cmocka_unit_test(test_feature_extraction_shares_weights),
       cmocka_unit_test(test_functional_summary),
+      cmocka_unit_test(test_custom_loop_matches_fit),
+      cmocka_unit_test(test_custom_loop_sequential),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
