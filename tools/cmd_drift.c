@@ -392,7 +392,8 @@ static void print_output(const kiln_drift_output *o) {
   char metric[32];
   if (o->metric == KILN_DRIFT_TOP_K) snprintf(metric, sizeof metric, "top-%d accuracy", o->k);
   else snprintf(metric, sizeof metric, "%s", mae ? "mae" : "accuracy");
-  printf("  output %s (%lld columns):\n", o->name, (long long)o->output_width);
+  printf("  output %s (%lld column%s):\n", o->name, (long long)o->output_width,
+         o->output_width == 1 ? "" : "s");
   if (mae)
     printf("    %s: reference %.6g, candidate %.6g, increase %+.4f%%\n", metric, o->reference_metric,
            o->candidate_metric, o->drop);

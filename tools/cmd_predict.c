@@ -612,10 +612,11 @@ static int predict_io(const predict_args *a, const kiln_ir_graph *g, kiln_sessio
     printf("  input %s <- %s\n", kiln_session_input(s, i)->name, file[i]);
   for (int o = 0; o < no; o++) {
     if (a->output_dir)
-      printf("  output %s (%lld columns) -> %s\n", kiln_session_output(s, o)->name,
-             (long long)cols[o], written[o]);
+      printf("  output %s (%lld column%s) -> %s\n", kiln_session_output(s, o)->name,
+             (long long)cols[o], cols[o] == 1 ? "" : "s", written[o]);
     else
-      printf("  output %s (%lld columns)\n", kiln_session_output(s, o)->name, (long long)cols[o]);
+      printf("  output %s (%lld column%s)\n", kiln_session_output(s, o)->name, (long long)cols[o],
+             cols[o] == 1 ? "" : "s");
   }
   if (a->output) printf("Outputs written to %s\n", a->output);
   if (fflush(stdout) != 0) rc = cli_error(CMD, "cannot write to stdout");
