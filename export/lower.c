@@ -1,9 +1,11 @@
 /* kiln export — lowering a trained model (train.h) to the graph IR (ir.h).
  *
  * Dense -> Gemm (default) or MatMul + Add, then Relu / Sigmoid / Tanh / Softmax;
- * linear adds nothing; Dropout disappears (its consumers read its input). Every
- * layer's output value is named after the layer, so the graph input carries the
- * Input layer's name and the graph output the output layer's. */
+ * linear adds nothing; Dropout disappears (its consumers read its input);
+ * Concatenate -> Concat(axis -1). Every layer's output value is named after the layer,
+ * so the graph inputs carry the Input layers' names (in the model's input order) and
+ * the graph outputs the output layers' (in the model's output order). Layers no output
+ * depends on are left out. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,6 +246,40 @@ static kiln_status check_options(const kiln_export_options *opt, int64_t in_feat
   return KILN_OK;
 }
 
+/* Multi-output metadata: kiln.loss.<output>, kiln.loss_weight.<output> per output and
+ * kiln.metrics.<output> where the trainer says which metrics (its public accessors give
+ * the first output's). See docs/multi-io.md. */
+static kiln_status set_output_metadata(kiln_ir_graph *g, const kiln_model *m,
+                                       const compile_info *ci, kiln_error *err) {
+  kiln_status s;
+  int n = kiln_model_output_count(m);
+  for (int k = 0; k < n; k++) {
+    kiln_layer_info l;
+    if ((s = kiln_model_layer(m, kiln_model_output_node(m, k), &l, err))) return s;
+    char key[NAME_CAP], num[32];
+    snprintf(key, sizeof key, "kiln.loss.%s", l.name);
+    if ((s = kiln_ir_set_meta(g, key, kiln_loss_name(kiln_model_output_loss(m, k)), err))) return s;
+    snprintf(key, sizeof key, "kiln.loss_weight.%s", l.name);
+    snprintf(num, sizeof num, "%.9g", (double)kiln_model_output_loss_weight(m, k));
+    if ((s = kiln_ir_set_meta(g, key, num, err))) return s;
+    if (k == 0 && ci->metrics) {
+      snprintf(key, sizeof key, "kiln.metrics.%s", l.name);
+      if ((s = kiln_ir_set_meta(g, key, ci->metrics, err))) return s;
+    }
+  }
+  return KILN_OK;
+}
+
+/* Marks needed[i] for every layer an output depends on. */
+static void mark_needed(const kiln_model *m, kiln_node node, unsigned char *needed) {
+  if (node < 0 || needed[node]) return;
+  needed[node] = 1;
+  kiln_layer_info l;
+  kiln_error e = {0};
+  if (kiln_model_layer(m, node, &l, &e)) return;
+  for (int k = 0; k < l.n_inputs; k++) mark_needed(m, l.inputs[k], needed);
+}
+
 kiln_status kiln_model_lower(const kiln_model *m, const kiln_export_options *opt_in,
                              kiln_ir_graph **out, kiln_error *err) {
   *out = NULL;
@@ -258,36 +294,63 @@ kiln_status kiln_model_lower(const kiln_model *m, const kiln_export_options *opt
   kiln_status s;
   compile_info ci;
   if ((s = read_compile_info(m, &ci, err))) return s;
-  int output = ci.output;
+  int n_in = kiln_model_input_count(m), n_out = kiln_model_output_count(m);
 
   /* value[i]: the name of the value that holds node i's output (a layer name). */
   const char **value = calloc((size_t)n_layers, sizeof *value);
+  unsigned char *needed = calloc((size_t)n_layers, 1);
   kiln_ir_graph *g = NULL;
-  if (!value) {
+  if (!value || !needed) {
     s = kiln_error_set(err, KILN_E_NOMEM, "lower: out of memory");
     goto done;
   }
+  if (n_in < 1 || n_out < 1) {
+    s = kiln_error_set(err, KILN_E_UNSUPPORTED, "lower: the model has %d inputs and %d outputs",
+                       n_in, n_out);
+    goto done;
+  }
+  for (int k = 0; k < n_out; k++) mark_needed(m, kiln_model_output_node(m, k), needed);
   if ((s = kiln_ir_create("kiln", &g, err))) goto done;
   g->ir_version = opt->opset == 17 ? 8 : 7;
 
-  int n_inputs = 0;
-  int64_t in_features = 0;
   for (int i = 0; i < n_layers; i++) {
     kiln_layer_info l;
     if ((s = kiln_model_layer(m, i, &l, err))) goto done;
     if (l.kind == KILN_LAYER_INPUT) {
-      if (++n_inputs > 1) {
-        s = kiln_error_set(err, KILN_E_UNSUPPORTED,
-                           "lower: layer '%s': a second Input (kiln exports single-input "
-                           "models)",
-                           l.name);
-        goto done;
-      }
-      in_features = l.out_features;
       value[i] = l.name;
       continue;
     }
-    if (l.n_inputs != 1 || l.inputs[0] < 0 || l.inputs[0] >= i || !value[l.inputs[0]]) {
+    if (!needed[i]) continue; /* not on the way to an output */
+    if (l.n_inputs < 1) {
+      s = kiln_error_set(err, KILN_E_UNSUPPORTED, "lower: layer '%s' has no input", l.name);
+      goto done;
+    }
+    for (int k = 0; k < l.n_inputs; k++)
+      if (l.inputs[k] < 0 || l.inputs[k] >= i || !value[l.inputs[k]]) {
+        s = kiln_error_set(err, KILN_E_UNSUPPORTED,
+                           "lower: layer '%s': input %d is not an earlier layer", l.name, k);
+        goto done;
+      }
+    if (l.kind == KILN_LAYER_CONCATENATE) {
+      /* keras.layers.Concatenate(): Concat along the features (axis -1) */
+      const char *ins[KILN_MAX_IO];
+      if (l.n_inputs > KILN_MAX_IO) {
+        s = kiln_error_set(err, KILN_E_UNSUPPORTED, "lower: layer '%s': %d inputs (at most %d)",
+                           l.name, l.n_inputs, KILN_MAX_IO);
+        goto done;
+      }
+      for (int k = 0; k < l.n_inputs; k++) ins[k] = value[l.inputs[k]];
+      const char *outs[1] = {l.name};
+      char node[NAME_CAP];
+      kiln_ir_node *n;
+      if ((s = kiln_ir_add_node(g, "Concat", join(node, sizeof node, l.name, "/Concat"), ins,
+                                l.n_inputs, outs, 1, &n, err)) ||
+          (s = kiln_ir_node_set_int(n, "axis", -1, err)))
+        goto done;
+      value[i] = l.name;
+      continue;
+    }
+    if (l.n_inputs != 1) {
       s = kiln_error_set(err, KILN_E_UNSUPPORTED,
                          "lower: layer '%s': expected one input from an earlier layer", l.name);
       goto done;
@@ -307,46 +370,81 @@ kiln_status kiln_model_lower(const kiln_model *m, const kiln_export_options *opt
       goto done;
     }
   }
-  if (n_inputs != 1) {
-    s = kiln_error_set(err, KILN_E_UNSUPPORTED, "lower: the model has no Input layer");
+
+  /* graph inputs: the model's Input layers, in the model's order */
+  const char *params[2] = {"batch", NULL};
+  int64_t in_features = 0;
+  for (int k = 0; k < n_in; k++) {
+    kiln_layer_info il;
+    if ((s = kiln_model_layer(m, kiln_model_input_node(m, k), &il, err))) goto done;
+    if (il.kind != KILN_LAYER_INPUT) {
+      s = kiln_error_set(err, KILN_E_UNSUPPORTED, "lower: model input %d ('%s') is not an Input",
+                         k, il.name);
+      goto done;
+    }
+    in_features = il.out_features;
+    int64_t dims[2] = {-1, il.out_features};
+    if ((s = kiln_ir_add_input(g, il.name, KILN_DTYPE_FLOAT, dims, params, 2, err))) goto done;
+  }
+  int64_t out_features = 0;
+  for (int k = 0; k < n_out; k++) {
+    kiln_node o = kiln_model_output_node(m, k);
+    kiln_layer_info ol;
+    if ((s = kiln_model_layer(m, o, &ol, err))) goto done;
+    for (int j = 0; j < k; j++)
+      if (kiln_model_output_node(m, j) == o) {
+        s = kiln_error_set(err, KILN_E_UNSUPPORTED, "lower: layer '%s' is an output twice",
+                           ol.name);
+        goto done;
+      }
+    if (strcmp(value[o], ol.name) != 0 || ol.kind == KILN_LAYER_INPUT) {
+      /* The output is a Dropout (or an Input): name the graph output after it. */
+      const char *ins[1] = {value[o]};
+      char oname[NAME_CAP];
+      const char *outs[1] = {ol.kind == KILN_LAYER_INPUT ? join(oname, sizeof oname, ol.name,
+                                                                 "/output")
+                                                          : ol.name};
+      char node[NAME_CAP];
+      if ((s = kiln_ir_add_node(g, "Identity", join(node, sizeof node, ol.name, "/Identity"), ins,
+                                1, outs, 1, NULL, err)))
+        goto done;
+      int64_t dims[2] = {-1, ol.out_features};
+      if ((s = kiln_ir_add_output(g, outs[0], KILN_DTYPE_FLOAT, dims, params, 2, err))) goto done;
+    } else {
+      int64_t dims[2] = {-1, ol.out_features};
+      if ((s = kiln_ir_add_output(g, ol.name, KILN_DTYPE_FLOAT, dims, params, 2, err))) goto done;
+    }
+    out_features = ol.out_features;
+  }
+  if (n_in > 1 && (opt->input_mean || opt->input_std)) {
+    s = kiln_error_set(err, KILN_E_UNSUPPORTED,
+                       "export: input_mean/input_std describe one input; the model has %d", n_in);
     goto done;
   }
-
-  kiln_layer_info ol;
-  if ((s = kiln_model_layer(m, output, &ol, err))) goto done;
-  if ((s = check_options(opt, in_features, ol.out_features, err))) goto done;
-  if (strcmp(value[output], ol.name) != 0) {
-    /* The output is a Dropout (or the Input): name the graph output after it. */
-    const char *ins[1] = {value[output]};
-    const char *outs[1] = {ol.name};
-    char node[NAME_CAP];
-    if ((s = kiln_ir_add_node(g, "Identity", join(node, sizeof node, ol.name, "/Identity"), ins, 1,
-                              outs, 1, NULL, err)))
-      goto done;
+  if (n_out > 1 && opt->n_class_names > 0) {
+    s = kiln_error_set(err, KILN_E_UNSUPPORTED,
+                       "export: class_names describe one output; the model has %d", n_out);
+    goto done;
   }
-
-  kiln_layer_info il;
-  for (int i = 0; i < n_layers; i++) {
-    if ((s = kiln_model_layer(m, i, &il, err))) goto done;
-    if (il.kind == KILN_LAYER_INPUT) break;
-  }
-  const char *params[2] = {"batch", NULL};
-  int64_t in_dims[2] = {-1, in_features};
-  int64_t out_dims[2] = {-1, ol.out_features};
+  if ((s = check_options(opt, in_features, out_features, err))) goto done;
   char version[32];
   snprintf(version, sizeof version, "%s", KILN_EXPORT_PRODUCER_VERSION);
-  if ((s = kiln_ir_add_input(g, il.name, KILN_DTYPE_FLOAT, in_dims, params, 2, err)) ||
-      (s = kiln_ir_add_output(g, ol.name, KILN_DTYPE_FLOAT, out_dims, params, 2, err)) ||
-      (s = kiln_ir_set_opset(g, "", opt->opset, err)) ||
-      (s = kiln_ir_set_producer(g, KILN_EXPORT_PRODUCER_NAME, version, err)) ||
-      (s = set_metadata(g, &ci, opt, err)))
+  if ((s = kiln_ir_set_opset(g, "", opt->opset, err)) ||
+      (s = kiln_ir_set_producer(g, KILN_EXPORT_PRODUCER_NAME, version, err)))
     goto done;
+  if (n_out == 1) {
+    if ((s = set_metadata(g, &ci, opt, err))) goto done;
+  } else {
+    if ((s = set_metadata(g, &(compile_info){0}, opt, err))) goto done;
+    if (ci.compiled && (s = set_output_metadata(g, m, &ci, err))) goto done;
+  }
   *out = g;
   g = NULL;
 
 done:
   kiln_ir_free(g);
   free(value);
+  free(needed);
   free(ci.metrics);
   return s;
 }

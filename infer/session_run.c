@@ -44,26 +44,65 @@ static void declared_shape(const kiln_ir_value *v, char *buf, size_t cap) {
   if (used < cap) snprintf(buf + used, cap - used, "]");
 }
 
-/* Matches the views to the graph inputs, checks them and finds the batch. */
+/* The graph input a view binds to: by name when it has one, else by position among the
+ * graph inputs other than `skip` (-1: none skipped). -1 when there is none. */
+static int view_target(const kiln_session *s, const kiln_tensor_view *inputs, int j, int skip) {
+  if (inputs[j].name) {
+    for (int i = 0; i < s->n_inputs; i++)
+      if (i != skip && strcmp(inputs[j].name, s->inputs[i].name) == 0) return i;
+    return -1;
+  }
+  int i = j + (skip >= 0 && j >= skip);
+  return i < s->n_inputs ? i : -1;
+}
+
+/* "a", "b", "c": the graph inputs other than skip, for messages. */
+static void input_names(const kiln_session *s, int skip, char *buf, size_t cap) {
+  size_t used = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < s->n_inputs && used < cap; i++) {
+    if (i == skip) continue;
+    used += (size_t)snprintf(buf + used, cap - used, "%s\"%s\"", used ? ", " : "",
+                             s->inputs[i].name);
+  }
+}
+
+/* Matches the views to the graph inputs (every input but `skip`, which run_tokens_io
+ * feeds with token ids), checks them and finds the batch. A view with a name binds to
+ * the input of that name, one without to the input at its position; each input must be
+ * bound exactly once. No heap: the checks are quadratic in the (few) inputs. */
 static kiln_status bind_inputs(kiln_session *s, const kiln_tensor_view *inputs, int n_inputs,
-                               int64_t *batch_out, kiln_error *err) {
-  if (n_inputs != s->n_inputs)
-    return kiln_error_set(err, KILN_E_INVALID, "run: %d inputs given, the graph has %d", n_inputs,
-                          s->n_inputs);
+                               int skip, int64_t *batch_out, kiln_error *err) {
+  int want_n = s->n_inputs - (skip >= 0);
+  char names[400];
+  if (n_inputs != want_n) {
+    input_names(s, skip, names, sizeof names);
+    return kiln_error_set(err, KILN_E_INVALID, "run: %d inputs given, the graph %s %d (%s)",
+                          n_inputs, skip >= 0 ? "takes dense" : "has", want_n, names);
+  }
   if (n_inputs && !inputs) return kiln_error_set(err, KILN_E_INVALID, "run: inputs is NULL");
-  int64_t batch = -1;
-  for (int i = 0; i < s->n_inputs; i++) {
-    const kiln_ir_value *decl = &s->inputs[i];
-    const kiln_tensor_view *v = NULL;
-    if (inputs[i].name == NULL) {
-      v = &inputs[i];
-    } else {
-      for (int j = 0; j < n_inputs; j++)
-        if (inputs[j].name && strcmp(inputs[j].name, decl->name) == 0) v = &inputs[j];
-      if (!v)
-        return kiln_error_set(err, KILN_E_INVALID, "run: no input named \"%s\" was given",
-                              decl->name);
+  for (int j = 0; j < n_inputs; j++) {
+    int i = view_target(s, inputs, j, skip);
+    if (i < 0) {
+      input_names(s, skip, names, sizeof names);
+      if (inputs[j].name && skip >= 0 && !strcmp(inputs[j].name, s->inputs[skip].name))
+        return kiln_error_set(err, KILN_E_INVALID,
+                              "run: input \"%s\" is given as token ids and as a tensor",
+                              inputs[j].name);
+      return kiln_error_set(err, KILN_E_INVALID, "run: no graph input named \"%s\" (expected %s)",
+                            inputs[j].name ? inputs[j].name : "?", names);
     }
+    for (int k = 0; k < j; k++)
+      if (view_target(s, inputs, k, skip) == i)
+        return kiln_error_set(err, KILN_E_INVALID,
+                              "run: input \"%s\" is given twice (views %d and %d)",
+                              s->inputs[i].name, k, j);
+  }
+  int64_t batch = -1;
+  for (int j = 0; j < n_inputs; j++) {
+    int i = view_target(s, inputs, j, skip);
+    const kiln_ir_value *decl = &s->inputs[i];
+    const kiln_tensor_view *v = &inputs[j];
     char want[160];
     declared_shape(decl, want, sizeof want);
     if (v->dtype != decl->dtype)
@@ -98,7 +137,7 @@ static kiln_status bind_inputs(kiln_session *s, const kiln_tensor_view *inputs, 
       return kiln_error_set(err, KILN_E_INVALID, "run: input \"%s\" has no data", decl->name);
     s->ptr[s->input_val[i]] = v->data;
   }
-  *batch_out = batch < 0 ? 1 : batch;
+  *batch_out = batch;
   return KILN_OK;
 }
 
@@ -131,28 +170,91 @@ kiln_status kiln_session_run(kiln_session *s, const kiln_tensor_view *inputs, in
   if (!s) return kiln_error_set(err, KILN_E_INVALID, "run: the session is NULL");
   kiln_status st = check_outputs(s, outputs, n_outputs, err);
   int64_t batch = 1;
-  if (st || (st = bind_inputs(s, inputs, n_inputs, &batch, err))) return st;
+  if (st || (st = bind_inputs(s, inputs, n_inputs, -1, &batch, err))) return st;
+  if (batch < 0) batch = 1;
   for (int i = 0; i < s->n_steps; i++) exec_step(s, &s->steps[i], batch);
   return fill_outputs(s, batch, outputs, n_outputs);
 }
 
-kiln_status kiln_session_run_tokens(kiln_session *s, const int64_t *offsets,
-                                    const int32_t *tokens, int64_t rows,
-                                    kiln_tensor_view *outputs, int n_outputs, kiln_error *err) {
+/* Which step can take input `in` as token ids: a Gemm/MatMul reading it alone as its A
+ * with constant packed weights (it gathers weight rows), or a Concat along the last axis
+ * of rank-2 rows (it writes the multi-hot columns straight into its output). The input
+ * must have no other reader. -1 when none; *concat says which kind. */
+static int token_consumer(const kiln_session *s, int in, int *concat) {
+  int v = s->input_val[in], uses = 0, step = -1;
+  *concat = 0;
+  if (s->values[v].shape.rank != 2 || s->values[v].dtype != KILN_DTYPE_FLOAT) return -1;
+  for (int i = 0; i < s->n_steps; i++)
+    for (int k = 0; k < s->steps[i].n_in; k++)
+      if (s->steps[i].in[k] == v) {
+        uses++;
+        step = i;
+      }
+  if (uses != 1 || s->values[v].is_output) return -1;
+  const kiln_step *sp = &s->steps[step];
+  if (sp->op == KILN_OP_GEMM && sp->in[0] == v && sp->b_packed && !sp->trans_a) return step;
+  if (sp->op == KILN_OP_CONCAT && sp->axis == 1 && s->values[sp->out[0]].shape.rank == 2 &&
+      s->values[sp->out[0]].dtype == KILN_DTYPE_FLOAT) {
+    *concat = 1;
+    return step;
+  }
+  return -1;
+}
+
+/* Concat along the last axis where input `v` is given as token ids: its columns of
+ * each output row are the multi-hot row (ids outside [0, width) ignored). */
+static void exec_concat_tokens(kiln_session *s, const kiln_step *st, int64_t rows, int v,
+                               const int64_t *offsets, const int32_t *tokens) {
+  int64_t total = kiln_shape_dim(&s->values[st->out[0]].shape, 1, rows);
+  float *out = s->ptr[st->out[0]];
+  for (int64_t r = 0; r < rows; r++) {
+    float *row = out + r * total;
+    for (int k = 0; k < st->n_in; k++) {
+      int64_t w = kiln_shape_dim(&s->values[st->in[k]].shape, 1, rows);
+      if (st->in[k] == v) {
+        memset(row, 0, (size_t)w * sizeof(float));
+        for (int64_t p = offsets[r]; p < offsets[r + 1]; p++)
+          if (tokens[p] >= 0 && tokens[p] < w) row[tokens[p]] = 1.0f;
+      } else if (w) {
+        const float *src = s->ptr[st->in[k]];
+        memcpy(row, src + r * w, (size_t)w * sizeof(float));
+      }
+      row += w;
+    }
+  }
+}
+
+kiln_status kiln_session_run_tokens_io(kiln_session *s, const char *token_input,
+                                       const int64_t *offsets, const int32_t *tokens,
+                                       int64_t rows, const kiln_tensor_view *others,
+                                       int n_others, kiln_tensor_view *outputs, int n_outputs,
+                                       kiln_error *err) {
   if (!s) return kiln_error_set(err, KILN_E_INVALID, "run_tokens: the session is NULL");
   kiln_status st = check_outputs(s, outputs, n_outputs, err);
   if (st) return st;
-  if (s->token_step < 0)
+  if (s->n_inputs < 1)
+    return kiln_error_set(err, KILN_E_UNSUPPORTED, "run_tokens: the graph has no input");
+  int t = 0;
+  if (token_input) {
+    for (t = 0; t < s->n_inputs; t++)
+      if (strcmp(s->inputs[t].name, token_input) == 0) break;
+    if (t == s->n_inputs) {
+      char names[400];
+      input_names(s, -1, names, sizeof names);
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "run_tokens: no graph input named \"%s\" (expected %s)", token_input,
+                            names);
+    }
+  }
+  int concat = 0;
+  int step = token_consumer(s, t, &concat);
+  const kiln_ir_value *decl = &s->inputs[t];
+  if (step < 0)
     return kiln_error_set(err, KILN_E_UNSUPPORTED,
-                          "run_tokens: the first graph input%s%s%s is not read by exactly one "
-                          "Gemm/MatMul with constant weights (and transA=0), so it cannot take token ids",
-                          s->n_inputs ? " \"" : "", s->n_inputs ? s->inputs[0].name : "",
-                          s->n_inputs ? "\"" : "");
-  if (s->n_inputs != 1)
-    return kiln_error_set(err, KILN_E_UNSUPPORTED,
-                          "run_tokens: the graph has %d inputs; token rows can feed a graph with "
-                          "one input only", s->n_inputs);
-  const kiln_ir_value *decl = &s->inputs[0];
+                          "run_tokens: graph input \"%s\" is not read by exactly one Gemm/MatMul "
+                          "with constant weights (and transA=0) nor by one Concat of rows along "
+                          "the last axis, so it cannot take token ids; run it on dense rows",
+                          decl->name);
   if (decl->dims[0].value >= 0 ? rows != decl->dims[0].value : (rows < 1 || rows > s->max_batch))
     return kiln_error_set(err, KILN_E_SHAPE,
                           "run_tokens: %lld rows, expected %s%lld (input \"%s\")", (long long)rows,
@@ -170,12 +272,39 @@ kiln_status kiln_session_run_tokens(kiln_session *s, const int64_t *offsets,
                             "run_tokens: offsets[%lld]=%lld < offsets[%lld]=%lld (must not decrease)",
                             (long long)r + 1, (long long)offsets[r + 1], (long long)r,
                             (long long)offsets[r]);
-  int64_t batch = decl->dims[0].value >= 0 ? 1 : rows;
+  int64_t batch = -1;
+  if ((st = bind_inputs(s, others, n_others, t, &batch, err))) {
+    if (s->n_inputs > 1 && n_others != s->n_inputs - 1)
+      kiln_error_prefix(err, "run_tokens (token ids for \"%s\")", decl->name);
+    return st;
+  }
+  int64_t tb = decl->dims[0].value >= 0 ? -1 : rows; /* the batch the token rows set */
+  if (batch >= 0 && tb >= 0 && batch != tb)
+    return kiln_error_set(err, KILN_E_SHAPE,
+                          "run_tokens: %lld rows of token ids for \"%s\", but the other inputs "
+                          "have a batch of %lld",
+                          (long long)rows, decl->name, (long long)batch);
+  if (batch < 0) batch = tb >= 0 ? tb : 1;
+  s->ptr[s->input_val[t]] = NULL; /* never read: the token step takes the ids */
   for (int i = 0; i < s->n_steps; i++) {
-    if (i == s->token_step)
-      kiln_exec_gemm_tokens(s, &s->steps[i], rows, offsets, tokens);
-    else
+    if (i != step)
       exec_step(s, &s->steps[i], batch);
+    else if (concat)
+      exec_concat_tokens(s, &s->steps[i], rows, s->input_val[t], offsets, tokens);
+    else
+      kiln_exec_gemm_tokens(s, &s->steps[i], rows, offsets, tokens);
   }
   return fill_outputs(s, batch, outputs, n_outputs);
+}
+
+kiln_status kiln_session_run_tokens(kiln_session *s, const int64_t *offsets,
+                                    const int32_t *tokens, int64_t rows,
+                                    kiln_tensor_view *outputs, int n_outputs, kiln_error *err) {
+  if (s && s->n_inputs > 1)
+    return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                          "run_tokens: the graph has %d inputs; give the token input's name and "
+                          "the other inputs with kiln_session_run_tokens_io",
+                          s->n_inputs);
+  return kiln_session_run_tokens_io(s, NULL, offsets, tokens, rows, NULL, 0, outputs, n_outputs,
+                                    err);
 }

@@ -232,37 +232,23 @@ static void dense_rows(const kiln_matrix *x, int64_t r0, int64_t rows, float *bu
       buf[r * x->cols + x->col_idx[k]] = x->values ? x->values[k] : 1.0f;
 }
 
-kiln_status kiln_calibrate(const kiln_ir_graph *g, const kiln_matrix *x,
-                           const kiln_calibrate_options *opt_in, kiln_calibration *out,
-                           kiln_error *err) {
-  kiln_calibrate_options opt;
-  if (opt_in) opt = *opt_in;
-  else kiln_calibrate_options_init(&opt);
-  memset(out, 0, sizeof *out);
-  if (!g || !x) return kiln_error_set(err, KILN_E_INVALID, "calibrate: graph or data is NULL");
-  if (opt.batch_size <= 0) opt.batch_size = 128;
-  if (opt.method == KILN_RANGE_PERCENTILE && !(opt.percentile > 50.0 && opt.percentile <= 100.0))
-    return kiln_error_set(err, KILN_E_RANGE,
-                          "calibrate: percentile %g is outside (50, 100]", opt.percentile);
-  if (g->n_inputs != 1)
-    return kiln_error_set(err, KILN_E_UNSUPPORTED,
-                          "calibrate: graph \"%s\" has %d inputs (one float input expected)",
-                          g->name ? g->name : "", g->n_inputs);
-  const kiln_ir_value *in = &g->inputs[0];
+/* Checks one calibration matrix against graph input `in`. */
+static kiln_status check_input(const kiln_ir_graph *g, const kiln_ir_value *in,
+                               const kiln_matrix *x, int64_t rows, int multi, kiln_error *err) {
   if (in->dtype != KILN_DTYPE_FLOAT || in->rank != 2)
     return kiln_error_set(err, KILN_E_UNSUPPORTED,
                           "calibrate: input \"%s\" is %s of rank %d (float [batch, width] expected)",
                           in->name, kiln_dtype_name(in->dtype), in->rank);
-  int64_t rows = x->rows;
-  if (opt.max_rows > 0 && rows > opt.max_rows) rows = opt.max_rows;
-  if (rows <= 0)
-    return kiln_error_set(err, KILN_E_INVALID, "calibration data is empty (0 rows; at least 1 needed)");
   if (in->dims[1].value >= 0 && x->cols != in->dims[1].value)
     return kiln_error_set(err, KILN_E_SHAPE,
-                          "calibration data has %lld columns but input \"%s\" of graph \"%s\" "
+                          "calibration data%s%s%s has %lld columns but input \"%s\" of graph \"%s\" "
                           "expects %lld",
+                          multi ? " for \"" : "", multi ? in->name : "", multi ? "\"" : "",
                           (long long)x->cols, in->name, g->name ? g->name : "",
                           (long long)in->dims[1].value);
+  if (!kiln_matrix_is_sparse(x) && !x->values && x->rows > 0)
+    return kiln_error_set(err, KILN_E_INVALID, "calibration data for \"%s\" has no values",
+                          in->name);
   kiln_matrix head = *x;
   head.rows = rows;
   head.borrowed = 1;
@@ -270,8 +256,95 @@ kiln_status kiln_calibrate(const kiln_ir_graph *g, const kiln_matrix *x,
   if (kiln_matrix_find_nonfinite(&head, &br, &bc)) {
     float v = kiln_matrix_get(&head, br, bc);
     return kiln_error_set(err, KILN_E_RANGE,
-                          "calibration data row %lld, column %lld is %s (finite values expected)",
+                          "calibration data%s%s%s row %lld, column %lld is %s (finite values "
+                          "expected)",
+                          multi ? " for \"" : "", multi ? in->name : "", multi ? "\"" : "",
                           (long long)br, (long long)bc, isnan(v) ? "NaN" : "infinite");
+  }
+  return KILN_OK;
+}
+
+static kiln_status calibrate_inputs(const kiln_ir_graph *g, const kiln_matrix *const *xs,
+                                    const kiln_calibrate_options *opt_in, kiln_calibration *out,
+                                    kiln_error *err);
+
+kiln_status kiln_calibrate(const kiln_ir_graph *g, const kiln_matrix *x,
+                           const kiln_calibrate_options *opt, kiln_calibration *out,
+                           kiln_error *err) {
+  memset(out, 0, sizeof *out);
+  if (!g || !x) return kiln_error_set(err, KILN_E_INVALID, "calibrate: graph or data is NULL");
+  if (g->n_inputs != 1)
+    return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                          "calibrate: graph \"%s\" has %d inputs (one float input expected; give "
+                          "one matrix per input with kiln_calibrate_io)",
+                          g->name ? g->name : "", g->n_inputs);
+  const kiln_matrix *xs[1] = {x};
+  return calibrate_inputs(g, xs, opt, out, err);
+}
+
+kiln_status kiln_calibrate_io(const kiln_ir_graph *g, const kiln_io *x,
+                              const kiln_calibrate_options *opt, kiln_calibration *out,
+                              kiln_error *err) {
+  memset(out, 0, sizeof *out);
+  if (!g || !x) return kiln_error_set(err, KILN_E_INVALID, "calibrate: graph or data is NULL");
+  if (g->n_inputs < 1 || g->n_inputs > KILN_MAX_IO)
+    return kiln_error_set(err, KILN_E_UNSUPPORTED, "calibrate: graph \"%s\" has %d inputs (1..%d)",
+                          g->name ? g->name : "", g->n_inputs, KILN_MAX_IO);
+  if (x->n != g->n_inputs)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "calibrate: %d calibration matrices for the %d inputs of graph \"%s\"",
+                          x->n, g->n_inputs, g->name ? g->name : "");
+  const kiln_matrix *xs[KILN_MAX_IO] = {0};
+  int named = x->n > 0 && x->names[0] != NULL;
+  for (int j = 0; j < x->n; j++) {
+    if ((x->names[j] != NULL) != named)
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "calibrate: name every calibration matrix or none (matrix %d)", j);
+    if (!x->data[j])
+      return kiln_error_set(err, KILN_E_INVALID, "calibrate: calibration matrix %d is NULL", j);
+    int i = j;
+    if (named) {
+      for (i = 0; i < g->n_inputs; i++)
+        if (!strcmp(g->inputs[i].name, x->names[j])) break;
+      if (i == g->n_inputs)
+        return kiln_error_set(err, KILN_E_INVALID,
+                              "calibrate: graph \"%s\" has no input named \"%s\"",
+                              g->name ? g->name : "", x->names[j]);
+    }
+    if (xs[i])
+      return kiln_error_set(err, KILN_E_INVALID, "calibrate: input \"%s\" is given twice",
+                            g->inputs[i].name);
+    xs[i] = x->data[j];
+  }
+  return calibrate_inputs(g, xs, opt, out, err);
+}
+
+/* xs[i]: the rows of graph input i (every one given, the same rows). */
+static kiln_status calibrate_inputs(const kiln_ir_graph *g, const kiln_matrix *const *xs,
+                                    const kiln_calibrate_options *opt_in, kiln_calibration *out,
+                                    kiln_error *err) {
+  kiln_calibrate_options opt;
+  if (opt_in) opt = *opt_in;
+  else kiln_calibrate_options_init(&opt);
+  if (opt.batch_size <= 0) opt.batch_size = 128;
+  if (opt.method == KILN_RANGE_PERCENTILE && !(opt.percentile > 50.0 && opt.percentile <= 100.0))
+    return kiln_error_set(err, KILN_E_RANGE,
+                          "calibrate: percentile %g is outside (50, 100]", opt.percentile);
+  int ni = g->n_inputs, multi = ni > 1;
+  int64_t rows = xs[0]->rows;
+  for (int i = 1; i < ni; i++)
+    if (xs[i]->rows != rows)
+      return kiln_error_set(err, KILN_E_SHAPE,
+                            "calibration data: %lld rows for input \"%s\" but %lld for \"%s\" "
+                            "(one row per example in every input)",
+                            (long long)xs[i]->rows, g->inputs[i].name, (long long)rows,
+                            g->inputs[0].name);
+  if (opt.max_rows > 0 && rows > opt.max_rows) rows = opt.max_rows;
+  if (rows <= 0)
+    return kiln_error_set(err, KILN_E_INVALID, "calibration data is empty (0 rows; at least 1 needed)");
+  for (int i = 0; i < ni; i++) {
+    kiln_status cs = check_input(g, &g->inputs[i], xs[i], rows, multi, err);
+    if (cs) return cs;
   }
 
   observer *obs = NULL;
@@ -279,7 +352,8 @@ kiln_status kiln_calibrate(const kiln_ir_graph *g, const kiln_matrix *x,
   kiln_ir_graph *cg = NULL;
   kiln_session *sess = NULL;
   kiln_tensor_view *outs = NULL;
-  float *buf = NULL;
+  float *bufs[KILN_MAX_IO] = {0};
+  kiln_tensor_view ivs[KILN_MAX_IO];
   kiln_status s = build_observed(g, &cg, &obs, &n_obs, err);
   if (s) goto done;
   kiln_session_options so;
@@ -290,9 +364,13 @@ kiln_status kiln_calibrate(const kiln_ir_graph *g, const kiln_matrix *x,
     goto done;
   }
   outs = calloc((size_t)cg->n_outputs, sizeof *outs);
-  buf = malloc((size_t)(opt.batch_size * x->cols) * sizeof(float));
+  int bufs_ok = 1;
+  for (int i = 0; i < ni; i++)
+    if (!(bufs[i] = malloc((size_t)(opt.batch_size * (xs[i]->cols ? xs[i]->cols : 1)) *
+                           sizeof(float))))
+      bufs_ok = 0;
   out->t = calloc((size_t)(n_obs ? n_obs : 1), sizeof *out->t);
-  if (!outs || !buf || !out->t) {
+  if (!outs || !bufs_ok || !out->t) {
     s = kiln_error_set(err, KILN_E_NOMEM, "calibrate: out of memory");
     goto done;
   }
@@ -310,14 +388,16 @@ kiln_status kiln_calibrate(const kiln_ir_graph *g, const kiln_matrix *x,
   for (int pass = 0; pass < 2; pass++) {
     for (int64_t r0 = 0; r0 < rows; r0 += opt.batch_size) {
       int64_t nr = rows - r0 < opt.batch_size ? rows - r0 : opt.batch_size;
-      dense_rows(x, r0, nr, buf);
-      kiln_tensor_view iv = {0};
-      iv.dtype = KILN_DTYPE_FLOAT;
-      iv.rank = 2;
-      iv.dims[0] = nr;
-      iv.dims[1] = x->cols;
-      iv.data = buf;
-      if ((s = kiln_session_run(sess, &iv, 1, outs, cg->n_outputs, err))) {
+      for (int i = 0; i < ni; i++) {
+        dense_rows(xs[i], r0, nr, bufs[i]);
+        memset(&ivs[i], 0, sizeof ivs[i]);
+        ivs[i].dtype = KILN_DTYPE_FLOAT;
+        ivs[i].rank = 2;
+        ivs[i].dims[0] = nr;
+        ivs[i].dims[1] = xs[i]->cols;
+        ivs[i].data = bufs[i];
+      }
+      if ((s = kiln_session_run(sess, ivs, ni, outs, cg->n_outputs, err))) {
         kiln_error_prefix(err, "calibrate: rows %lld..%lld", (long long)r0,
                           (long long)(r0 + nr - 1));
         goto done;
@@ -359,7 +439,7 @@ done:
   }
   free(obs);
   free(outs);
-  free(buf);
+  for (int i = 0; i < ni; i++) free(bufs[i]);
   kiln_session_free(sess);
   kiln_ir_free(cg);
   return s;

@@ -24,6 +24,14 @@ void kiln_drift_options_init(kiln_drift_options *opt) {
   opt->layers = 1;
 }
 
+void kiln_drift_output_options_init(kiln_drift_output_options *o) {
+  memset(o, 0, sizeof *o);
+  o->metric = -1;
+  o->max_drop = NAN;
+  o->min_agreement = NAN;
+  o->tolerance = NAN;
+}
+
 const char *kiln_drift_metric_name(kiln_drift_metric m) {
   switch (m) {
     case KILN_DRIFT_ACCURACY: return "accuracy";
@@ -51,6 +59,11 @@ void kiln_drift_report_free(kiln_drift_report *r) {
   }
   free(r->layers);
   free(r->classes);
+  for (int i = 0; i < r->n_outputs; i++) {
+    free(r->outputs[i].name);
+    free(r->outputs[i].classes);
+  }
+  free(r->outputs);
   free(r);
 }
 
@@ -105,33 +118,57 @@ static kiln_status model_open(const kiln_drift_model *src, const char *role,
   } else {
     m->session = src->session;
   }
-  /* Width of the first input, from the session or the graph. */
-  const kiln_ir_value *iv = m->session ? kiln_session_input(m->session, 0)
-                                       : (m->graph->n_inputs > 0 ? &m->graph->inputs[0] : NULL);
-  if (!iv || iv->rank < 2 || iv->dtype != KILN_DTYPE_FLOAT)
-    return kiln_error_set(err, KILN_E_UNSUPPORTED,
-                          "%s model %s: its first input is not a float batch of rows", role,
-                          drift_model_name(m));
-  if (m->session && kiln_session_input_count(m->session) != 1)
-    return kiln_error_set(err, KILN_E_UNSUPPORTED,
-                          "%s model %s: drift compares models with one input (this one has %d)",
-                          role, drift_model_name(m), kiln_session_input_count(m->session));
-  m->in_rank = iv->rank;
-  m->width = 1;
-  for (int k = 1; k < iv->rank; k++) {
-    if (iv->dims[k].value <= 0)
-      return kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: input '%s' has a symbolic dim %d",
-                            role, drift_model_name(m), iv->name, k);
-    m->in_dims[k] = iv->dims[k].value;
-    m->width *= iv->dims[k].value;
+  /* The inputs and outputs, from the session or the graph. */
+  int n_in = m->session ? kiln_session_input_count(m->session) : m->graph->n_inputs;
+  if (n_in < 1 || n_in > KILN_MAX_IO)
+    return kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: %d inputs (drift takes 1..%d)",
+                          role, drift_model_name(m), n_in, KILN_MAX_IO);
+  m->n_in = n_in;
+  m->width = 0;
+  for (int i = 0; i < n_in; i++) {
+    const kiln_ir_value *iv = m->session ? kiln_session_input(m->session, i) : &m->graph->inputs[i];
+    if (!iv || iv->rank < 2 || iv->dtype != KILN_DTYPE_FLOAT || (n_in > 1 && iv->rank != 2))
+      return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                            "%s model %s: input '%s' is not a float batch of rows", role,
+                            drift_model_name(m), iv ? iv->name : "?");
+    m->in_name[i] = iv->name;
+    m->in_rank = iv->rank;
+    int64_t w = 1;
+    for (int k = 1; k < iv->rank; k++) {
+      if (iv->dims[k].value <= 0)
+        return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                              "%s model %s: input '%s' has a symbolic dim %d", role,
+                              drift_model_name(m), iv->name, k);
+      m->in_dims[k] = iv->dims[k].value;
+      w *= iv->dims[k].value;
+    }
+    m->in_width[i] = w;
+    m->width += w;
   }
   if (m->session) {
-    const kiln_ir_value *ov = kiln_session_output(m->session, 0);
-    if (!ov || ov->dtype != KILN_DTYPE_FLOAT)
-      return kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: its first output is not float",
-                            role, drift_model_name(m));
-    m->out_cols = 1;
-    for (int k = 1; k < ov->rank; k++) m->out_cols *= ov->dims[k].value > 0 ? ov->dims[k].value : 1;
+    int n_out = kiln_session_output_count(m->session);
+    if (n_out < 1 || n_out > KILN_MAX_IO)
+      return kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: %d outputs (drift takes 1..%d)",
+                            role, drift_model_name(m), n_out, KILN_MAX_IO);
+    m->n_out = n_out;
+    for (int i = 0; i < n_out; i++) {
+      const kiln_ir_value *ov = kiln_session_output(m->session, i);
+      if (!ov || ov->dtype != KILN_DTYPE_FLOAT)
+        return kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: output '%s' is not float",
+                              role, drift_model_name(m), ov ? ov->name : "?");
+      m->out_name[i] = ov->name;
+      m->out_width[i] = 1;
+      for (int k = 1; k < ov->rank; k++)
+        m->out_width[i] *= ov->dims[k].value > 0 ? ov->dims[k].value : 1;
+    }
+    m->out_cols = m->out_width[0];
+  } else if (m->graph) {
+    int n_out = m->graph->n_outputs;
+    if (n_out < 1 || n_out > KILN_MAX_IO)
+      return kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: %d outputs (drift takes 1..%d)",
+                            role, drift_model_name(m), n_out, KILN_MAX_IO);
+    m->n_out = n_out;
+    for (int i = 0; i < n_out; i++) m->out_name[i] = m->graph->outputs[i].name;
   }
   if (m->graph && m->graph->n_inputs > 0) {
     const char *in0 = m->graph->inputs[0].name;
@@ -144,9 +181,9 @@ static kiln_status model_open(const kiln_drift_model *src, const char *role,
           gemm += !strcmp(nd->op_type, "Gemm") || !strcmp(nd->op_type, "MatMul");
         }
     }
-    m->dense_only = !(readers == 1 && gemm == 1);
+    m->dense_only = !(readers == 1 && gemm == 1) || m->n_in > 1;
   }
-  if (opt->standardize && m->graph) {
+  if (opt->standardize && m->graph && m->n_in == 1) {
     kiln_status st = kiln_ir_input_standardization(m->graph, m->width, &m->mean, &m->std, err);
     if (st)
       return kiln_error_prefix(err, "%s model %s", role, drift_model_name(m));
@@ -159,8 +196,27 @@ const char *drift_model_name(const drift_model *m) { return m->path ? m->path : 
 /* --- feeding rows -------------------------------------------------------------------------- */
 
 /* Rows [r0, r0 + n) as dense floats, standardized with m's metadata, into buf. */
+/* Rows [r0, r0 + n) of x (dense or CSR, w columns) into buf. */
+static void matrix_rows(const kiln_matrix *x, int64_t r0, int64_t n, int64_t w, float *buf) {
+  if (!kiln_matrix_is_sparse(x)) {
+    memcpy(buf, x->values + r0 * w, (size_t)(n * w) * sizeof(float));
+    return;
+  }
+  memset(buf, 0, (size_t)(n * w) * sizeof(float));
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = x->row_ptr[r0 + i]; j < x->row_ptr[r0 + i + 1]; j++)
+      buf[i * w + x->col_idx[j]] = x->values ? x->values[j] : 1.0f;
+}
+
 kiln_status drift_dense_rows(const drift_model *m, const kiln_drift_data *d, int64_t r0, int64_t n,
                              float *buf, kiln_error *err) {
+  if (m->n_in > 1) {
+    for (int i = 0; i < m->n_in; i++) {
+      matrix_rows(m->in_x[i], r0, n, m->in_width[i], buf);
+      buf += n * m->in_width[i];
+    }
+    return KILN_OK;
+  }
   int64_t w = m->width;
   if (d->x && d->x->cols > 0) {
     const kiln_matrix *x = d->x;
@@ -194,7 +250,22 @@ kiln_status drift_session_run(const drift_model *m, kiln_session *s, const kiln_
                               int64_t r0, int64_t n, float *buf, kiln_tensor_view *outs, int n_outs,
                               kiln_error *err) {
   kiln_status st;
-  if (!(d->x && d->x->cols > 0) && !m->mean && !m->dense_only) {
+  if (m->n_in > 1) {
+    if ((st = drift_dense_rows(m, d, r0, n, buf, err))) return st;
+    kiln_tensor_view in[KILN_MAX_IO];
+    float *p = buf;
+    for (int i = 0; i < m->n_in; i++) {
+      memset(&in[i], 0, sizeof in[i]);
+      in[i].name = m->in_name[i];
+      in[i].dtype = KILN_DTYPE_FLOAT;
+      in[i].rank = 2;
+      in[i].dims[0] = n;
+      in[i].dims[1] = m->in_width[i];
+      in[i].data = p;
+      p += n * m->in_width[i];
+    }
+    st = kiln_session_run(s, in, m->n_in, outs, n_outs, err);
+  } else if (!(d->x && d->x->cols > 0) && !m->mean && !m->dense_only) {
     int64_t *off = malloc((size_t)(n + 1) * sizeof *off);
     if (!off) return kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
     for (int64_t i = 0; i <= n; i++) off[i] = d->seq->offsets[r0 + i] - d->seq->offsets[r0];
@@ -217,23 +288,28 @@ kiln_status drift_session_run(const drift_model *m, kiln_session *s, const kiln_
   return st;
 }
 
-/* All rows through m's own session: rows x out_cols floats into out. */
+/* All rows through m's own session: outs[i] (rows x out_width[i] floats) for every output
+ * i wanted (outs[i] != NULL). */
 static kiln_status run_kiln(const drift_model *m, const kiln_drift_data *d, int64_t rows,
-                            int64_t batch, float *out, kiln_error *err) {
+                            int64_t batch, float *const *outs, kiln_error *err) {
   float *buf = malloc((size_t)(batch * m->width) * sizeof(float));
   if (!buf) return kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
   kiln_status st = KILN_OK;
+  kiln_tensor_view o[KILN_MAX_IO];
   for (int64_t r = 0; r < rows && !st; r += batch) {
     int64_t n = rows - r < batch ? rows - r : batch;
-    kiln_tensor_view o;
-    memset(&o, 0, sizeof o);
-    if ((st = drift_session_run(m, m->session, d, r, n, buf, &o, 1, err))) break;
-    if (o.dtype != KILN_DTYPE_FLOAT || o.dims[0] != n) {
-      st = kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: output is not float rows",
-                          m->role, drift_model_name(m));
-      break;
+    memset(o, 0, sizeof o);
+    if ((st = drift_session_run(m, m->session, d, r, n, buf, o, m->n_out, err))) break;
+    for (int i = 0; i < m->n_out; i++) {
+      if (!outs[i]) continue;
+      if (o[i].dtype != KILN_DTYPE_FLOAT || o[i].dims[0] != n) {
+        st = kiln_error_set(err, KILN_E_UNSUPPORTED, "%s model %s: output '%s' is not float rows",
+                            m->role, drift_model_name(m), m->out_name[i]);
+        break;
+      }
+      memcpy(outs[i] + r * m->out_width[i], o[i].data,
+             (size_t)(n * m->out_width[i]) * sizeof(float));
     }
-    memcpy(out + r * m->out_cols, o.data, (size_t)(n * m->out_cols) * sizeof(float));
   }
   free(buf);
   return st;
@@ -286,14 +362,69 @@ static kiln_status check_options(const kiln_drift_options *o, kiln_error *err) {
   return KILN_OK;
 }
 
-static kiln_status check_data(const kiln_drift_data *d, const drift_model *ref,
-                              const drift_model *cand, int64_t *rows, kiln_error *err) {
-  if (!d || !d->y || d->y->rows <= 0)
-    return kiln_error_set(err, KILN_E_INVALID, "drift: the data has no labels (y)");
-  if (d->y->cols != 1 || kiln_matrix_is_sparse(d->y) || !d->y->values)
-    return kiln_error_set(err, KILN_E_SHAPE, "drift: labels are %lld x %lld, expected rows x 1",
-                          (long long)d->y->rows, (long long)d->y->cols);
-  int64_t n;
+/* Several inputs: m->in_x[i] from d->inputs (by name, or by position when unnamed). */
+static kiln_status bind_inputs(const kiln_drift_data *d, drift_model *m, int64_t *rows,
+                               kiln_error *err) {
+  char names[400];
+  size_t used = 0;
+  names[0] = '\0';
+  for (int i = 0; i < m->n_in && used < sizeof names; i++)
+    used += (size_t)snprintf(names + used, sizeof names - used, "%s%s (%lld features)",
+                             i ? ", " : "", m->in_name[i], (long long)m->in_width[i]);
+  const kiln_io *io = d->inputs;
+  if (!io || io->n < 1)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "drift: the %s model %s has %d inputs (%s): give one matrix per input "
+                          "(kiln drift --data NAME=FILE)",
+                          m->role, drift_model_name(m), m->n_in, names);
+  int named = io->names[0] != NULL;
+  for (int i = 0; i < m->n_in; i++) {
+    const kiln_matrix *x = NULL;
+    if (named) {
+      for (int j = 0; j < io->n && j < KILN_MAX_IO; j++)
+        if (io->names[j] && !strcmp(io->names[j], m->in_name[i])) x = io->data[j];
+    } else if (i < io->n) {
+      x = io->data[i];
+    }
+    if (!x)
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "drift: no data for input '%s' of the %s model %s (its inputs: %s)",
+                            m->in_name[i], m->role, drift_model_name(m), names);
+    if (x->cols != m->in_width[i] || (!kiln_matrix_is_sparse(x) && !x->values))
+      return kiln_error_set(err, KILN_E_SHAPE,
+                            "drift: the data for input '%s' has %lld features per row, the %s "
+                            "model %s takes %lld",
+                            m->in_name[i], (long long)x->cols, m->role, drift_model_name(m),
+                            (long long)m->in_width[i]);
+    if (*rows >= 0 && x->rows != *rows)
+      return kiln_error_set(err, KILN_E_SHAPE,
+                            "drift: the data for input '%s' has %lld rows, another input %lld",
+                            m->in_name[i], (long long)x->rows, (long long)*rows);
+    *rows = x->rows;
+    m->in_x[i] = x;
+  }
+  for (int j = 0; named && j < io->n && j < KILN_MAX_IO; j++) {
+    int found = 0;
+    for (int i = 0; i < m->n_in; i++) found |= io->names[j] && !strcmp(io->names[j], m->in_name[i]);
+    if (!found)
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "drift: the %s model %s has no input named '%s' (its inputs: %s)",
+                            m->role, drift_model_name(m), io->names[j] ? io->names[j] : "?", names);
+  }
+  return KILN_OK;
+}
+
+static kiln_status check_data(const kiln_drift_data *d, drift_model *ref, drift_model *cand,
+                              int64_t *rows, kiln_error *err) {
+  if (!d) return kiln_error_set(err, KILN_E_INVALID, "drift: no data");
+  int64_t n = -1;
+  kiln_status st;
+  if (ref->n_in > 1 || cand->n_in > 1) {
+    if ((st = bind_inputs(d, ref, &n, err)) || (st = bind_inputs(d, cand, &n, err))) return st;
+    if (n <= 0) return kiln_error_set(err, KILN_E_INVALID, "drift: the data has no rows");
+    *rows = n;
+    return KILN_OK;
+  }
   if (d->x && d->x->cols > 0) {
     if (d->x->cols != ref->width)
       return kiln_error_set(err, KILN_E_SHAPE,
@@ -319,18 +450,33 @@ static kiln_status check_data(const kiln_drift_data *d, const drift_model *ref,
                           "reference %s %lld",
                           drift_model_name(cand), (long long)cand->width, drift_model_name(ref),
                           (long long)ref->width);
-  if (d->y->rows != n)
-    return kiln_error_set(err, KILN_E_SHAPE, "drift: %lld rows of features but %lld labels",
-                          (long long)n, (long long)d->y->rows);
   *rows = n;
   return KILN_OK;
 }
 
+/* The labels of one compared output: rows x 1. */
+static kiln_status check_labels(const kiln_matrix *y, const char *output, int n_cmp, int64_t n,
+                                kiln_error *err) {
+  char where[160];
+  if (n_cmp > 1) snprintf(where, sizeof where, " for output '%s'", output);
+  else where[0] = '\0';
+  if (!y || y->rows <= 0)
+    return kiln_error_set(err, KILN_E_INVALID, "drift: the data has no labels (y)%s%s", where,
+                          n_cmp > 1 ? " (kiln drift --labels NAME=FILE)" : "");
+  if (y->cols != 1 || kiln_matrix_is_sparse(y) || !y->values)
+    return kiln_error_set(err, KILN_E_SHAPE, "drift: labels%s are %lld x %lld, expected rows x 1",
+                          where, (long long)y->rows, (long long)y->cols);
+  if (y->rows != n)
+    return kiln_error_set(err, KILN_E_SHAPE, "drift: %lld rows of features but %lld labels%s",
+                          (long long)n, (long long)y->rows, where);
+  return KILN_OK;
+}
+
 /* Compares the outputs and fills the figures of r (everything but the layers). */
-static kiln_status compare_outputs(const kiln_drift_data *d, const float *ro, const float *co,
+static kiln_status compare_outputs(const kiln_matrix *ym, const float *ro, const float *co,
                                    int64_t rows, int64_t cols, const kiln_drift_options *opt,
                                    kiln_drift_report *r, kiln_error *err) {
-  const float *y = d->y->values;
+  const float *y = ym->values;
   double sum_abs = 0, max_abs = 0;
   for (int64_t i = 0; i < rows * cols; i++) {
     double a = fabs((double)ro[i] - (double)co[i]);
@@ -418,8 +564,153 @@ static kiln_status compare_outputs(const kiln_drift_data *d, const float *ro, co
   return KILN_OK;
 }
 
+/* The metric an output's metadata loss implies (kiln.loss.<output>; kiln.loss for a
+ * one-output model): 1 when there is one. */
+static int metric_from_meta(const kiln_ir_graph *g, const char *output, int one_output,
+                            kiln_drift_metric *m) {
+  if (!g) return 0;
+  char key[320];
+  snprintf(key, sizeof key, "kiln.loss.%s", output);
+  const char *loss = kiln_ir_get_meta(g, key);
+  if (!loss && one_output) loss = kiln_ir_get_meta(g, "kiln.loss");
+  if (!loss) return 0;
+  if (strstr(loss, "crossentropy")) {
+    *m = KILN_DRIFT_ACCURACY;
+    return 1;
+  }
+  if (!strcmp(loss, "mean_squared_error") || !strcmp(loss, "mse") ||
+      !strcmp(loss, "mean_absolute_error") || !strcmp(loss, "mae")) {
+    *m = KILN_DRIFT_MAE;
+    return 1;
+  }
+  return 0;
+}
+
+static int find_output(const drift_model *m, const char *name) {
+  for (int i = 0; i < m->n_out; i++)
+    if (!strcmp(m->out_name[i], name)) return i;
+  return -1;
+}
+
+/* One compared output: its index in each model, settings, labels. */
+typedef struct cmp_output {
+  int ri, ci;
+  kiln_drift_options o;
+  const kiln_matrix *y;
+} cmp_output;
+
+static kiln_status plan_outputs(const drift_model *ref, const drift_model *cand,
+                                const kiln_drift_options *opt, int ort, cmp_output *cmp,
+                                int *n_cmp, kiln_error *err) {
+  char names[400];
+  size_t used = 0;
+  names[0] = '\0';
+  for (int i = 0; i < ref->n_out && used < sizeof names; i++)
+    used += (size_t)snprintf(names + used, sizeof names - used, "%s'%s'", i ? ", " : "",
+                             ref->out_name[i]);
+  int n = 0;
+  if (opt->n_output_options > 0) {
+    if (!opt->output_options || opt->n_output_options > KILN_MAX_IO)
+      return kiln_error_set(err, KILN_E_INVALID, "drift: %d output options",
+                            opt->n_output_options);
+    for (int j = 0; j < opt->n_output_options; j++) {
+      const kiln_drift_output_options *oo = &opt->output_options[j];
+      int ri = oo->output ? find_output(ref, oo->output) : -1;
+      if (ri < 0)
+        return kiln_error_set(err, KILN_E_INVALID,
+                              "drift: the reference model %s has no output '%s' (its outputs: %s)",
+                              drift_model_name(ref), oo->output ? oo->output : "(null)", names);
+      for (int k = 0; k < n; k++)
+        if (cmp[k].ri == ri)
+          return kiln_error_set(err, KILN_E_INVALID, "drift: output '%s' is named twice",
+                                oo->output);
+      cmp_output *c = &cmp[n++];
+      memset(c, 0, sizeof *c);
+      c->ri = ri;
+      c->o = *opt;
+      kiln_drift_metric mm;
+      if (oo->metric >= 0) c->o.metric = (kiln_drift_metric)oo->metric;
+      else if (metric_from_meta(ref->graph, oo->output, ref->n_out == 1, &mm)) c->o.metric = mm;
+      if (oo->k > 0) c->o.k = oo->k;
+      if (!isnan(oo->max_drop)) c->o.max_drop = oo->max_drop;
+      if (!isnan(oo->min_agreement)) c->o.min_agreement = oo->min_agreement;
+      if (!isnan(oo->tolerance)) c->o.tolerance = oo->tolerance;
+    }
+  } else {
+    for (int ri = 0; ri < ref->n_out; ri++) {
+      cmp_output *c = &cmp[n++];
+      memset(c, 0, sizeof *c);
+      c->ri = ri;
+      c->o = *opt;
+      kiln_drift_metric mm;
+      if (ref->n_out > 1 && metric_from_meta(ref->graph, ref->out_name[ri], 0, &mm))
+        c->o.metric = mm;
+    }
+  }
+  for (int k = 0; k < n; k++) {
+    cmp_output *c = &cmp[k];
+    kiln_status st = check_options(&c->o, err);
+    if (st) return kiln_error_prefix(err, "output '%s'", ref->out_name[c->ri]);
+    /* the candidate's output of the same name (one output each: whatever its name) */
+    c->ci = ref->n_out == 1 && cand->n_out == 1 ? 0 : find_output(cand, ref->out_name[c->ri]);
+    if (c->ci < 0)
+      return kiln_error_set(err, KILN_E_SHAPE,
+                            "drift: the candidate model %s has no output '%s' (the reference's)",
+                            drift_model_name(cand), ref->out_name[c->ri]);
+    if (!ort && cand->out_width[c->ci] != ref->out_width[c->ri])
+      return kiln_error_set(err, KILN_E_SHAPE,
+                            "drift: output '%s': the reference %s has %lld output columns, the "
+                            "candidate %s %lld",
+                            ref->out_name[c->ri], drift_model_name(ref),
+                            (long long)ref->out_width[c->ri], drift_model_name(cand),
+                            (long long)cand->out_width[c->ci]);
+  }
+  *n_cmp = n;
+  return KILN_OK;
+}
+
+/* The labels of compared output c: d->targets by name or position, else d->y. */
+static const kiln_matrix *labels_of(const kiln_drift_data *d, const drift_model *ref,
+                                    const cmp_output *c, int n_cmp) {
+  const kiln_io *t = d->targets;
+  if (t && t->n > 0) {
+    for (int j = 0; j < t->n && j < KILN_MAX_IO; j++) {
+      if (t->names[j] ? !strcmp(t->names[j], ref->out_name[c->ri]) : j == c->ri) return t->data[j];
+    }
+    return NULL;
+  }
+  return n_cmp == 1 ? d->y : NULL;
+}
+
+/* Moves the figures of tmp (one output's comparison) into o. */
+static void take_figures(kiln_drift_report *tmp, const cmp_output *c, kiln_drift_output *o) {
+  o->metric = tmp->metric;
+  o->k = tmp->k;
+  o->output_width = tmp->output_width;
+  o->num_classes = tmp->num_classes;
+  o->reference_metric = tmp->reference_metric;
+  o->candidate_metric = tmp->candidate_metric;
+  o->drop = tmp->drop;
+  o->changed_rows = tmp->changed_rows;
+  o->agreement = tmp->agreement;
+  o->tolerance = tmp->tolerance;
+  o->max_abs_diff = tmp->max_abs_diff;
+  o->mean_abs_diff = tmp->mean_abs_diff;
+  o->n_classes = tmp->n_classes;
+  o->classes = tmp->classes;
+  tmp->classes = NULL;
+  tmp->n_classes = 0;
+  o->has_max_drop = !isnan(c->o.max_drop);
+  o->has_min_agreement = !isnan(c->o.min_agreement);
+  o->max_drop = c->o.max_drop;
+  o->min_agreement = c->o.min_agreement;
+  o->drop_ok = !o->has_max_drop || o->drop <= c->o.max_drop + 1e-12;
+  o->agreement_ok = !o->has_min_agreement || o->agreement >= c->o.min_agreement - 1e-12;
+  o->pass = o->drop_ok && o->agreement_ok;
+}
+
 kiln_status kiln_drift_run(const kiln_drift_model *reference, const kiln_drift_model *candidate,
-                           const kiln_drift_data *data, const kiln_drift_options *opt_in,
+                           const kiln_drift_data *data_in, const kiln_drift_options *opt_in,
                            kiln_drift_report **out, kiln_error *err) {
   kiln_error local;
   memset(&local, 0, sizeof local);
@@ -427,6 +718,7 @@ kiln_status kiln_drift_run(const kiln_drift_model *reference, const kiln_drift_m
   if (!out || !reference || !candidate)
     return kiln_error_set(err, KILN_E_INVALID, "drift: NULL model or report");
   *out = NULL;
+  if (!data_in) return kiln_error_set(err, KILN_E_INVALID, "drift: no data");
   kiln_drift_options opt;
   if (opt_in)
     opt = *opt_in;
@@ -438,34 +730,44 @@ kiln_status kiln_drift_run(const kiln_drift_model *reference, const kiln_drift_m
   if (ort && !candidate->path)
     return kiln_error_set(err, KILN_E_INVALID,
                           "drift: runtime ort runs the candidate from its .onnx file: give its path");
+  /* one matrix in `inputs` serves a one-input model as x */
+  kiln_drift_data dd = *data_in;
+  const kiln_drift_data *data = &dd;
+  if (!(dd.x && dd.x->cols > 0) && !(dd.seq && dd.seq->count > 0) && dd.inputs &&
+      dd.inputs->n == 1)
+    dd.x = dd.inputs->data[0];
 
   drift_model ref, cand;
   memset(&ref, 0, sizeof ref);
   memset(&cand, 0, sizeof cand);
-  float *ro = NULL, *co = NULL;
+  float *ro[KILN_MAX_IO] = {0}, *co[KILN_MAX_IO] = {0};
+  cmp_output cmp[KILN_MAX_IO];
+  int n_cmp = 0;
   kiln_drift_report *r = calloc(1, sizeof *r);
   if (!r) return kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
   r->entry_layer = -1;
   if ((st = model_open(reference, "reference", &opt, 1, &ref, err))) goto fail;
   if ((st = model_open(candidate, "candidate", &opt, !ort, &cand, err))) goto fail;
-  if (ort) cand.out_cols = ref.out_cols; /* checked against ONNX Runtime's output */
-  else if (cand.out_cols != ref.out_cols) {
-    st = kiln_error_set(err, KILN_E_SHAPE,
-                        "drift: the reference %s has %lld output columns, the candidate %s %lld",
-                        drift_model_name(&ref), (long long)ref.out_cols, drift_model_name(&cand),
-                        (long long)cand.out_cols);
-    goto fail;
-  }
+  if ((st = plan_outputs(&ref, &cand, &opt, ort, cmp, &n_cmp, err))) goto fail;
+  if (ort) /* checked against ONNX Runtime's outputs */
+    for (int k = 0; k < n_cmp; k++) cand.out_width[cmp[k].ci] = ref.out_width[cmp[k].ri];
+  cand.out_cols = cand.out_width[0];
   int64_t rows = 0;
   if ((st = check_data(data, &ref, &cand, &rows, err))) goto fail;
+  for (int k = 0; k < n_cmp; k++) {
+    cmp[k].y = labels_of(data, &ref, &cmp[k], n_cmp);
+    if ((st = check_labels(cmp[k].y, ref.out_name[cmp[k].ri], n_cmp, rows, err))) goto fail;
+  }
   if (opt.max_rows > 0 && rows > opt.max_rows) rows = opt.max_rows;
-  int64_t cols = ref.out_cols;
-  ro = malloc((size_t)(rows * cols) * sizeof(float));
-  co = malloc((size_t)(rows * cols) * sizeof(float));
-  if (!ro || !co) {
-    st = kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory for %lld x %lld outputs",
-                        (long long)rows, (long long)cols);
-    goto fail;
+  for (int k = 0; k < n_cmp; k++) {
+    int64_t cols = ref.out_width[cmp[k].ri];
+    ro[cmp[k].ri] = malloc((size_t)(rows * cols) * sizeof(float));
+    co[cmp[k].ci] = malloc((size_t)(rows * cols) * sizeof(float));
+    if (!ro[cmp[k].ri] || !co[cmp[k].ci]) {
+      st = kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory for %lld x %lld outputs",
+                          (long long)rows, (long long)cols);
+      goto fail;
+    }
   }
   if ((st = run_kiln(&ref, data, rows, opt.batch, ro, err))) goto fail;
   if (ort)
@@ -474,14 +776,67 @@ kiln_status kiln_drift_run(const kiln_drift_model *reference, const kiln_drift_m
     st = run_kiln(&cand, data, rows, opt.batch, co, err);
   if (st) goto fail;
 
-  r->metric = opt.metric;
-  r->k = opt.metric == KILN_DRIFT_TOP_K ? opt.k : 0;
   r->runtime = opt.runtime;
   r->rows = rows;
-  r->output_width = cols;
   r->reference_standardized = ref.mean != NULL;
   r->candidate_standardized = cand.mean != NULL;
-  if ((st = compare_outputs(data, ro, co, rows, cols, &opt, r, err))) goto fail;
+  r->outputs = calloc((size_t)n_cmp, sizeof *r->outputs);
+  if (!r->outputs) {
+    st = kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
+    goto fail;
+  }
+  r->drop_ok = r->agreement_ok = 1;
+  for (int k = 0; k < n_cmp; k++) {
+    const cmp_output *c = &cmp[k];
+    kiln_drift_report tmp;
+    memset(&tmp, 0, sizeof tmp);
+    int64_t cols = ref.out_width[c->ri];
+    tmp.metric = c->o.metric;
+    tmp.k = c->o.metric == KILN_DRIFT_TOP_K ? c->o.k : 0;
+    tmp.output_width = cols;
+    st = compare_outputs(c->y, ro[c->ri], co[c->ci], rows, cols, &c->o, &tmp, err);
+    if (st) {
+      free(tmp.classes);
+      if (n_cmp > 1) kiln_error_prefix(err, "output '%s'", ref.out_name[c->ri]);
+      goto fail;
+    }
+    kiln_drift_output *o = &r->outputs[r->n_outputs++];
+    take_figures(&tmp, c, o);
+    if (!(o->name = strdup(ref.out_name[c->ri]))) {
+      st = kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
+      goto fail;
+    }
+    r->drop_ok &= o->drop_ok;
+    r->agreement_ok &= o->agreement_ok;
+  }
+  /* the top level: the first compared output's figures, the verdict of all */
+  const kiln_drift_output *o0 = &r->outputs[0];
+  r->metric = o0->metric;
+  r->k = o0->k;
+  r->output_width = o0->output_width;
+  r->num_classes = o0->num_classes;
+  r->reference_metric = o0->reference_metric;
+  r->candidate_metric = o0->candidate_metric;
+  r->drop = o0->drop;
+  r->changed_rows = o0->changed_rows;
+  r->agreement = o0->agreement;
+  r->tolerance = o0->tolerance;
+  r->max_abs_diff = o0->max_abs_diff;
+  r->mean_abs_diff = o0->mean_abs_diff;
+  if (o0->n_classes > 0) {
+    r->classes = malloc((size_t)o0->n_classes * sizeof *r->classes);
+    if (!r->classes) {
+      st = kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
+      goto fail;
+    }
+    memcpy(r->classes, o0->classes, (size_t)o0->n_classes * sizeof *r->classes);
+    r->n_classes = o0->n_classes;
+  }
+  r->has_max_drop = o0->has_max_drop;
+  r->has_min_agreement = o0->has_min_agreement;
+  r->max_drop = o0->max_drop;
+  r->min_agreement = o0->min_agreement;
+  r->pass = r->drop_ok && r->agreement_ok;
 
   if (!opt.layers)
     snprintf(r->layers_note, sizeof r->layers_note, "layer analysis not asked for");
@@ -491,23 +846,19 @@ kiln_status kiln_drift_run(const kiln_drift_model *reference, const kiln_drift_m
     snprintf(r->layers_note, sizeof r->layers_note,
              "per-layer figures come from kiln's runtime for both models (ONNX Runtime is "
              "run for the outputs only)");
-
-  r->has_max_drop = !isnan(opt.max_drop);
-  r->has_min_agreement = !isnan(opt.min_agreement);
-  r->max_drop = opt.max_drop;
-  r->min_agreement = opt.min_agreement;
-  r->drop_ok = !r->has_max_drop || r->drop <= opt.max_drop + 1e-12;
-  r->agreement_ok = !r->has_min_agreement || r->agreement >= opt.min_agreement - 1e-12;
-  r->pass = r->drop_ok && r->agreement_ok;
-  free(ro);
-  free(co);
+  for (int i = 0; i < KILN_MAX_IO; i++) {
+    free(ro[i]);
+    free(co[i]);
+  }
   drift_model_free(&ref);
   drift_model_free(&cand);
   *out = r;
   return KILN_OK;
 fail:
-  free(ro);
-  free(co);
+  for (int i = 0; i < KILN_MAX_IO; i++) {
+    free(ro[i]);
+    free(co[i]);
+  }
   drift_model_free(&ref);
   drift_model_free(&cand);
   kiln_drift_report_free(r);

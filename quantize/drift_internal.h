@@ -18,6 +18,16 @@ typedef struct drift_model {
   float *mean, *std; /* kiln.input_mean / input_std, or NULL */
   int dense_only;    /* token ids must be densified: the first input is not read by one
                         Gemm/MatMul alone (e.g. a QuantizeLinear reads it) */
+  /* Several inputs (n_in > 1): rows come from kiln_drift_data.inputs; width is the sum of
+   * in_width, and a batch buffer holds each input's rows as one block after the other. */
+  int n_in;
+  const char *in_name[KILN_MAX_IO];
+  int64_t in_width[KILN_MAX_IO];
+  const kiln_matrix *in_x[KILN_MAX_IO]; /* the data of each input (set from the data) */
+  /* The outputs (n_out 0: not known, an ONNX Runtime candidate given by path). */
+  int n_out;
+  const char *out_name[KILN_MAX_IO];
+  int64_t out_width[KILN_MAX_IO];
 } drift_model;
 
 void drift_model_free(drift_model *m);
@@ -31,9 +41,11 @@ kiln_status drift_session_run(const drift_model *m, kiln_session *s, const kiln_
                               int64_t r0, int64_t n, float *buf, kiln_tensor_view *outs,
                               int n_outs, kiln_error *err);
 
-/* The candidate through ONNX Runtime: rows x cand->out_cols floats into out. */
+/* The candidate through ONNX Runtime: outs[i] (rows x out_width[i] floats) for every
+ * output i of cand that is wanted (outs[i] != NULL). One input and one output go the
+ * positional way (x.npy -> y.npy); several by name. */
 kiln_status drift_run_ort(const drift_model *cand, const kiln_drift_data *d, int64_t rows,
-                          const kiln_drift_options *opt, float *out, kiln_error *err);
+                          const kiln_drift_options *opt, float *const *outs, kiln_error *err);
 
 /* Fills r->layers (or r->layers_note when the analysis cannot be done). Fails only on
  * out of memory. */

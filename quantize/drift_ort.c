@@ -32,10 +32,17 @@ static void read_log(const char *path, char *buf, size_t cap) {
     if (buf[i] == '\n') buf[i] = ' ';
 }
 
-static kiln_status run_node(const kiln_drift_options *opt, const char *model, const char *x,
-                            const char *y, const char *log, kiln_error *err) {
+/* node run.js MODEL args... (argv: the arguments after MODEL, NULL-terminated). */
+static kiln_status run_node(const kiln_drift_options *opt, const char *model,
+                            char *const *args, int n_args, const char *log, kiln_error *err) {
   const char *node = opt->node && opt->node[0] ? opt->node : "node";
-  char *argv[] = {(char *)node, (char *)opt->ort_script, (char *)model, (char *)x, (char *)y, NULL};
+  char *argv[4 + 4 * KILN_MAX_IO + 1];
+  int n = 0;
+  argv[n++] = (char *)node;
+  argv[n++] = (char *)opt->ort_script;
+  argv[n++] = (char *)model;
+  for (int i = 0; i < n_args && n < (int)(sizeof argv / sizeof argv[0]) - 1; i++) argv[n++] = args[i];
+  argv[n] = NULL;
   posix_spawn_file_actions_t fa;
   if (posix_spawn_file_actions_init(&fa))
     return kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
@@ -65,7 +72,7 @@ static kiln_status run_node(const kiln_drift_options *opt, const char *model, co
 }
 
 kiln_status drift_run_ort(const drift_model *cand, const kiln_drift_data *d, int64_t rows,
-                          const kiln_drift_options *opt, float *out, kiln_error *err) {
+                          const kiln_drift_options *opt, float *const *outs, kiln_error *err) {
   if (cand->in_rank != 2)
     return kiln_error_set(err, KILN_E_UNSUPPORTED,
                           "drift: runtime ort: the candidate %s takes rank-%d input; run.js feeds "
@@ -75,15 +82,52 @@ kiln_status drift_run_ort(const drift_model *cand, const kiln_drift_data *d, int
     return kiln_error_set(err, KILN_E_IO, "drift: runtime ort: cannot read %s", opt->ort_script);
   const char *base = opt->tmp_dir && opt->tmp_dir[0] ? opt->tmp_dir : getenv("TMPDIR");
   if (!base || !base[0]) base = "/tmp";
-  char dir[1024], x[1100], y[1100], log[1100];
+  char dir[1024], log[1100];
   if (snprintf(dir, sizeof dir, "%s/kiln-drift-XXXXXX", base) >= (int)sizeof dir)
     return kiln_error_set(err, KILN_E_INVALID, "drift: temp dir path too long: %s", base);
   if (!mkdtemp(dir))
     return kiln_error_set(err, KILN_E_IO, "drift: runtime ort: cannot create a temp dir in %s: %s",
                           base, strerror(errno));
-  snprintf(x, sizeof x, "%s/x.npy", dir);
-  snprintf(y, sizeof y, "%s/y.npy", dir);
   snprintf(log, sizeof log, "%s/node.log", dir);
+  int ni = cand->n_in > 0 ? cand->n_in : 1;
+  int no = cand->n_out > 0 ? cand->n_out : 1;
+  /* positional (x.npy y.npy) for one input and one output, as before; else by name */
+  int named = ni > 1 || no > 1;
+  char xpath[KILN_MAX_IO][1100], ypath[KILN_MAX_IO][1100];
+  char xarg[KILN_MAX_IO][1400], yarg[KILN_MAX_IO][1400];
+  char *args[4 * KILN_MAX_IO];
+  int n_args = 0;
+  for (int i = 0; i < ni; i++) {
+    snprintf(xpath[i], sizeof xpath[i], "%s/x%d.npy", dir, i);
+    if (named) {
+      if (snprintf(xarg[i], sizeof xarg[i], "%s=%s", cand->in_name[i], xpath[i]) >=
+          (int)sizeof xarg[i]) {
+        rmdir(dir);
+        return kiln_error_set(err, KILN_E_INVALID, "drift: input name too long: %s",
+                              cand->in_name[i]);
+      }
+      args[n_args++] = "--input";
+      args[n_args++] = xarg[i];
+    } else {
+      args[n_args++] = xpath[i];
+    }
+  }
+  for (int o = 0; o < no; o++) {
+    snprintf(ypath[o], sizeof ypath[o], "%s/y%d.npy", dir, o);
+    if (!outs[o]) continue;
+    if (named) {
+      if (snprintf(yarg[o], sizeof yarg[o], "%s=%s", cand->out_name[o], ypath[o]) >=
+          (int)sizeof yarg[o]) {
+        rmdir(dir);
+        return kiln_error_set(err, KILN_E_INVALID, "drift: output name too long: %s",
+                              cand->out_name[o]);
+      }
+      args[n_args++] = "--output";
+      args[n_args++] = yarg[o];
+    } else {
+      args[n_args++] = ypath[o];
+    }
+  }
   int64_t chunk = ORT_CHUNK_FLOATS / cand->width;
   if (chunk < 1) chunk = 1;
   if (chunk > rows) chunk = rows;
@@ -91,35 +135,48 @@ kiln_status drift_run_ort(const drift_model *cand, const kiln_drift_data *d, int
   kiln_matrix xm, ym;
   memset(&xm, 0, sizeof xm);
   memset(&ym, 0, sizeof ym);
-  if ((st = kiln_matrix_alloc(&xm, chunk, cand->width, err))) goto done;
+  float *buf = malloc((size_t)(chunk * cand->width) * sizeof(float));
+  if (!buf) {
+    st = kiln_error_set(err, KILN_E_NOMEM, "drift: out of memory");
+    goto done;
+  }
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
-    xm.rows = n;
-    if ((st = drift_dense_rows(cand, d, r0, n, xm.values, err)) ||
-        (st = kiln_npy_write(x, &xm, err)) ||
-        (st = run_node(opt, cand->path, x, y, log, err)))
-      goto done;
-    if ((st = kiln_npy_read(y, &ym, err))) {
-      kiln_error_prefix(err, "drift: runtime ort: the output of %s", cand->path);
-      goto done;
+    if ((st = drift_dense_rows(cand, d, r0, n, buf, err))) goto done;
+    float *p = buf;
+    for (int i = 0; i < ni; i++) {
+      int64_t w = cand->n_in > 1 ? cand->in_width[i] : cand->width;
+      kiln_matrix view = {.rows = n, .cols = w, .values = p, .borrowed = 1};
+      if ((st = kiln_npy_write(xpath[i], &view, err))) goto done;
+      p += n * w;
     }
-    if (ym.rows != n || ym.cols != cand->out_cols || !ym.values) {
-      st = kiln_error_set(err, KILN_E_SHAPE,
-                          "drift: runtime ort: %s gave %lld x %lld outputs for %lld rows, "
-                          "expected %lld columns (the reference's)",
-                          cand->path, (long long)ym.rows, (long long)ym.cols, (long long)n,
-                          (long long)cand->out_cols);
-      goto done;
+    if ((st = run_node(opt, cand->path, args, n_args, log, err))) goto done;
+    for (int o = 0; o < no; o++) {
+      if (!outs[o]) continue;
+      if ((st = kiln_npy_read(ypath[o], &ym, err))) {
+        kiln_error_prefix(err, "drift: runtime ort: the output of %s", cand->path);
+        goto done;
+      }
+      int64_t w = cand->n_out > 0 ? cand->out_width[o] : cand->out_cols;
+      if (ym.rows != n || ym.cols != w || !ym.values) {
+        st = kiln_error_set(err, KILN_E_SHAPE,
+                            "drift: runtime ort: %s gave %lld x %lld outputs%s%s%s for %lld rows, "
+                            "expected %lld columns (the reference's)",
+                            cand->path, (long long)ym.rows, (long long)ym.cols,
+                            named ? " of '" : "", named ? cand->out_name[o] : "", named ? "'" : "",
+                            (long long)n, (long long)w);
+        goto done;
+      }
+      memcpy(outs[o] + r0 * w, ym.values, (size_t)(n * w) * sizeof(float));
+      kiln_matrix_free(&ym);
     }
-    memcpy(out + r0 * cand->out_cols, ym.values, (size_t)(n * cand->out_cols) * sizeof(float));
-    kiln_matrix_free(&ym);
   }
 done:
-  xm.rows = chunk;
+  free(buf);
   kiln_matrix_free(&xm);
   kiln_matrix_free(&ym);
-  unlink(x);
-  unlink(y);
+  for (int i = 0; i < ni; i++) unlink(xpath[i]);
+  for (int o = 0; o < no; o++) unlink(ypath[o]);
   unlink(log);
   rmdir(dir);
   return st;

@@ -383,7 +383,8 @@ static const char *float_reason(const kiln_ir_graph *g, const kiln_ir_node *n) {
     return "activation on the dequantized product (an int8 runtime fuses it into the Gemm; "
            "its output is the next layer's quantized input)";
   if (qz_op(n, "Concat"))
-    return "joins tensors of different scales: runs on dequantized values (cheap copy)";
+    return "joins float rows (a copy); the layer reading it quantizes the whole row with one "
+           "scale, as an int8 Concat with a shared scale would, with one QuantizeLinear";
   if (qz_op(n, "Add") && after_mm) return "bias Add after a MatMul: float";
   if (qz_op(n, "Gemm") || qz_op(n, "MatMul")) return NULL;
   return "not a matrix product: element-wise/shape op runs in float";

@@ -22,6 +22,8 @@ enum { DRIFT_EXIT_OUTSIDE = 1 };
 void cmd_drift_usage(FILE *out) {
   fprintf(out,
           "Usage: kiln drift REFERENCE.onnx CANDIDATE.onnx --data DATA [options]\n"
+          "       kiln drift REF.onnx CAND.onnx --data NAME=X.npy ... --labels OUT=Y.npy ...\n"
+          "                  [--output OUT [--metric M] [--max-drop X] ...] ...\n"
           "\n"
           "Runs both models on the same labeled rows and reports what the candidate (e.g. the\n"
           "int8 quantization) lost against the reference (the float model): each model's\n"
@@ -36,6 +38,16 @@ void cmd_drift_usage(FILE *out) {
           "                           the last column holds the labels or targets)\n"
           "  --data-dir DIR           folder of the built-in data sets (default $KILN_DATA_DIR,\n"
           "                           else ../shared/data)\n"
+          "  --data NAME=X.npy        a model with several inputs: one per graph input\n"
+          "  --labels Y.npy           the labels or targets (rows x 1) when they are not beside\n"
+          "                           x.npy; --labels OUT=Y.npy per output of a model with\n"
+          "                           several outputs\n"
+          "  --output OUT             compare this output (repeatable); the --metric, --k,\n"
+          "                           --max-drop, --min-agreement and --tolerance after it are\n"
+          "                           its own. Without --output every output is compared, each\n"
+          "                           with the metric its loss (metadata kiln.loss.OUT) implies:\n"
+          "                           mae for mse/mae, accuracy for crossentropy; options before\n"
+          "                           any --output apply to every output\n"
           "  --metric M               accuracy (default), top_k or mae (regression)\n"
           "  --k K                    top_k: the label must be among the K largest (default 5)\n"
           "  --max-drop X             fail when the drop exceeds X: accuracy as a fraction\n"
@@ -64,15 +76,26 @@ void cmd_drift_usage(FILE *out) {
           "Exit status: 0 within the thresholds, 1 outside them, 2 an error (bad option,\n"
           "unreadable model or data, data of the wrong width, a model that fails to run).\n"
           "\n"
-          "Example:\n"
+          "Examples:\n"
           "  kiln drift imdb.onnx imdb_int8.onnx --data imdb:test --max-drop 0.005 \\\n"
-          "      --min-agreement 0.99 --junit drift.xml\n");
+          "      --min-agreement 0.99 --junit drift.xml\n"
+          "  kiln drift ticket.onnx ticket_int8.onnx --data title=title.npy \\\n"
+          "      --data text_body=body.npy --data tags=tags.npy --labels priority=p.npy \\\n"
+          "      --labels department=d.npy --output department --min-agreement 0.99 \\\n"
+          "      --output priority --metric mae --max-drop 5\n");
 }
+
+#define DRIFT_MAX_IO 8 /* KILN_MAX_IO */
 
 typedef struct drift_args {
   const char *reference, *candidate, *data, *data_dir, *junit, *ort_script;
+  const char *datas[DRIFT_MAX_IO], *labels[DRIFT_MAX_IO];
+  int n_datas, n_labels;
+  kiln_drift_output_options outs[DRIFT_MAX_IO];
+  int n_outs;
   kiln_drift_options opt;
   int json;
+  int global_metric; /* --metric given before any --output */
   int has_scale;
   double scale;
 } drift_args;
@@ -85,9 +108,10 @@ static int ends_with(const char *s, const char *suffix) {
 static int parse_args(int argc, char **argv, drift_args *a) {
   memset(a, 0, sizeof *a);
   kiln_drift_options_init(&a->opt);
-  int has_k = 0;
+  int has_k = 0, global_metric = 0;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i], *v = NULL;
+    kiln_drift_output_options *cur = a->n_outs ? &a->outs[a->n_outs - 1] : NULL;
     int r;
     int64_t n;
     if (arg[0] != '-' || arg[1] == '\0') {
@@ -96,28 +120,58 @@ static int parse_args(int argc, char **argv, drift_args *a) {
       else return cli_usage_error(CMD, "unexpected argument \"%s\"", arg);
     } else if ((r = cli_option(CMD, argc, argv, &i, "--data", &v)) != 0) {
       if (r < 0) return CLI_EXIT_ERROR;
-      a->data = v;
+      if (a->n_datas == DRIFT_MAX_IO) return cli_usage_error(CMD, "more than %d --data", DRIFT_MAX_IO);
+      if (!a->data) a->data = v;
+      a->datas[a->n_datas++] = v;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--labels", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      if (a->n_labels == DRIFT_MAX_IO)
+        return cli_usage_error(CMD, "more than %d --labels", DRIFT_MAX_IO);
+      a->labels[a->n_labels++] = v;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--output", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      if (a->n_outs == DRIFT_MAX_IO) return cli_usage_error(CMD, "more than %d --output", DRIFT_MAX_IO);
+      for (int k = 0; k < a->n_outs; k++)
+        if (!strcmp(a->outs[k].output, v)) return cli_usage_error(CMD, "--output %s is given twice", v);
+      kiln_drift_output_options_init(&a->outs[a->n_outs]);
+      a->outs[a->n_outs++].output = v;
     } else if ((r = cli_option(CMD, argc, argv, &i, "--data-dir", &v)) != 0) {
       if (r < 0) return CLI_EXIT_ERROR;
       a->data_dir = v;
     } else if ((r = cli_option(CMD, argc, argv, &i, "--metric", &v)) != 0) {
       if (r < 0) return CLI_EXIT_ERROR;
-      if (!strcmp(v, "accuracy")) a->opt.metric = KILN_DRIFT_ACCURACY;
-      else if (!strcmp(v, "top_k")) a->opt.metric = KILN_DRIFT_TOP_K;
-      else if (!strcmp(v, "mae")) a->opt.metric = KILN_DRIFT_MAE;
+      kiln_drift_metric m;
+      if (!strcmp(v, "accuracy")) m = KILN_DRIFT_ACCURACY;
+      else if (!strcmp(v, "top_k")) m = KILN_DRIFT_TOP_K;
+      else if (!strcmp(v, "mae")) m = KILN_DRIFT_MAE;
       else return cli_usage_error(CMD, "--metric %s: expected accuracy, top_k or mae", v);
+      if (cur) cur->metric = (int)m;
+      else {
+        a->opt.metric = m;
+        global_metric = 1;
+      }
     } else if ((r = cli_option(CMD, argc, argv, &i, "--k", &v)) != 0) {
       if (r < 0 || cli_parse_int64(CMD, "--k", v, 1, 1 << 20, &n)) return CLI_EXIT_ERROR;
-      a->opt.k = (int)n;
-      has_k = 1;
+      if (cur) {
+        if (cur->metric != KILN_DRIFT_TOP_K)
+          return cli_usage_error(CMD, "--k is for --metric top_k (give it after --metric top_k "
+                                 "for --output %s)", cur->output);
+        cur->k = (int)n;
+      } else {
+        a->opt.k = (int)n;
+        has_k = 1;
+      }
     } else if ((r = cli_option(CMD, argc, argv, &i, "--max-drop", &v)) != 0) {
-      if (r < 0 || cli_parse_double(CMD, "--max-drop", v, 0, 1e300, 0, &a->opt.max_drop))
+      if (r < 0 || cli_parse_double(CMD, "--max-drop", v, 0, 1e300, 0,
+                                    cur ? &cur->max_drop : &a->opt.max_drop))
         return CLI_EXIT_ERROR;
     } else if ((r = cli_option(CMD, argc, argv, &i, "--min-agreement", &v)) != 0) {
-      if (r < 0 || cli_parse_double(CMD, "--min-agreement", v, 0, 1, 0, &a->opt.min_agreement))
+      if (r < 0 || cli_parse_double(CMD, "--min-agreement", v, 0, 1, 0,
+                                    cur ? &cur->min_agreement : &a->opt.min_agreement))
         return CLI_EXIT_ERROR;
     } else if ((r = cli_option(CMD, argc, argv, &i, "--tolerance", &v)) != 0) {
-      if (r < 0 || cli_parse_double(CMD, "--tolerance", v, 0, 1e300, 0, &a->opt.tolerance))
+      if (r < 0 || cli_parse_double(CMD, "--tolerance", v, 0, 1e300, 0,
+                                    cur ? &cur->tolerance : &a->opt.tolerance))
         return CLI_EXIT_ERROR;
     } else if ((r = cli_option(CMD, argc, argv, &i, "--scale-targets", &v)) != 0) {
       if (r < 0 || cli_parse_double(CMD, "--scale-targets", v, -1e30, 1e30, 0, &a->scale))
@@ -156,6 +210,12 @@ static int parse_args(int argc, char **argv, drift_args *a) {
   if (!a->data) return cli_usage_error(CMD, "missing --data");
   if (has_k && a->opt.metric != KILN_DRIFT_TOP_K)
     return cli_usage_error(CMD, "--k is for --metric top_k");
+  /* a --metric before any --output is every listed output's unless it has its own */
+  for (int k = 0; k < a->n_outs && global_metric; k++)
+    if (a->outs[k].metric < 0) a->outs[k].metric = (int)a->opt.metric;
+  a->opt.output_options = a->n_outs ? a->outs : NULL;
+  a->opt.n_output_options = a->n_outs;
+  a->global_metric = global_metric;
   if (a->junit && (!strcmp(a->junit, a->reference) || !strcmp(a->junit, a->candidate)))
     return cli_usage_error(CMD, "--junit %s would overwrite a model", a->junit);
   return CLI_EXIT_OK;
@@ -180,6 +240,7 @@ static int load_data(const drift_args *a, int64_t width, int32_t classes, kiln_d
   kiln_error err = {0};
   if (ends_with(a->data, ".npy")) {
     if (kiln_npy_read(a->data, &ds->x, &err)) return cli_kiln_error(CMD, &err);
+    if (a->n_labels > 0) return CLI_EXIT_OK; /* the labels come from --labels */
     char *yp = labels_path(a->data);
     if (!yp || !strcmp(yp, a->data) || access(yp, R_OK) != 0) {
       int rc = cli_error(CMD, "%s: no labels: expected %s beside it", a->data,
@@ -228,14 +289,147 @@ static int load_data(const drift_args *a, int64_t width, int32_t classes, kiln_d
   return CLI_EXIT_OK;
 }
 
+/* --- several inputs and outputs --------------------------------------------------- */
+
+/* The index of the graph input named by "NAME=..." in spec, or -1. */
+static int graph_input(const kiln_ir_graph *g, const char *spec) {
+  const char *eq = spec ? strchr(spec, '=') : NULL;
+  if (!eq) return -1;
+  for (int i = 0; i < g->n_inputs; i++)
+    if ((size_t)(eq - spec) == strlen(g->inputs[i].name) &&
+        !strncmp(spec, g->inputs[i].name, (size_t)(eq - spec)))
+      return i;
+  return -1;
+}
+
+static int graph_output(const kiln_ir_graph *g, const char *spec) {
+  const char *eq = spec ? strchr(spec, '=') : NULL;
+  if (!eq) return -1;
+  for (int i = 0; i < g->n_outputs; i++)
+    if ((size_t)(eq - spec) == strlen(g->outputs[i].name) &&
+        !strncmp(spec, g->outputs[i].name, (size_t)(eq - spec)))
+      return i;
+  return -1;
+}
+
+static int read_npy_spec(const char *flag, const char *spec, const char *file, kiln_matrix *m) {
+  kiln_error err = {0};
+  if (!ends_with(file, ".npy"))
+    return cli_usage_error(CMD, "%s %s: expected a .npy file", flag, spec);
+  if (kiln_npy_read(file, m, &err)) {
+    kiln_error_prefix(&err, "%s %s", flag, spec);
+    return cli_kiln_error(CMD, &err);
+  }
+  return CLI_EXIT_OK;
+}
+
+/* --data NAME=X.npy, one per graph input of the reference. */
+static int load_named_inputs(const drift_args *a, const kiln_ir_graph *g, kiln_matrix *xs,
+                             kiln_io *io) {
+  for (int j = 0; j < a->n_datas; j++) {
+    const char *spec = a->datas[j], *eq = strchr(spec, '=');
+    if (!eq) {
+      char names[400];
+      size_t used = 0;
+      names[0] = '\0';
+      for (int i = 0; i < g->n_inputs && used < sizeof names; i++)
+        used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                                 g->inputs[i].name);
+      return cli_usage_error(CMD,
+                             "--data %s: %s has %d inputs: give each as --data NAME=X.npy (its "
+                             "inputs: %s)",
+                             spec, a->reference, g->n_inputs, names);
+    }
+    int rc = read_npy_spec("--data", spec, eq + 1, &xs[j]);
+    if (rc) return rc;
+    io->names[j] = strndup(spec, (size_t)(eq - spec));
+    if (!io->names[j]) return cli_error(CMD, "out of memory");
+    io->data[j] = &xs[j];
+    io->n = j + 1;
+  }
+  return CLI_EXIT_OK;
+}
+
+/* --labels Y.npy (one output) or --labels OUT=Y.npy (per output). */
+static int load_labels(const drift_args *a, const kiln_ir_graph *g, kiln_matrix *ys,
+                       kiln_matrix *y_one, kiln_io *io) {
+  for (int j = 0; j < a->n_labels; j++) {
+    const char *spec = a->labels[j];
+    int o = graph_output(g, spec);
+    int rc;
+    if (o < 0) {
+      if (y_one->rows || io->n)
+        return cli_usage_error(CMD,
+                               "--labels %s: give the labels of each output as --labels "
+                               "OUT=Y.npy (OUT: an output of %s)",
+                               spec, a->reference);
+      if ((rc = read_npy_spec("--labels", spec, spec, y_one))) return rc;
+      continue;
+    }
+    if (y_one->rows)
+      return cli_usage_error(CMD, "--labels %s: mixes named and unnamed labels", spec);
+    for (int k = 0; k < io->n; k++)
+      if (!strcmp(io->names[k], g->outputs[o].name))
+        return cli_usage_error(CMD, "--labels %s: output '%s' is given twice", spec,
+                               g->outputs[o].name);
+    if ((rc = read_npy_spec("--labels", spec, strchr(spec, '=') + 1, &ys[io->n]))) return rc;
+    io->names[io->n] = g->outputs[o].name;
+    io->data[io->n] = &ys[io->n];
+    io->n++;
+  }
+  return CLI_EXIT_OK;
+}
+
 /* --- output -------------------------------------------------------------------------- */
 
 static const char *runtime_name(kiln_drift_runtime r) {
   return r == KILN_DRIFT_RUNTIME_ORT ? "onnxruntime" : "kiln";
 }
 
+/* One output's figures (a model with several outputs). */
+static void print_output(const kiln_drift_output *o) {
+  int mae = o->metric == KILN_DRIFT_MAE;
+  char metric[32];
+  if (o->metric == KILN_DRIFT_TOP_K) snprintf(metric, sizeof metric, "top-%d accuracy", o->k);
+  else snprintf(metric, sizeof metric, "%s", mae ? "mae" : "accuracy");
+  printf("  output %s (%lld column%s):\n", o->name, (long long)o->output_width,
+         o->output_width == 1 ? "" : "s");
+  if (mae)
+    printf("    %s: reference %.6g, candidate %.6g, increase %+.4f%%\n", metric, o->reference_metric,
+           o->candidate_metric, o->drop);
+  else
+    printf("    %s: reference %.4f, candidate %.4f, drop %+.4f (%+.2f points)\n", metric,
+           o->reference_metric, o->candidate_metric, o->drop, o->drop * 100);
+  if (mae)
+    printf("    predictions changed (|diff| > %.4g): %lld rows (agreement %.2f%%)\n", o->tolerance,
+           (long long)o->changed_rows, o->agreement * 100);
+  else
+    printf("    predictions changed: %lld rows (agreement %.2f%%)\n", (long long)o->changed_rows,
+           o->agreement * 100);
+  printf("    output difference: max %.6g, mean %.6g\n", o->max_abs_diff, o->mean_abs_diff);
+  if (o->n_classes > 0) {
+    printf("    per class (recall): ");
+    for (int i = 0; i < o->n_classes; i++)
+      if (o->classes[i].support)
+        printf("%s%d %.4f -> %.4f", i ? ", " : "", (int)o->classes[i].label,
+               o->classes[i].reference, o->classes[i].candidate);
+    printf("\n");
+  }
+  if (o->has_max_drop)
+    printf("    max drop %g%s: %s\n", o->max_drop, mae ? "%" : "", o->drop_ok ? "ok" : "EXCEEDED");
+  if (o->has_min_agreement)
+    printf("    min agreement %g: %s\n", o->min_agreement, o->agreement_ok ? "ok" : "NOT MET");
+}
+
 static void print_report(const drift_args *a, const kiln_drift_report *r) {
+  if (r->n_outputs > 1) {
+    printf("kiln drift: %s (reference, kiln) vs %s (candidate, %s), %lld rows, %d outputs\n",
+           a->reference, a->candidate, runtime_name(r->runtime), (long long)r->rows,
+           r->n_outputs);
+    for (int i = 0; i < r->n_outputs; i++) print_output(&r->outputs[i]);
+  }
   int mae = r->metric == KILN_DRIFT_MAE;
+  if (r->n_outputs > 1) goto layers;
   printf("kiln drift: %s (reference, kiln) vs %s (candidate, %s) on %s, %lld rows\n", a->reference,
          a->candidate, runtime_name(r->runtime), a->data, (long long)r->rows);
   char metric[32];
@@ -266,6 +460,7 @@ static void print_report(const drift_args *a, const kiln_drift_report *r) {
              c->reference, c->candidate, c->delta);
     }
   }
+layers:
   if (r->n_layers > 0) {
     printf("  per layer (Gemm/MatMul outputs, candidate against reference):\n");
     printf("    %-20s %-14s %12s %12s %9s %10s\n", "layer", "op", "max |err|", "mean |err|",
@@ -282,9 +477,9 @@ static void print_report(const drift_args *a, const kiln_drift_report *r) {
            r->reference_standardized ? "reference" : "",
            r->reference_standardized && r->candidate_standardized ? ", " : "",
            r->candidate_standardized ? "candidate" : "");
-  if (r->has_max_drop)
+  if (r->has_max_drop && r->n_outputs <= 1)
     printf("  max drop %g%s: %s\n", r->max_drop, mae ? "%" : "", r->drop_ok ? "ok" : "EXCEEDED");
-  if (r->has_min_agreement)
+  if (r->has_min_agreement && r->n_outputs <= 1)
     printf("  min agreement %g: %s\n", r->min_agreement, r->agreement_ok ? "ok" : "NOT MET");
   printf("verdict: %s\n", r->pass ? "PASS" : "FAIL");
 }
@@ -345,6 +540,44 @@ static char *report_json(const drift_args *a, const kiln_drift_report *r) {
   if (r->entry_layer >= 0) cJSON_AddStringToObject(o, "entry_layer", r->layers[r->entry_layer].name);
   else cJSON_AddNullToObject(o, "entry_layer");
   if (r->layers_note[0]) cJSON_AddStringToObject(o, "layers_note", r->layers_note);
+  cJSON *outs = cJSON_AddArrayToObject(o, "outputs");
+  for (int i = 0; i < r->n_outputs && outs; i++) {
+    const kiln_drift_output *p = &r->outputs[i];
+    cJSON *e = cJSON_CreateObject();
+    if (!e) continue;
+    cJSON_AddStringToObject(e, "name", p->name);
+    cJSON_AddStringToObject(e, "metric", kiln_drift_metric_name(p->metric));
+    if (p->metric == KILN_DRIFT_TOP_K) cJSON_AddNumberToObject(e, "k", p->k);
+    cJSON_AddNumberToObject(e, "columns", (double)p->output_width);
+    add_num(e, "reference_metric", p->reference_metric);
+    add_num(e, "candidate_metric", p->candidate_metric);
+    add_num(e, "drop", p->drop);
+    cJSON_AddStringToObject(e, "drop_unit", p->metric == KILN_DRIFT_MAE ? "percent" : "fraction");
+    cJSON_AddNumberToObject(e, "changed_rows", (double)p->changed_rows);
+    add_num(e, "agreement", p->agreement);
+    if (p->metric == KILN_DRIFT_MAE) add_num(e, "tolerance", p->tolerance);
+    add_num(e, "max_abs_diff", p->max_abs_diff);
+    add_num(e, "mean_abs_diff", p->mean_abs_diff);
+    cJSON *pc = cJSON_AddArrayToObject(e, "classes");
+    for (int c = 0; c < p->n_classes && pc; c++) {
+      cJSON *ce = cJSON_CreateObject();
+      if (!ce) continue;
+      cJSON_AddNumberToObject(ce, "label", p->classes[c].label);
+      cJSON_AddNumberToObject(ce, "support", (double)p->classes[c].support);
+      add_num(ce, "reference", p->classes[c].reference);
+      add_num(ce, "candidate", p->classes[c].candidate);
+      add_num(ce, "delta", p->classes[c].delta);
+      cJSON_AddItemToArray(pc, ce);
+    }
+    if (p->has_max_drop) cJSON_AddNumberToObject(e, "max_drop", p->max_drop);
+    else cJSON_AddNullToObject(e, "max_drop");
+    if (p->has_min_agreement) cJSON_AddNumberToObject(e, "min_agreement", p->min_agreement);
+    else cJSON_AddNullToObject(e, "min_agreement");
+    cJSON_AddBoolToObject(e, "drop_ok", p->drop_ok);
+    cJSON_AddBoolToObject(e, "agreement_ok", p->agreement_ok);
+    cJSON_AddBoolToObject(e, "pass", p->pass);
+    cJSON_AddItemToArray(outs, e);
+  }
   if (r->has_max_drop) cJSON_AddNumberToObject(o, "max_drop", r->max_drop);
   else cJSON_AddNullToObject(o, "max_drop");
   if (r->has_min_agreement) cJSON_AddNumberToObject(o, "min_agreement", r->min_agreement);
@@ -388,6 +621,9 @@ static void junit_case(FILE *f, const char *name, const char *message, const cha
   fprintf(f, "</failure>\n  </testcase>\n");
 }
 
+/* Two testcases per compared output: its metric drop and its prediction agreement (a
+ * one-output model: "accuracy drop" and "prediction agreement" as before; several:
+ * prefixed by the output's name). */
 static int write_junit(const drift_args *a, const kiln_drift_report *r) {
   kiln_atomic_file af;
   kiln_error err = {0};
@@ -396,33 +632,43 @@ static int write_junit(const drift_args *a, const kiln_drift_report *r) {
     return cli_kiln_error(CMD, &err);
   }
   FILE *f = af.fp;
-  int mae = r->metric == KILN_DRIFT_MAE;
-  const char *unit = mae ? "%" : "";
-  char title[1200], drop_msg[256], drop_det[512], agr_msg[256], agr_det[512];
+  char title[1200];
   snprintf(title, sizeof title, "kiln drift %.500s vs %.500s", a->reference, a->candidate);
-  char max_txt[64], min_txt[64];
-  if (r->has_max_drop) snprintf(max_txt, sizeof max_txt, "%.6g%s", r->max_drop, unit);
-  else snprintf(max_txt, sizeof max_txt, "none");
-  if (r->has_min_agreement) snprintf(min_txt, sizeof min_txt, "%.6g", r->min_agreement);
-  else snprintf(min_txt, sizeof min_txt, "none");
-  snprintf(drop_det, sizeof drop_det,
-           "%s on %s (%lld rows): reference %.6g, candidate %.6g, drop %.6g%s, maximum %s",
-           kiln_drift_metric_name(r->metric), a->data, (long long)r->rows, r->reference_metric,
-           r->candidate_metric, r->drop, unit, max_txt);
-  snprintf(drop_msg, sizeof drop_msg, "%s drop %.6g%s exceeds the maximum %s",
-           kiln_drift_metric_name(r->metric), r->drop, unit, max_txt);
-  snprintf(agr_det, sizeof agr_det, "%lld of %lld predictions changed: agreement %.6g, minimum %s",
-           (long long)r->changed_rows, (long long)r->rows, r->agreement, min_txt);
-  snprintf(agr_msg, sizeof agr_msg, "agreement %.6g is below the minimum %s", r->agreement,
-           min_txt);
-  int failures = !r->drop_ok + !r->agreement_ok;
+  int failures = 0;
+  for (int i = 0; i < r->n_outputs; i++) failures += !r->outputs[i].drop_ok + !r->outputs[i].agreement_ok;
   fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"");
   xml_escaped(f, title);
-  fprintf(f, "\" tests=\"2\" failures=\"%d\" errors=\"0\" skipped=\"0\">\n", failures);
-  char name[64];
-  snprintf(name, sizeof name, "%s drop", kiln_drift_metric_name(r->metric));
-  junit_case(f, name, r->drop_ok ? NULL : drop_msg, drop_det);
-  junit_case(f, "prediction agreement", r->agreement_ok ? NULL : agr_msg, agr_det);
+  fprintf(f, "\" tests=\"%d\" failures=\"%d\" errors=\"0\" skipped=\"0\">\n", 2 * r->n_outputs,
+          failures);
+  for (int i = 0; i < r->n_outputs; i++) {
+    const kiln_drift_output *o = &r->outputs[i];
+    int mae = o->metric == KILN_DRIFT_MAE;
+    const char *unit = mae ? "%" : "";
+    char drop_msg[1024], drop_det[1024], agr_msg[1024], agr_det[1024], max_txt[64], min_txt[64];
+    char prefix[160];
+    if (r->n_outputs > 1) snprintf(prefix, sizeof prefix, "%.120s ", o->name);
+    else prefix[0] = '\0';
+    if (o->has_max_drop) snprintf(max_txt, sizeof max_txt, "%.6g%s", o->max_drop, unit);
+    else snprintf(max_txt, sizeof max_txt, "none");
+    if (o->has_min_agreement) snprintf(min_txt, sizeof min_txt, "%.6g", o->min_agreement);
+    else snprintf(min_txt, sizeof min_txt, "none");
+    snprintf(drop_det, sizeof drop_det,
+             "%s%s on %.200s (%lld rows): reference %.6g, candidate %.6g, drop %.6g%s, maximum %s",
+             prefix, kiln_drift_metric_name(o->metric), a->data, (long long)r->rows,
+             o->reference_metric, o->candidate_metric, o->drop, unit, max_txt);
+    snprintf(drop_msg, sizeof drop_msg, "%s%s drop %.6g%s exceeds the maximum %s", prefix,
+             kiln_drift_metric_name(o->metric), o->drop, unit, max_txt);
+    snprintf(agr_det, sizeof agr_det,
+             "%s%lld of %lld predictions changed: agreement %.6g, minimum %s", prefix,
+             (long long)o->changed_rows, (long long)r->rows, o->agreement, min_txt);
+    snprintf(agr_msg, sizeof agr_msg, "%sagreement %.6g is below the minimum %s", prefix,
+             o->agreement, min_txt);
+    char name[400];
+    snprintf(name, sizeof name, "%s%s drop", prefix, kiln_drift_metric_name(o->metric));
+    junit_case(f, name, o->drop_ok ? NULL : drop_msg, drop_det);
+    snprintf(name, sizeof name, "%sprediction agreement", prefix);
+    junit_case(f, name, o->agreement_ok ? NULL : agr_msg, agr_det);
+  }
   fprintf(f, "</testsuite>\n");
   if (kiln_atomic_commit(&af, &err)) {
     kiln_error_prefix(&err, "--junit");
@@ -458,6 +704,13 @@ int cmd_drift(int argc, char **argv) {
   kiln_ir_graph *gr = NULL, *gc = NULL;
   kiln_dataset ds = {0};
   kiln_drift_report *r = NULL;
+  kiln_matrix xs[DRIFT_MAX_IO], ys[DRIFT_MAX_IO], y_one;
+  kiln_io in_io, tg_io;
+  memset(xs, 0, sizeof xs);
+  memset(ys, 0, sizeof ys);
+  memset(&y_one, 0, sizeof y_one);
+  memset(&in_io, 0, sizeof in_io);
+  memset(&tg_io, 0, sizeof tg_io);
   if (kiln_onnx_read_file(a.reference, &gr, &err) ||
       kiln_onnx_read_file(a.candidate, &gc, &err)) {
     kiln_error_prefix(&err, "%s", gr ? a.candidate : a.reference);
@@ -486,10 +739,34 @@ int cmd_drift(int argc, char **argv) {
   int32_t classes = 0;
   if (a.opt.metric != KILN_DRIFT_MAE)
     classes = out_cols == 1 ? 2 : (out_cols > INT32_MAX ? INT32_MAX : (int32_t)out_cols);
-  if ((rc = load_data(&a, width, classes, &ds))) goto done;
-  if (a.has_scale) kiln_matrix_scale(&ds.y, (float)a.scale);
   kiln_drift_data d;
-  kiln_drift_data_from_dataset(&ds, &d);
+  memset(&d, 0, sizeof d);
+  if (a.global_metric && a.n_outs == 0 && gr->n_outputs > 1) {
+    /* --metric with no --output on a multi-output model: every output's */
+    for (int i = 0; i < gr->n_outputs && i < DRIFT_MAX_IO; i++) {
+      kiln_drift_output_options_init(&a.outs[i]);
+      a.outs[i].output = gr->outputs[i].name;
+      a.outs[i].metric = (int)a.opt.metric;
+      a.n_outs++;
+    }
+    a.opt.output_options = a.outs;
+    a.opt.n_output_options = a.n_outs;
+  }
+  if (gr->n_inputs > 1 || a.n_datas > 1 || graph_input(gr, a.datas[0]) >= 0) {
+    if ((rc = load_named_inputs(&a, gr, xs, &in_io))) goto done;
+    d.inputs = &in_io;
+  } else {
+    if ((rc = load_data(&a, width, classes, &ds))) goto done;
+    kiln_drift_data_from_dataset(&ds, &d);
+  }
+  if ((rc = load_labels(&a, gr, ys, &y_one, &tg_io))) goto done;
+  if (y_one.rows) d.y = &y_one;
+  if (tg_io.n) d.targets = &tg_io;
+  if (a.has_scale) {
+    if (d.y == &ds.y) kiln_matrix_scale(&ds.y, (float)a.scale);
+    if (y_one.rows) kiln_matrix_scale(&y_one, (float)a.scale);
+    for (int i = 0; i < tg_io.n; i++) kiln_matrix_scale(&ys[i], (float)a.scale);
+  }
   kiln_drift_model mr = {a.reference, gr, NULL}, mc = {a.candidate, gc, NULL};
   if (kiln_drift_run(&mr, &mc, &d, &a.opt, &r, &err)) {
     rc = cli_kiln_error(CMD, &err);
@@ -512,6 +789,12 @@ int cmd_drift(int argc, char **argv) {
   }
   rc = r->pass ? CLI_EXIT_OK : DRIFT_EXIT_OUTSIDE;
 done:
+  for (int i = 0; i < DRIFT_MAX_IO; i++) {
+    kiln_matrix_free(&xs[i]);
+    kiln_matrix_free(&ys[i]);
+  }
+  kiln_matrix_free(&y_one);
+  for (int i = 0; i < in_io.n; i++) free((char *)in_io.names[i]);
   kiln_drift_report_free(r);
   kiln_dataset_free(&ds);
   kiln_ir_free(gr);

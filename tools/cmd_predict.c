@@ -1,8 +1,10 @@
 /* kiln predict — run a .onnx on a .npy, a CSV or a built-in data set with kiln's
  * runtime and write the outputs as .npy or CSV. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -18,9 +20,13 @@ static const char *const CMD = "predict";
 void cmd_predict_usage(FILE *out) {
   fprintf(out,
           "Usage: kiln predict MODEL.onnx --input INPUT --output OUT.npy|OUT.csv [options]\n"
+          "       kiln predict MODEL.onnx --input NAME=FILE ... (--output-dir DIR | -o OUT.csv)\n"
           "\n"
           "Runs an ONNX model with kiln's runtime and writes one output row per input row.\n"
           "\n"
+          "  --input NAME=FILE        a model with several inputs takes one per input, named as\n"
+          "                           the graph input (see kiln inspect): FILE is a .npy or a\n"
+          "                           CSV with a header and exactly that input's columns\n"
           "  --input x.npy            features, rows x features (float32/64, int); labels are\n"
           "                           read from y.npy beside it when it exists (the name with\n"
           "                           \"y\" for the first \"x\")\n"
@@ -29,8 +35,13 @@ void cmd_predict_usage(FILE *out) {
           "  --input DATASET[:split]  imdb, reuters, california_housing or fashion_mnist; split\n"
           "                           train or test (default test). imdb and reuters run from\n"
           "                           their token ids (no dense multi-hot rows are built)\n"
-          "  --output OUT.npy|OUT.csv float32 .npy, or CSV with a header (the class names when\n"
-          "                           the model records them)\n"
+          "  --output, -o OUT.npy|OUT.csv\n"
+          "                           float32 .npy, or CSV with a header (the class names when\n"
+          "                           the model records them); with several outputs only CSV,\n"
+          "                           its columns prefixed by the output's name\n"
+          "                           (department_0, ..., priority)\n"
+          "  --output-dir DIR         one float32 DIR/<output>.npy per model output (DIR is\n"
+          "                           created when missing)\n"
           "  --data-dir DIR           folder of the built-in data sets (default $KILN_DATA_DIR,\n"
           "                           else ../shared/data)\n"
           "  --batch N                rows per run, the session's maximum batch (default 1024)\n"
@@ -44,12 +55,18 @@ void cmd_predict_usage(FILE *out) {
           "Exit status: 0 success, 2 a usage, input or output error; on failure no output file\n"
           "is left behind.\n"
           "\n"
-          "Example:\n"
-          "  kiln predict imdb.onnx --input imdb:test --output imdb_test.npy\n");
+          "Examples:\n"
+          "  kiln predict imdb.onnx --input imdb:test --output imdb_test.npy\n"
+          "  kiln predict ticket.onnx --input title=title.npy --input text_body=body.npy \\\n"
+          "      --input tags=tags.npy --output-dir predictions\n");
 }
 
+#define PREDICT_MAX_INPUTS 16
+
 typedef struct predict_args {
-  const char *model, *input, *output, *data_dir;
+  const char *model, *input, *output, *data_dir, *output_dir;
+  const char *inputs[PREDICT_MAX_INPUTS]; /* every --input as given */
+  int n_inputs;
   int64_t batch, threads;
 } predict_args;
 
@@ -70,8 +87,15 @@ static int parse_args(int argc, char **argv, predict_args *a) {
       a->model = arg;
     } else if ((r = cli_option(CMD, argc, argv, &i, "--input", &v)) != 0) {
       if (r < 0) return CLI_EXIT_ERROR;
+      if (a->n_inputs == PREDICT_MAX_INPUTS)
+        return cli_usage_error(CMD, "more than %d --input", PREDICT_MAX_INPUTS);
+      a->inputs[a->n_inputs++] = v;
       a->input = v;
-    } else if ((r = cli_option(CMD, argc, argv, &i, "--output", &v)) != 0) {
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--output-dir", &v)) != 0) {
+      if (r < 0) return CLI_EXIT_ERROR;
+      a->output_dir = v;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--output", &v)) != 0 ||
+               (r = cli_option(CMD, argc, argv, &i, "-o", &v)) != 0) {
       if (r < 0) return CLI_EXIT_ERROR;
       a->output = v;
     } else if ((r = cli_option(CMD, argc, argv, &i, "--data-dir", &v)) != 0) {
@@ -87,11 +111,22 @@ static int parse_args(int argc, char **argv, predict_args *a) {
   }
   if (!a->model) return cli_usage_error(CMD, "missing MODEL.onnx");
   if (!a->input) return cli_usage_error(CMD, "missing --input");
-  if (!a->output) return cli_usage_error(CMD, "missing --output OUT.npy|OUT.csv");
+  if (a->output && a->output_dir)
+    return cli_usage_error(CMD, "give --output or --output-dir, not both");
+  if (a->output_dir) {
+    if (!*a->output_dir) return cli_usage_error(CMD, "--output-dir: empty folder name");
+    return CLI_EXIT_OK;
+  }
+  if (!a->output) return cli_usage_error(CMD, "missing --output OUT.npy|OUT.csv (or --output-dir DIR)");
   if (!ends_with(a->output, ".npy") && !ends_with(a->output, ".csv"))
     return cli_usage_error(CMD, "--output %s: expected a .npy or .csv file name", a->output);
-  if (strcmp(a->output, a->model) == 0 || strcmp(a->output, a->input) == 0)
+  if (strcmp(a->output, a->model) == 0)
     return cli_usage_error(CMD, "--output %s would overwrite an input", a->output);
+  for (int i = 0; i < a->n_inputs; i++) {
+    const char *eq = strchr(a->inputs[i], '=');
+    if (strcmp(a->output, a->inputs[i]) == 0 || (eq && strcmp(a->output, eq + 1) == 0))
+      return cli_usage_error(CMD, "--output %s would overwrite an input", a->output);
+  }
   return CLI_EXIT_OK;
 }
 
@@ -310,11 +345,298 @@ static int labels_are_classes(const kiln_matrix *y, int64_t out_cols) {
   return 1;
 }
 
+/* --- several inputs or outputs ------------------------------------------------------ */
+
+/* Features per row of a graph input or output ([batch, ...] with fixed trailing dims);
+ * -1 when a trailing dim is symbolic. */
+static int64_t row_width(const kiln_ir_value *v) {
+  int64_t w = 1;
+  for (int k = 1; k < v->rank; k++) {
+    if (v->dims[k].value <= 0) return -1;
+    w *= v->dims[k].value;
+  }
+  return w;
+}
+
+/* "title [batch, 10000], text_body [batch, 10000]": the inputs, for messages. */
+static void describe_inputs(kiln_session *s, char *buf, size_t cap) {
+  size_t used = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < kiln_session_input_count(s) && used < cap; i++) {
+    const kiln_ir_value *v = kiln_session_input(s, i);
+    used += (size_t)snprintf(buf + used, cap - used, "%s%s (%lld features)", i ? ", " : "",
+                             v->name, (long long)row_width(v));
+  }
+}
+
+/* A file name for output `name` in dir: characters other than [A-Za-z0-9._-] become '_'. */
+static char *output_file(const char *dir, const char *name) {
+  size_t n = strlen(dir) + strlen(name) + 8;
+  char *p = malloc(n);
+  if (!p) return NULL;
+  snprintf(p, n, "%s/%s.npy", dir, name);
+  for (char *c = p + strlen(dir) + 1; *c && strcmp(c, ".npy"); c++)
+    if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+          *c == '.' || *c == '_' || *c == '-'))
+      *c = '_';
+  return p;
+}
+
+/* CSV of several outputs side by side: "<output>_<class name or column>" headers (a
+ * one-column output is just "<output>"). class names: kiln.class_names.<output>, or
+ * kiln.class_names for a one-output model. */
+static int write_csv_io(const char *path, const kiln_ir_graph *g, kiln_session *s,
+                        float *const *outs, const int64_t *cols, int64_t rows) {
+  kiln_atomic_file af;
+  kiln_error err = {0};
+  if (kiln_atomic_open(&af, path, "w", &err)) return cli_kiln_error(CMD, &err);
+  FILE *f = af.fp;
+  int n = kiln_session_output_count(s);
+  for (int o = 0; o < n; o++) {
+    const char *name = kiln_session_output(s, o)->name;
+    char key[300];
+    snprintf(key, sizeof key, "kiln.class_names.%s", name);
+    const char *cn = kiln_ir_get_meta(g, key);
+    if (!cn && n == 1) cn = kiln_ir_get_meta(g, "kiln.class_names");
+    cJSON *names = cn ? cJSON_Parse(cn) : NULL;
+    int named = cJSON_IsArray(names) && cJSON_GetArraySize(names) == cols[o];
+    for (int64_t c = 0; c < cols[o]; c++) {
+      const cJSON *nm = named ? cJSON_GetArrayItem(names, (int)c) : NULL;
+      const char *sep = o || c ? "," : "";
+      if (nm && cJSON_IsString(nm) && !strpbrk(nm->valuestring, ",\"\n"))
+        fprintf(f, "%s%s_%s", sep, name, nm->valuestring);
+      else if (cols[o] == 1)
+        fprintf(f, "%s%s", sep, name);
+      else
+        fprintf(f, "%s%s_%lld", sep, name, (long long)c);
+    }
+    cJSON_Delete(names);
+  }
+  fputc('\n', f);
+  for (int64_t r = 0; r < rows; r++) {
+    for (int o = 0; o < n; o++)
+      for (int64_t c = 0; c < cols[o]; c++)
+        fprintf(f, "%s%.9g", o || c ? "," : "", (double)outs[o][r * cols[o] + c]);
+    fputc('\n', f);
+  }
+  if (kiln_atomic_commit(&af, &err)) return cli_kiln_error(CMD, &err);
+  return CLI_EXIT_OK;
+}
+
+/* Loads the features of one --input file for graph input v (width features per row). */
+static int load_features(const char *spec, const char *file, const kiln_ir_value *v, int64_t width,
+                         kiln_matrix *x) {
+  kiln_error err = {0};
+  if (ends_with(file, ".npy")) {
+    if (kiln_npy_read(file, x, &err)) {
+      kiln_error_prefix(&err, "--input %s", spec);
+      return cli_kiln_error(CMD, &err);
+    }
+  } else if (ends_with(file, ".csv")) {
+    int64_t cols = csv_columns(file);
+    if (cols < 0) return cli_error(CMD, "--input %s: cannot open %s", spec, file);
+    if (cols != width)
+      return cli_error(CMD, "--input %s: %lld columns, but input '%s' takes %lld features per row",
+                       spec, (long long)cols, v->name, (long long)width);
+    int rc = read_feature_csv(file, cols, x);
+    if (rc) return rc;
+  } else {
+    return cli_usage_error(CMD, "--input %s: expected a .npy or .csv file for input '%s'", spec,
+                           v->name);
+  }
+  if (x->cols != width)
+    return cli_error(CMD, "--input %s: %lld features per row, but input '%s' takes %lld", spec,
+                     (long long)x->cols, v->name, (long long)width);
+  return CLI_EXIT_OK;
+}
+
+/* A model with several inputs (each --input NAME=FILE) or several outputs (--output-dir or
+ * a CSV): dense rows from .npy or CSV files, no labels, no standardization metadata. */
+static int predict_io(const predict_args *a, const kiln_ir_graph *g, kiln_session *s) {
+  int ni = kiln_session_input_count(s), no = kiln_session_output_count(s);
+  char desc[1024];
+  describe_inputs(s, desc, sizeof desc);
+  if (a->output && ends_with(a->output, ".npy") && no > 1)
+    return cli_usage_error(CMD,
+                           "--output %s: the model has %d outputs; write them with --output-dir "
+                           "DIR (one .npy each) or to a .csv",
+                           a->output, no);
+  if (ni > PREDICT_MAX_INPUTS)
+    return cli_error(CMD, "%s: %d inputs (kiln predict takes at most %d)", a->model, ni,
+                     PREDICT_MAX_INPUTS);
+  /* which --input feeds which graph input */
+  const char *file[PREDICT_MAX_INPUTS] = {0}, *spec[PREDICT_MAX_INPUTS] = {0};
+  for (int j = 0; j < a->n_inputs; j++) {
+    const char *eq = strchr(a->inputs[j], '=');
+    int target = -1;
+    for (int i = 0; eq && i < ni; i++) {
+      const char *name = kiln_session_input(s, i)->name;
+      if ((size_t)(eq - a->inputs[j]) == strlen(name) && !strncmp(a->inputs[j], name, strlen(name)))
+        target = i;
+    }
+    if (target < 0 && ni == 1 && a->n_inputs == 1 && !eq) target = 0; /* one input, unnamed */
+    if (target < 0) {
+      if (eq)
+        return cli_usage_error(CMD, "--input %s: the model has no input '%.*s' (its inputs: %s)",
+                               a->inputs[j], (int)(eq - a->inputs[j]), a->inputs[j], desc);
+      return cli_usage_error(CMD,
+                             "--input %s: the model has %d inputs: give each as --input "
+                             "NAME=FILE (its inputs: %s)",
+                             a->inputs[j], ni, desc);
+    }
+    if (file[target])
+      return cli_usage_error(CMD, "--input %s: input '%s' is given twice", a->inputs[j],
+                             kiln_session_input(s, target)->name);
+    file[target] = eq ? eq + 1 : a->inputs[j];
+    spec[target] = a->inputs[j];
+  }
+  for (int i = 0; i < ni; i++) {
+    const kiln_ir_value *v = kiln_session_input(s, i);
+    if (!file[i])
+      return cli_usage_error(CMD, "missing --input %s=FILE: input '%s' takes %lld features per "
+                             "row (the model's inputs: %s)",
+                             v->name, v->name, (long long)row_width(v), desc);
+    if (v->rank < 2 || v->dtype != KILN_DTYPE_FLOAT || row_width(v) <= 0)
+      return cli_error(CMD, "%s: input '%s' is not a float batch of rows with fixed features",
+                       a->model, v->name);
+    if (a->output && !strcmp(a->output, file[i]))
+      return cli_usage_error(CMD, "--output %s would overwrite an input", a->output);
+  }
+
+  int rc = CLI_EXIT_OK;
+  kiln_error err = {0};
+  kiln_matrix x[PREDICT_MAX_INPUTS];
+  memset(x, 0, sizeof x);
+  float *outs[PREDICT_MAX_INPUTS] = {0};
+  int64_t cols[PREDICT_MAX_INPUTS] = {0};
+  kiln_tensor_view views[PREDICT_MAX_INPUTS], ov[PREDICT_MAX_INPUTS];
+  char **written = NULL;
+  int n_written = 0;
+  if (no > PREDICT_MAX_INPUTS) {
+    rc = cli_error(CMD, "%s: %d outputs (kiln predict writes at most %d)", a->model, no,
+                   PREDICT_MAX_INPUTS);
+    goto done;
+  }
+  int64_t rows = -1;
+  for (int i = 0; i < ni; i++) {
+    const kiln_ir_value *v = kiln_session_input(s, i);
+    if ((rc = load_features(spec[i], file[i], v, row_width(v), &x[i]))) goto done;
+    if (rows >= 0 && x[i].rows != rows) {
+      rc = cli_error(CMD, "--input %s: %lld rows, but --input %s has %lld (one row per example "
+                     "in every input)",
+                     spec[i], (long long)x[i].rows, spec[0], (long long)rows);
+      goto done;
+    }
+    rows = x[i].rows;
+  }
+  if (rows <= 0) {
+    rc = cli_error(CMD, "--input %s: no rows", spec[0]);
+    goto done;
+  }
+  for (int o = 0; o < no; o++) {
+    const kiln_ir_value *v = kiln_session_output(s, o);
+    cols[o] = 1;
+    for (int k = 1; k < v->rank; k++) cols[o] *= v->dims[k].value > 0 ? v->dims[k].value : 1;
+    if (!(outs[o] = malloc((size_t)(rows * cols[o]) * sizeof(float)))) {
+      rc = cli_error(CMD, "out of memory");
+      goto done;
+    }
+  }
+  for (int64_t r = 0; r < rows; r += a->batch) {
+    int64_t n = rows - r < a->batch ? rows - r : a->batch;
+    for (int i = 0; i < ni; i++) {
+      const kiln_ir_value *v = kiln_session_input(s, i);
+      memset(&views[i], 0, sizeof views[i]);
+      views[i].dtype = KILN_DTYPE_FLOAT;
+      views[i].rank = v->rank;
+      views[i].dims[0] = n;
+      for (int k = 1; k < v->rank; k++) views[i].dims[k] = v->dims[k].value;
+      views[i].data = x[i].values + r * x[i].cols;
+    }
+    if (kiln_session_run(s, views, ni, ov, no, &err)) {
+      kiln_error_prefix(&err, "rows %lld..%lld", (long long)r + 1, (long long)(r + n));
+      rc = cli_kiln_error(CMD, &err);
+      goto done;
+    }
+    for (int o = 0; o < no; o++) {
+      if (ov[o].dtype != KILN_DTYPE_FLOAT) {
+        rc = cli_error(CMD, "%s: output '%s' is %s, not float", a->model, ov[o].name,
+                       kiln_dtype_name(ov[o].dtype));
+        goto done;
+      }
+      memcpy(outs[o] + r * cols[o], ov[o].data, (size_t)(n * cols[o]) * sizeof(float));
+    }
+  }
+
+  if (a->output_dir) {
+    struct stat st;
+    if (mkdir(a->output_dir, 0755) != 0 && errno != EEXIST) {
+      rc = cli_error(CMD, "--output-dir %s: cannot create it: %s", a->output_dir, strerror(errno));
+      goto done;
+    }
+    if (stat(a->output_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      rc = cli_error(CMD, "--output-dir %s: not a folder", a->output_dir);
+      goto done;
+    }
+    if (!(written = calloc((size_t)no, sizeof *written))) {
+      rc = cli_error(CMD, "out of memory");
+      goto done;
+    }
+    for (int o = 0; o < no; o++) {
+      char *path = output_file(a->output_dir, kiln_session_output(s, o)->name);
+      if (!path) {
+        rc = cli_error(CMD, "out of memory");
+        goto done;
+      }
+      kiln_matrix om = {.rows = rows, .cols = cols[o], .values = outs[o], .borrowed = 1};
+      if (kiln_npy_write(path, &om, &err)) {
+        free(path);
+        rc = cli_kiln_error(CMD, &err);
+        goto done;
+      }
+      written[n_written++] = path;
+    }
+  } else if (ends_with(a->output, ".npy")) {
+    kiln_matrix om = {.rows = rows, .cols = cols[0], .values = outs[0], .borrowed = 1};
+    if (kiln_npy_write(a->output, &om, &err)) {
+      rc = cli_kiln_error(CMD, &err);
+      goto done;
+    }
+  } else if ((rc = write_csv_io(a->output, g, s, outs, cols, rows))) {
+    goto done;
+  }
+  printf("Predicted %lld rows with %s (kernels: %s, batch %lld, %lld thread%s)\n", (long long)rows,
+         a->model, kiln_session_kernel_name(s), (long long)a->batch, (long long)a->threads,
+         a->threads == 1 ? "" : "s");
+  for (int i = 0; i < ni; i++)
+    printf("  input %s <- %s\n", kiln_session_input(s, i)->name, file[i]);
+  for (int o = 0; o < no; o++) {
+    if (a->output_dir)
+      printf("  output %s (%lld column%s) -> %s\n", kiln_session_output(s, o)->name,
+             (long long)cols[o], cols[o] == 1 ? "" : "s", written[o]);
+    else
+      printf("  output %s (%lld column%s)\n", kiln_session_output(s, o)->name, (long long)cols[o],
+             cols[o] == 1 ? "" : "s");
+  }
+  if (a->output) printf("Outputs written to %s\n", a->output);
+  if (fflush(stdout) != 0) rc = cli_error(CMD, "cannot write to stdout");
+done:
+  /* all outputs or none: a failure after some files were written removes them */
+  for (int k = 0; k < n_written; k++) {
+    if (rc) unlink(written[k]);
+    free(written[k]);
+  }
+  free(written);
+  for (int i = 0; i < ni && i < PREDICT_MAX_INPUTS; i++) kiln_matrix_free(&x[i]);
+  for (int o = 0; o < no && o < PREDICT_MAX_INPUTS; o++) free(outs[o]);
+  return rc;
+}
+
 int cmd_predict(int argc, char **argv) {
   predict_args a;
   int rc = parse_args(argc, argv, &a);
   if (rc) return rc;
-  if (cli_check_output_path(CMD, "--output", a.output)) return CLI_EXIT_ERROR;
+  if (a.output && cli_check_output_path(CMD, "--output", a.output)) return CLI_EXIT_ERROR;
 
   kiln_error err = {0};
   kiln_ir_graph *g = NULL;
@@ -336,9 +658,21 @@ int cmd_predict(int argc, char **argv) {
     rc = cli_kiln_error(CMD, &err);
     goto done;
   }
-  if (kiln_session_input_count(s) != 1 || kiln_session_output_count(s) < 1) {
-    rc = cli_error(CMD, "%s: kiln predict runs models with one input (this one has %d)", a.model,
-                   kiln_session_input_count(s));
+  if (kiln_session_input_count(s) < 1 || kiln_session_output_count(s) < 1) {
+    rc = cli_error(CMD, "%s: the model has %d inputs and %d outputs (at least one of each needed)",
+                   a.model, kiln_session_input_count(s), kiln_session_output_count(s));
+    goto done;
+  }
+  if (a.n_inputs == 1 && kiln_session_input_count(s) == 1) {
+    /* "--input NAME=FILE" on a one-input model: the name must be the input's */
+    const char *eq = strchr(a.input, '=');
+    const char *name = kiln_session_input(s, 0)->name;
+    if (eq && (size_t)(eq - a.input) == strlen(name) && !strncmp(a.input, name, strlen(name)))
+      a.input = eq + 1;
+  }
+  if (kiln_session_input_count(s) > 1 || kiln_session_output_count(s) > 1 || a.n_inputs > 1 ||
+      a.output_dir) {
+    rc = predict_io(&a, g, s);
     goto done;
   }
   const kiln_ir_value *iv = kiln_session_input(s, 0);

@@ -15,6 +15,7 @@ static const char *const CMD = "quantize";
 void cmd_quantize_usage(FILE *out) {
   fprintf(out,
           "Usage: kiln quantize IN.onnx OUT.onnx --calibrate DATASET|FILE [options]\n"
+          "       kiln quantize IN.onnx OUT.onnx --calibrate NAME=X.npy ... [options]\n"
           "\n"
           "Quantizes a float model to int8 (weights per output channel, symmetric; activations\n"
           "per tensor from a calibration run of kiln's runtime) and writes standard ONNX.\n"
@@ -22,6 +23,8 @@ void cmd_quantize_usage(FILE *out) {
           "  --calibrate SRC     calibration rows: a data set (imdb, reuters,\n"
           "                      california_housing, fashion_mnist: its training split) or a\n"
           "                      .npy/.csv file; not needed with --dynamic\n"
+          "  --calibrate NAME=X.npy  a model with several inputs takes one per graph input\n"
+          "                      (named as in kiln inspect), all with the same rows\n"
           "  --data-dir DIR      folder of the built-in data sets (default $KILN_DATA_DIR,\n"
           "                      else ../shared/data)\n"
           "  --rows N            calibration rows: the first N (default 500)\n"
@@ -47,8 +50,84 @@ static int64_t file_size(const char *path) {
   return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
 }
 
+#define QUANTIZE_MAX_CALIB 8 /* KILN_MAX_IO */
+
+/* Does spec read "NAME=..." with NAME one of g's inputs? Returns the input's index or -1. */
+static int named_input(const kiln_ir_graph *g, const char *spec) {
+  const char *eq = strchr(spec, '=');
+  if (!eq) return -1;
+  for (int i = 0; i < g->n_inputs; i++)
+    if ((size_t)(eq - spec) == strlen(g->inputs[i].name) &&
+        !strncmp(spec, g->inputs[i].name, (size_t)(eq - spec)))
+      return i;
+  return -1;
+}
+
+/* Calibration of a model from --calibrate NAME=X.npy, one per graph input. */
+static int calibrate_named(const kiln_ir_graph *g, const char *model, const char *const *specs,
+                           int n_specs, const kiln_calibrate_options *co, kiln_calibration *cal) {
+  kiln_matrix x[QUANTIZE_MAX_CALIB];
+  memset(x, 0, sizeof x);
+  kiln_io io;
+  memset(&io, 0, sizeof io);
+  kiln_error err = {0};
+  int rc = CLI_EXIT_OK;
+  char names[512];
+  size_t used = 0;
+  names[0] = '\0';
+  for (int i = 0; i < g->n_inputs && used < sizeof names; i++)
+    used += (size_t)snprintf(names + used, sizeof names - used, "%s%s (%lld features)",
+                             i ? ", " : "", g->inputs[i].name,
+                             (long long)(g->inputs[i].rank == 2 ? g->inputs[i].dims[1].value : -1));
+  if (g->n_inputs > QUANTIZE_MAX_CALIB)
+    return cli_error(CMD, "%s: %d inputs (at most %d)", model, g->n_inputs, QUANTIZE_MAX_CALIB);
+  const char *file[QUANTIZE_MAX_CALIB] = {0};
+  for (int j = 0; j < n_specs; j++) {
+    int i = named_input(g, specs[j]);
+    if (i < 0) {
+      const char *eq = strchr(specs[j], '=');
+      if (eq)
+        return cli_usage_error(CMD, "--calibrate %s: %s has no input '%.*s' (its inputs: %s)",
+                               specs[j], model, (int)(eq - specs[j]), specs[j], names);
+      return cli_usage_error(CMD,
+                             "--calibrate %s: %s has %d inputs: give each as --calibrate "
+                             "NAME=X.npy (its inputs: %s)",
+                             specs[j], model, g->n_inputs, names);
+    }
+    if (file[i])
+      return cli_usage_error(CMD, "--calibrate %s: input '%s' is given twice", specs[j],
+                             g->inputs[i].name);
+    file[i] = strchr(specs[j], '=') + 1;
+  }
+  for (int i = 0; i < g->n_inputs; i++)
+    if (!file[i])
+      return cli_usage_error(CMD, "missing --calibrate %s=X.npy (the model's inputs: %s)",
+                             g->inputs[i].name, names);
+  for (int i = 0; i < g->n_inputs && !rc; i++) {
+    size_t n = strlen(file[i]);
+    if (n < 4 || strcmp(file[i] + n - 4, ".npy")) {
+      rc = cli_usage_error(CMD, "--calibrate %s=%s: expected a .npy file of rows", g->inputs[i].name,
+                           file[i]);
+    } else if (kiln_npy_read(file[i], &x[i], &err)) {
+      kiln_error_prefix(&err, "--calibrate %s", g->inputs[i].name);
+      rc = cli_kiln_error(CMD, &err);
+    }
+    io.names[i] = g->inputs[i].name;
+    io.data[i] = &x[i];
+  }
+  io.n = g->n_inputs;
+  if (!rc && kiln_calibrate_io(g, &io, co, cal, &err)) {
+    kiln_error_prefix(&err, "%s", model);
+    rc = cli_kiln_error(CMD, &err);
+  }
+  for (int i = 0; i < QUANTIZE_MAX_CALIB; i++) kiln_matrix_free(&x[i]);
+  return rc;
+}
+
 int cmd_quantize(int argc, char **argv) {
   const char *in = NULL, *out = NULL, *calib = NULL, *data_dir = NULL;
+  const char *calibs[QUANTIZE_MAX_CALIB];
+  int n_calibs = 0;
   int64_t rows = 500;
   kiln_calibrate_options co;
   kiln_calibrate_options_init(&co);
@@ -62,6 +141,9 @@ int cmd_quantize(int argc, char **argv) {
     int r;
     if ((r = cli_option(CMD, argc, argv, &i, "--calibrate", &v)) != 0) {
       if (r < 0) return CLI_EXIT_ERROR;
+      if (n_calibs == QUANTIZE_MAX_CALIB)
+        return cli_usage_error(CMD, "more than %d --calibrate", QUANTIZE_MAX_CALIB);
+      calibs[n_calibs++] = v;
       calib = v;
     } else if ((r = cli_option(CMD, argc, argv, &i, "--data-dir", &v)) != 0) {
       if (r < 0) return CLI_EXIT_ERROR;
@@ -128,7 +210,11 @@ int cmd_quantize(int argc, char **argv) {
     rc = cli_kiln_error(CMD, &err);
     goto done;
   }
-  if (calib && !qo.dynamic) {
+  if (calib && !qo.dynamic &&
+      (g->n_inputs > 1 || n_calibs > 1 || named_input(g, calibs[0]) >= 0)) {
+    if ((rc = calibrate_named(g, in, calibs, n_calibs, &co, &cal))) goto done;
+    rc = CLI_EXIT_ERROR;
+  } else if (calib && !qo.dynamic) {
     kiln_load_options lo;
     kiln_load_options_init(&lo);
     lo.data_dir = data_dir;

@@ -17,6 +17,7 @@
 #include "kiln/ir.h"
 #include "kiln/status.h"
 #include "kiln/tensor.h"
+#include "kiln/train.h" /* kiln_io */
 
 #ifdef __cplusplus
 extern "C" {
@@ -49,10 +50,29 @@ typedef struct kiln_drift_data {
   const kiln_matrix *x;
   const kiln_sequences *seq;
   const kiln_matrix *y;
+  /* Models with several inputs: one matrix per graph input (by the inputs' names, or in
+   * the graph's order when every name is NULL), dense or CSR, all with the same rows;
+   * x and seq are then unused. */
+  const kiln_io *inputs;
+  /* Models with several outputs: rows x 1 labels or targets per compared output (by the
+   * outputs' names, or in the graph's output order when every name is NULL); y is then
+   * unused. One compared output may take y instead. */
+  const kiln_io *targets;
 } kiln_drift_data;
 
 /* The data set's x (when it has columns) or seq, and y. */
 void kiln_drift_data_from_dataset(const kiln_dataset *d, kiln_drift_data *out);
+
+/* The settings of one output of a multi-output model (kiln drift --output NAME ...). */
+typedef struct kiln_drift_output_options {
+  const char *output;   /* the graph output's name */
+  int metric;           /* a kiln_drift_metric, or -1: from the output's metadata loss */
+  int k;                /* top_k: k (0: the global k) */
+  double max_drop;      /* NAN: the global threshold */
+  double min_agreement; /* NAN: the global threshold */
+  double tolerance;     /* NAN: the global tolerance */
+} kiln_drift_output_options;
+void kiln_drift_output_options_init(kiln_drift_output_options *o);
 
 typedef struct kiln_drift_options {
   kiln_drift_metric metric;   /* default accuracy */
@@ -72,6 +92,14 @@ typedef struct kiln_drift_options {
   const char *node;           /* ort: the node program (default "node", found on PATH) */
   const char *ort_script;     /* ort: tests/integration/ort/run.js (required for ort) */
   const char *tmp_dir;        /* ort: where the temp dir goes (default $TMPDIR, else /tmp) */
+  /* Several outputs. n_output_options == 0: every graph output is compared, each with
+   * the metric its metadata loss implies (kiln.loss.<output>, see docs/drift.md:
+   * mean_squared_error / mean_absolute_error -> mae, any crossentropy -> accuracy; none:
+   * `metric`) and the global thresholds. Otherwise only the outputs listed, with their
+   * settings. A one-output model with no list compares its output with `metric`, as
+   * before. */
+  const kiln_drift_output_options *output_options;
+  int n_output_options;
 } kiln_drift_options;
 
 void kiln_drift_options_init(kiln_drift_options *opt);
@@ -98,7 +126,26 @@ typedef struct kiln_drift_layer {
   double added_error;    /* rel_error minus the previous layer's: the error this layer adds */
 } kiln_drift_layer;
 
-/* Owned by the caller; free with kiln_drift_report_free. */
+/* The figures of one compared output. */
+typedef struct kiln_drift_output {
+  char *name;
+  kiln_drift_metric metric;
+  int k;
+  int64_t output_width;
+  int32_t num_classes;
+  double reference_metric, candidate_metric, drop; /* as in the report */
+  int64_t changed_rows;
+  double agreement, tolerance, max_abs_diff, mean_abs_diff;
+  int n_classes;
+  kiln_drift_class *classes;
+  int has_max_drop, has_min_agreement;
+  double max_drop, min_agreement;
+  int drop_ok, agreement_ok, pass;
+} kiln_drift_output;
+
+/* Owned by the caller; free with kiln_drift_report_free. The top-level figures are
+ * those of the first compared output (the only one of a one-output model); outputs[]
+ * holds every compared output, and drop_ok / agreement_ok / pass hold for all of them. */
 typedef struct kiln_drift_report {
   kiln_drift_metric metric;
   int k;
@@ -129,6 +176,9 @@ typedef struct kiln_drift_report {
   double max_drop, min_agreement;
   int drop_ok, agreement_ok; /* 1 when within the threshold (or none is set) */
   int pass;                  /* drop_ok && agreement_ok */
+
+  int n_outputs;             /* compared outputs (1 for a one-output model) */
+  kiln_drift_output *outputs;
 } kiln_drift_report;
 
 /* Runs both models on data and fills a new report in *out. Errors (KILN_E_RANGE for a

@@ -88,19 +88,39 @@ typedef struct kiln_tensor_view {
 } kiln_tensor_view;
 
 /* Runs the graph. inputs: one per graph input (the batch dim may be anything up to
- * max_batch). outputs: n_outputs entries that kiln fills: dtype, rank, dims, and data
- * pointing into the session's arena (valid until the next run or free). Wrong
- * shapes or dtypes are errors naming the input and what was expected. */
+ * max_batch, the same for every input). A view with a name binds to the graph input of
+ * that name; one with name NULL to the graph input at its position in `inputs`; every
+ * graph input must be bound exactly once (an unknown name, a name given twice or a
+ * missing input is an error naming the input and listing the expected ones). outputs:
+ * n_outputs entries that kiln fills, in the graph's output order: name, dtype, rank,
+ * dims, and data pointing into the session's arena (valid until the next run or free).
+ * Wrong shapes or dtypes are errors naming the input and what was expected. */
 kiln_status kiln_session_run(kiln_session *s, const kiln_tensor_view *inputs, int n_inputs,
                              kiln_tensor_view *outputs, int n_outputs, kiln_error *err);
 
-/* Sparse input: for a model whose first input is a multi-hot row (IMDB, Reuters),
- * runs rows given as token ids (row r is tokens[offsets[r] .. offsets[r+1]); ids
- * outside [0, width) are ignored, repeats count once) without building the dense
- * rows: the first layer gathers weight rows. Other inputs, if any, as in run. */
+/* Sparse input: for a model whose one input is a multi-hot row (IMDB, Reuters), runs
+ * rows given as token ids (row r is tokens[offsets[r] .. offsets[r+1]); ids outside
+ * [0, width) are ignored, repeats count once) without building the dense rows: the
+ * first layer gathers weight rows. A graph with several inputs needs
+ * kiln_session_run_tokens_io (this call then fails, KILN_E_UNSUPPORTED). */
 kiln_status kiln_session_run_tokens(kiln_session *s, const int64_t *offsets,
                                     const int32_t *tokens, int64_t rows,
                                     kiln_tensor_view *outputs, int n_outputs, kiln_error *err);
+
+/* Several inputs, one of them as token ids: token_input names the multi-hot input (NULL:
+ * the first graph input) given as offsets/tokens (as above); `others` are the remaining
+ * graph inputs as dense tensors, bound as in run (by name, or by position among the graph
+ * inputs other than token_input), with the same batch as `rows`. The token input must be
+ * read by one node only: a Gemm/MatMul with constant weights (it gathers weight rows) or
+ * a Concat of rows along the last axis (the multi-hot columns are written straight into
+ * the concatenation, as in the ticket model of listing 7.9); anything else is
+ * KILN_E_UNSUPPORTED naming the input (run it on dense rows). One token input per run:
+ * densify the others. No heap allocation, as run. */
+kiln_status kiln_session_run_tokens_io(kiln_session *s, const char *token_input,
+                                       const int64_t *offsets, const int32_t *tokens,
+                                       int64_t rows, const kiln_tensor_view *others,
+                                       int n_others, kiln_tensor_view *outputs, int n_outputs,
+                                       kiln_error *err);
 
 #ifdef __cplusplus
 }

@@ -74,6 +74,14 @@ void kiln_calibrate_options_init(kiln_calibrate_options *opt);
 kiln_status kiln_calibrate(const kiln_ir_graph *g, const kiln_matrix *x,
                            const kiln_calibrate_options *opt, kiln_calibration *out,
                            kiln_error *err);
+/* kiln_calibrate for a graph with several inputs (e.g. the ticket model's title,
+ * text_body and tags): x holds one matrix per graph input, by the inputs' names (every
+ * name set) or in the graph's input order (every name NULL), all with the same rows
+ * (dense or CSR). Errors name the input: unknown or given twice, wrong width, rows that
+ * differ between inputs, NaN/Inf (row and column). A one-input graph works too. */
+kiln_status kiln_calibrate_io(const kiln_ir_graph *g, const kiln_io *x,
+                              const kiln_calibrate_options *opt, kiln_calibration *out,
+                              kiln_error *err);
 /* Recomputes every lo/hi with another method from the stored histograms. */
 kiln_status kiln_calibration_set_method(kiln_calibration *c, kiln_range_method method,
                                         double percentile, kiln_error *err);

@@ -173,7 +173,7 @@ static kiln_drift_report *run_graphs(const mlp *a, const mlp *b, const kiln_matr
                                      const kiln_matrix *y, const kiln_drift_options *opt) {
   kiln_ir_graph *ga = mlp_graph(a), *gb = mlp_graph(b);
   kiln_drift_model ma = {NULL, ga, NULL}, mb = {NULL, gb, NULL};
-  kiln_drift_data d = {x, NULL, y};
+  kiln_drift_data d = {x, NULL, y, NULL, NULL};
   kiln_drift_report *r = NULL;
   OK(kiln_drift_run(&ma, &mb, &d, opt, &r, E));
   kiln_ir_free(ga);
@@ -343,7 +343,7 @@ static void test_bad_options_and_data(void **state) {
   make_data(&f, 1);
   kiln_ir_graph *ga = mlp_graph(&f.ref);
   kiln_drift_model ma = {NULL, ga, NULL};
-  kiln_drift_data d = {&f.x, NULL, &f.y};
+  kiln_drift_data d = {&f.x, NULL, &f.y, NULL, NULL};
   kiln_drift_report *r = NULL;
   kiln_error err = {0};
   kiln_drift_options opt;
@@ -362,7 +362,7 @@ static void test_bad_options_and_data(void **state) {
   kiln_drift_options_init(&opt);
   kiln_matrix wide;
   OK(kiln_matrix_alloc(&wide, NROWS, IN + 1, E));
-  kiln_drift_data dw = {&wide, NULL, &f.y};
+  kiln_drift_data dw = {&wide, NULL, &f.y, NULL, NULL};
   assert_int_equal(kiln_drift_run(&ma, &ma, &dw, &opt, &r, &err), KILN_E_SHAPE);
   assert_non_null(strstr(err.message, "5 features per row"));
   kiln_matrix_free(&wide);
@@ -424,7 +424,7 @@ static void test_token_input(void **state) {
   OK(kiln_ir_add_node(gb, "Identity", "id", &xin, 1, &xout, 1, &nd, E));
   OK(kiln_ir_toposort(gb, E));
   kiln_drift_model ma = {NULL, ga, NULL}, mb = {NULL, gb, NULL};
-  kiln_drift_data dense = {&f.x, NULL, &f.y}, text = {NULL, &seq, &f.y};
+  kiln_drift_data dense = {&f.x, NULL, &f.y, NULL, NULL}, text = {NULL, &seq, &f.y, NULL, NULL};
   kiln_drift_options opt;
   kiln_drift_options_init(&opt);
   opt.batch = 100;

@@ -1,7 +1,10 @@
 // Runs an ONNX model with ONNX Runtime (onnxruntime-node) for kiln's cross-check:
 //   node run.js MODEL.onnx INPUT.npy OUTPUT.npy
 // INPUT.npy: a 2-D float32 array (C order, little-endian) fed to the model's first
-// input; OUTPUT.npy: the first output, float32. Exit 0 ok, 2 on any error.
+// input; OUTPUT.npy: the first output, float32.
+//   node run.js MODEL.onnx --input NAME=X.npy ... --output NAME=Y.npy ...
+// several inputs and outputs by graph name (every graph input must be given; the
+// outputs named are written). Exit 0 ok, 2 on any error.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -39,10 +42,47 @@ function writeNpy(file, shape, data) {
   fs.renameSync(tmp, file);
 }
 
+function parseNamed(args) {
+  const inputs = [];
+  const outputs = [];
+  for (let i = 0; i < args.length; i += 2) {
+    const flag = args[i];
+    const v = args[i + 1];
+    const eq = v ? v.indexOf('=') : -1;
+    if ((flag !== '--input' && flag !== '--output') || eq <= 0) {
+      throw new Error(`expected --input NAME=FILE or --output NAME=FILE, got "${flag} ${v || ''}"`);
+    }
+    (flag === '--input' ? inputs : outputs).push([v.slice(0, eq), v.slice(eq + 1)]);
+  }
+  return { inputs, outputs };
+}
+
+async function runNamed(ort, session, args) {
+  const { inputs, outputs } = parseNamed(args);
+  const feeds = {};
+  for (const [name, file] of inputs) {
+    if (!session.inputNames.includes(name)) {
+      throw new Error(`no input "${name}" (inputs: ${session.inputNames.join(', ')})`);
+    }
+    const x = readNpy(file);
+    feeds[name] = new ort.Tensor('float32', x.data, x.shape);
+  }
+  for (const name of session.inputNames) {
+    if (!feeds[name]) throw new Error(`input "${name}" is not given`);
+  }
+  const results = await session.run(feeds);
+  for (const [name, file] of outputs) {
+    const y = results[name];
+    if (!y) throw new Error(`no output "${name}" (outputs: ${session.outputNames.join(', ')})`);
+    writeNpy(file, y.dims.map(Number), y.data);
+  }
+}
+
 async function main() {
   const [model, input, output] = process.argv.slice(2);
   if (!model || !input || !output) {
-    console.error('usage: node run.js MODEL.onnx INPUT.npy OUTPUT.npy');
+    console.error('usage: node run.js MODEL.onnx INPUT.npy OUTPUT.npy\n' +
+                  '       node run.js MODEL.onnx --input NAME=X.npy ... --output NAME=Y.npy ...');
     process.exit(2);
   }
   const ort = require('onnxruntime-node');
@@ -50,6 +90,10 @@ async function main() {
     graphOptimizationLevel: 'all',
     intraOpNumThreads: 1,
   });
+  if (input.startsWith('--')) {
+    await runNamed(ort, session, process.argv.slice(3));
+    return;
+  }
   const x = readNpy(input);
   const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', x.data, x.shape) };
   const results = await session.run(feeds);
