@@ -146,6 +146,100 @@ static void test_hook_order(void **state) {
   kiln_matrix_free(&y);
 }
 
+/* What each hook receives: batch indices and counts, the running figures of the
+ * epoch at every batch end (no val_ keys), the epoch's figures with validation at
+ * the epoch end (as the History), and the last epoch's at train end. */
+typedef struct logs_seen {
+  int64_t batches_seen, last_batch, batch_count, bad_batch_index;
+  int bad_batch_keys;
+  double batch_loss, batch_acc; /* the last batch end's */
+  int epochs_seen;
+  double epoch_loss[4], epoch_acc[4], epoch_vloss[4], epoch_vacc[4];
+  int bad_epoch_keys, batch_matches_epoch;
+  int train_end_calls, train_end_n;
+  double train_end_vloss;
+} logs_seen;
+static void seen_batch_end(void *ctx, kiln_model *m, int64_t batch, int64_t batches,
+                           const kiln_logs *logs) {
+  logs_seen *s = ctx;
+  if (batch != (s->last_batch + 1) % batches) s->bad_batch_index++;
+  s->last_batch = batch;
+  s->batch_count = batches;
+  s->batches_seen++;
+  if (logs->n != 2 || strcmp(logs->keys[0], "loss") || strcmp(logs->keys[1], "accuracy"))
+    s->bad_batch_keys++;
+  s->batch_loss = logs->values[0];
+  s->batch_acc = logs->values[1];
+}
+static void seen_epoch_begin(void *ctx, kiln_model *m, int epoch) {
+  logs_seen *s = ctx;
+  s->last_batch = -1;
+  assert_int_equal(epoch, s->epochs_seen);
+}
+static void seen_epoch_end(void *ctx, kiln_model *m, int epoch, const kiln_logs *logs) {
+  logs_seen *s = ctx;
+  static const char *const keys[] = {"loss", "accuracy", "val_loss", "val_accuracy"};
+  if (logs->n != 4) s->bad_epoch_keys++;
+  for (int i = 0; i < 4 && i < logs->n; i++) s->bad_epoch_keys += strcmp(logs->keys[i], keys[i]) != 0;
+  s->epoch_loss[epoch] = kiln_logs_get(logs, "loss");
+  s->epoch_acc[epoch] = kiln_logs_get(logs, "accuracy");
+  s->epoch_vloss[epoch] = kiln_logs_get(logs, "val_loss");
+  s->epoch_vacc[epoch] = kiln_logs_get(logs, "val_accuracy");
+  /* The training figures are the running means the last batch end reported. */
+  s->batch_matches_epoch += s->batch_loss == s->epoch_loss[epoch] &&
+                            s->batch_acc == s->epoch_acc[epoch] && s->last_batch == s->batch_count - 1;
+  s->epochs_seen++;
+}
+static void seen_train_end(void *ctx, kiln_model *m, const kiln_logs *logs) {
+  logs_seen *s = ctx;
+  s->train_end_calls++;
+  s->train_end_n = logs->n;
+  s->train_end_vloss = kiln_logs_get(logs, "val_loss");
+  int e = s->epochs_seen - 1;
+  assert_true(kiln_logs_get(logs, "loss") == s->epoch_loss[e]);
+  assert_true(kiln_logs_get(logs, "val_accuracy") == s->epoch_vacc[e]);
+}
+
+static void test_hook_logs(void **state) {
+  kiln_matrix x, y;
+  blobs(100, 4, 9, &x, &y);
+  kiln_model *m = binary_model(9, 0.01f);
+  logs_seen s;
+  memset(&s, 0, sizeof s);
+  s.last_batch = -1;
+  kiln_callback cb = {&s, NULL, seen_epoch_begin, seen_batch_end, seen_epoch_end, seen_train_end,
+                      NULL};
+  kiln_fit_options opt;
+  kiln_fit_options_init(&opt);
+  opt.epochs = 3;
+  opt.batch_size = 16; /* 80 training rows: 5 batches an epoch */
+  opt.validation_split = 0.2;
+  opt.callbacks = &cb;
+  opt.n_callbacks = 1;
+  kiln_history h = {0};
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, &h, NULL), KILN_OK);
+  assert_int_equal(s.batches_seen, 15);
+  assert_int_equal(s.batch_count, 5);
+  assert_int_equal(s.bad_batch_index, 0);
+  assert_int_equal(s.bad_batch_keys, 0);
+  assert_int_equal(s.bad_epoch_keys, 0);
+  assert_int_equal(s.epochs_seen, 3);
+  assert_int_equal(s.batch_matches_epoch, 3);
+  for (int e = 0; e < 3; e++) {
+    assert_true(s.epoch_loss[e] == kiln_history_get(&h, "loss", e));
+    assert_true(s.epoch_acc[e] == kiln_history_get(&h, "accuracy", e));
+    assert_true(s.epoch_vloss[e] == kiln_history_get(&h, "val_loss", e));
+    assert_true(s.epoch_vacc[e] == kiln_history_get(&h, "val_accuracy", e));
+  }
+  assert_int_equal(s.train_end_calls, 1);
+  assert_int_equal(s.train_end_n, 4);
+  assert_true(s.train_end_vloss == kiln_history_get(&h, "val_loss", 2));
+  kiln_history_free(&h);
+  kiln_model_free(m);
+  kiln_matrix_free(&x);
+  kiln_matrix_free(&y);
+}
+
 static void test_early_stopping(void **state) {
   kiln_matrix x, y, now;
   blobs(100, 4, 2, &x, &y);
@@ -651,6 +745,7 @@ static void test_missing_monitor_fails_fit(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_hook_order),
+      cmocka_unit_test(test_hook_logs),
       cmocka_unit_test(test_early_stopping),
       cmocka_unit_test(test_model_checkpoint_best_only),
       cmocka_unit_test(test_lr_scheduler),
