@@ -87,10 +87,26 @@ static void test_fashion_mnist(void **state) {
   assert_true(field(line, "test_accuracy") >= 0.865);
 }
 
+/* Listing 7.18's custom RMSE next to accuracy (examples/custom_metric.c). */
+static void test_custom_metric(void **state) {
+  if (!have("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+    print_message("skipped: install dataset-fashion-mnist\n");
+    skip();
+  }
+  char line[4096];
+  run_example("custom_metric", "--seed 1", line, sizeof line);
+  assert_true(field(line, "test_accuracy") >= 0.84);
+  /* Probabilities against one-hot labels: sqrt(row sum of squares) is in (0, sqrt 2). */
+  double rmse = field(line, "test_rmse");
+  assert_true(rmse > 0.2 && rmse < 0.6);
+  assert_true(field(line, "val_rmse") < 0.6);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_imdb), cmocka_unit_test(test_reuters),
       cmocka_unit_test(test_housing), cmocka_unit_test(test_fashion_mnist),
+      cmocka_unit_test(test_custom_metric),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
