@@ -102,8 +102,12 @@ static void rec_epoch_end(void *ctx, kiln_model *m, int epoch, const kiln_logs *
 static void rec_train_end(void *ctx, kiln_model *m, const kiln_logs *logs) { rec_put(ctx, "T"); }
 static kiln_callback rec_callback(recorder *r) {
   memset(r, 0, sizeof *r);
-  kiln_callback cb = {r, rec_train_begin, rec_epoch_begin, rec_batch_end, rec_epoch_end,
-                      rec_train_end, NULL};
+  kiln_callback cb = {.ctx = r,
+                      .on_train_begin = rec_train_begin,
+                      .on_epoch_begin = rec_epoch_begin,
+                      .on_batch_end = rec_batch_end,
+                      .on_epoch_end = rec_epoch_end,
+                      .on_train_end = rec_train_end};
   return cb;
 }
 static void rec_free(recorder *r) {
@@ -207,8 +211,11 @@ static void test_hook_logs(void **state) {
   logs_seen s;
   memset(&s, 0, sizeof s);
   s.last_batch = -1;
-  kiln_callback cb = {&s, NULL, seen_epoch_begin, seen_batch_end, seen_epoch_end, seen_train_end,
-                      NULL};
+  kiln_callback cb = {.ctx = &s,
+                      .on_epoch_begin = seen_epoch_begin,
+                      .on_batch_end = seen_batch_end,
+                      .on_epoch_end = seen_epoch_end,
+                      .on_train_end = seen_train_end};
   kiln_fit_options opt;
   kiln_fit_options_init(&opt);
   opt.epochs = 3;

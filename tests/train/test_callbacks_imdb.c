@@ -87,7 +87,7 @@ static void run_early_stopping(const char *monitor, int maximize, int patience) 
   kiln_callback cbs[2];
   snapshots snaps;
   memset(&snaps, 0, sizeof snaps);
-  kiln_callback snap = {&snaps, NULL, NULL, NULL, snap_epoch_end, NULL, NULL};
+  kiln_callback snap = {.ctx = &snaps, .on_epoch_end = snap_epoch_end};
   cbs[0] = snap;
   assert_int_equal(kiln_early_stopping_create(&c, &cbs[1], NULL), KILN_OK);
   kiln_fit_options opt;
@@ -156,7 +156,7 @@ static void test_checkpoint_best_only(void **state) {
   kiln_callback cbs[2];
   snapshots snaps;
   memset(&snaps, 0, sizeof snaps);
-  kiln_callback snap = {&snaps, NULL, NULL, NULL, snap_epoch_end, NULL, NULL};
+  kiln_callback snap = {.ctx = &snaps, .on_epoch_end = snap_epoch_end};
   cbs[0] = snap;
   assert_int_equal(kiln_model_checkpoint_create(&c, &cbs[1], NULL), KILN_OK);
   const int epochs = 6;
