@@ -28,13 +28,17 @@ static cJSON *describe(const kiln_model *m) {
   for (int i = 0; i < m->n_layers; i++) {
     const kiln_layer *l = &m->layers[i];
     cJSON *o = cJSON_CreateObject();
-    static const char *const kinds[] = {"Input", "Dense", "Dropout"};
-    cJSON_AddStringToObject(o, "type", kinds[l->kind]);
+    static const char *const kinds[] = {"Input", "Dense", "Dropout", "Concatenate"};
+    cJSON_AddStringToObject(o, "type", kinds[l->kind]); /* save_file refused other kinds */
     cJSON_AddStringToObject(o, "name", l->name);
     if (l->kind == KILN_LAYER_INPUT) {
       cJSON_AddNumberToObject(o, "features", (double)l->out_features);
     } else {
       cJSON_AddNumberToObject(o, "input", l->inputs[0]);
+    }
+    if (l->kind == KILN_LAYER_CONCATENATE) {
+      cJSON *ins = cJSON_AddArrayToObject(o, "inputs");
+      for (int j = 0; j < l->n_inputs; j++) cJSON_AddItemToArray(ins, cJSON_CreateNumber(l->inputs[j]));
     }
     if (l->kind == KILN_LAYER_DENSE) {
       cJSON_AddNumberToObject(o, "units", (double)l->out_features);
@@ -46,7 +50,16 @@ static cJSON *describe(const kiln_model *m) {
     if (l->kind == KILN_LAYER_DROPOUT) cJSON_AddNumberToObject(o, "rate", l->rate);
     cJSON_AddItemToArray(layers, o);
   }
-  cJSON_AddNumberToObject(root, "output", m->output_set ? m->output : m->n_layers - 1);
+  /* "output" (the first) is what files before several outputs had; "inputs" and
+   * "outputs" are the graph's lists. */
+  kiln_node nodes[KILN_MAX_IO];
+  int n = kiln_model_resolve_outputs(m, nodes);
+  cJSON_AddNumberToObject(root, "output", n ? nodes[0] : m->n_layers - 1);
+  cJSON *outs = cJSON_AddArrayToObject(root, "outputs");
+  for (int k = 0; k < n; k++) cJSON_AddItemToArray(outs, cJSON_CreateNumber(nodes[k]));
+  n = kiln_model_resolve_inputs(m, nodes);
+  cJSON *ins = cJSON_AddArrayToObject(root, "inputs");
+  for (int k = 0; k < n; k++) cJSON_AddItemToArray(ins, cJSON_CreateNumber(nodes[k]));
   if (m->compiled) {
     cJSON *c = cJSON_AddObjectToObject(root, "compile");
     cJSON_AddStringToObject(c, "loss", kiln_loss_name(m->loss));
@@ -62,6 +75,20 @@ static cJSON *describe(const kiln_model *m) {
     cJSON *metrics = cJSON_AddArrayToObject(c, "metrics");
     for (int i = 0; i < m->n_metric_names; i++)
       cJSON_AddItemToArray(metrics, cJSON_CreateString(m->metric_names[i]));
+    /* Per-output settings (Keras' loss / loss_weights / metrics dicts), in output
+     * order; "loss" and "metrics" above are output 0's for older readers. */
+    cJSON *per = cJSON_AddArrayToObject(c, "outputs");
+    for (int k = 0; k < m->n_outs; k++) {
+      const kiln_output *ou = &m->outs[k];
+      cJSON *oc = cJSON_CreateObject();
+      cJSON_AddStringToObject(oc, "name", m->layers[ou->node].name);
+      cJSON_AddStringToObject(oc, "loss", kiln_loss_name(ou->loss));
+      cJSON_AddNumberToObject(oc, "loss_weight", ou->weight);
+      cJSON *om = cJSON_AddArrayToObject(oc, "metrics");
+      for (int i = 0; i < ou->n_metric_names; i++)
+        cJSON_AddItemToArray(om, cJSON_CreateString(ou->metric_names[i]));
+      cJSON_AddItemToArray(per, oc);
+    }
   }
   return root;
 }
@@ -117,6 +144,11 @@ static kiln_status save_file(const kiln_model *m, const char *path, int state, k
   if (state && !m->compiled)
     return kiln_error_set(err, KILN_E_INVALID,
                           "%s: a training state needs a compiled model (compile it first)", path);
+  for (int i = 0; i < m->n_layers; i++)
+    if ((unsigned)m->layers[i].kind > KILN_LAYER_CONCATENATE)
+      return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                            "%s: layer \"%s\" is a custom layer, which checkpoints cannot hold yet",
+                            path, m->layers[i].name);
   cJSON *root = describe(m);
   if (root && state) state_describe(m, root);
   char *json = root ? cJSON_PrintUnformatted(root) : NULL;
@@ -172,6 +204,50 @@ static int get_int(const cJSON *o, const char *key, int64_t lo, int64_t hi, int6
   return 1;
 }
 
+/* A JSON array of node indices: its length, 0 when absent, -1 when malformed. */
+static int node_list(const cJSON *a, int n_layers, kiln_node *out) {
+  if (!a) return 0;
+  if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1 || cJSON_GetArraySize(a) > KILN_MAX_IO)
+    return -1;
+  int n = 0;
+  const cJSON *v;
+  cJSON_ArrayForEach(v, a) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble || v->valuedouble < 0 ||
+        v->valuedouble >= n_layers)
+      return -1;
+    out[n++] = (kiln_node)v->valuedouble;
+  }
+  return n;
+}
+
+/* compile.outputs: one {name, loss, loss_weight, metrics} per output, in order. */
+static kiln_status compile_per_output(kiln_model *m, const kiln_optimizer *opt, const cJSON *per,
+                                      const char *path, kiln_error *err) {
+  int n = cJSON_GetArraySize(per);
+  if (n < 1 || n > KILN_MAX_IO)
+    return kiln_error_set(err, KILN_E_FORMAT, "%s: compile.outputs is invalid", path);
+  kiln_output_config cfg[KILN_MAX_IO];
+  const char *names[KILN_MAX_IO][KILN_LOGS_MAX];
+  for (int k = 0; k < n; k++) {
+    const cJSON *oc = cJSON_GetArrayItem(per, k), *loss = get(oc, "loss");
+    const cJSON *w = get(oc, "loss_weight"), *metrics = get(oc, "metrics"), *mv;
+    kiln_output_config_init(&cfg[k]);
+    if (!cJSON_IsObject(oc) || !cJSON_IsString(loss) ||
+        kiln_loss_parse(loss->valuestring, &cfg[k].loss, err) != KILN_OK)
+      return kiln_error_set(err, KILN_E_FORMAT, "%s: compile.outputs[%d] is invalid", path, k);
+    if (cJSON_IsNumber(w)) cfg[k].loss_weight = (float)w->valuedouble;
+    int nm = 0;
+    cJSON_ArrayForEach(mv, metrics) {
+      if (cJSON_IsString(mv) && nm < KILN_LOGS_MAX) names[k][nm++] = mv->valuestring;
+    }
+    cfg[k].metrics = names[k];
+    cfg[k].n_metrics = nm;
+  }
+  kiln_status s = kiln_model_compile_outputs(m, opt, cfg, n, err);
+  if (s) kiln_error_prefix(err, "%s", path);
+  return s;
+}
+
 static kiln_status build_from(const cJSON *root, const char *path, kiln_model **out,
                               kiln_error *err) {
   const cJSON *seed = get(root, "seed");
@@ -216,6 +292,22 @@ static kiln_status build_from(const cJSON *root, const char *path, kiln_model **
         if (cJSON_IsNumber(l2)) opt.kernel_regularizer.l2 = (float)l2->valuedouble;
       }
       s = kiln_model_dense(m, (kiln_node)input, n, &opt, NULL, err);
+    } else if (strcmp(type->valuestring, "Concatenate") == 0) {
+      const cJSON *ins = get(o, "inputs"), *v;
+      kiln_node nodes[KILN_MAX_IO];
+      int n_in = 0, bad = !cJSON_IsArray(ins) || cJSON_GetArraySize(ins) < 1 ||
+                          cJSON_GetArraySize(ins) > KILN_MAX_IO;
+      if (!bad)
+        cJSON_ArrayForEach(v, ins) {
+          if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble ||
+              v->valuedouble < 0 || v->valuedouble > i - 1) bad = 1;
+          else nodes[n_in++] = (kiln_node)v->valuedouble;
+        }
+      if (bad) {
+        s = kiln_error_set(err, KILN_E_FORMAT, "%s: layers[%d].inputs is invalid", path, i);
+        break;
+      }
+      s = kiln_model_concatenate(m, nodes, n_in, name->valuestring, NULL, err);
     } else if (strcmp(type->valuestring, "Dropout") == 0) {
       const cJSON *rate = get(o, "rate");
       s = kiln_model_dropout(m, (kiln_node)input, cJSON_IsNumber(rate) ? (float)rate->valuedouble : -1.0f,
@@ -228,8 +320,20 @@ static kiln_status build_from(const cJSON *root, const char *path, kiln_model **
     i++;
   }
   int64_t output;
-  if (!s && get_int(root, "output", 0, m->n_layers - 1, &output))
+  kiln_node nodes[KILN_MAX_IO];
+  int n_nodes;
+  if (!s && (n_nodes = node_list(get(root, "inputs"), m->n_layers, nodes)) != 0) {
+    if (n_nodes < 0) s = kiln_error_set(err, KILN_E_FORMAT, "%s: \"inputs\" is invalid", path);
+    else if ((s = kiln_model_set_inputs(m, nodes, n_nodes, err)))
+      kiln_error_prefix(err, "%s", path);
+  }
+  if (!s && (n_nodes = node_list(get(root, "outputs"), m->n_layers, nodes)) != 0) {
+    if (n_nodes < 0) s = kiln_error_set(err, KILN_E_FORMAT, "%s: \"outputs\" is invalid", path);
+    else if ((s = kiln_model_set_outputs(m, nodes, n_nodes, err)))
+      kiln_error_prefix(err, "%s", path);
+  } else if (!s && get_int(root, "output", 0, m->n_layers - 1, &output)) {
     s = kiln_model_set_output(m, (kiln_node)output, err);
+  }
   const cJSON *c = get(root, "compile");
   if (!s && cJSON_IsObject(c)) {
     const cJSON *loss = get(c, "loss"), *o2 = get(c, "optimizer"), *metrics = get(c, "metrics");
@@ -255,7 +359,9 @@ static kiln_status build_from(const cJSON *root, const char *path, kiln_model **
       cJSON_ArrayForEach(mv, metrics) {
         if (cJSON_IsString(mv) && nm < KILN_LOGS_MAX) names[nm++] = mv->valuestring;
       }
-      s = kiln_model_compile(m, &opt, l, names, nm, err);
+      const cJSON *per = get(c, "outputs");
+      if (cJSON_IsArray(per)) s = compile_per_output(m, &opt, per, path, err);
+      else s = kiln_model_compile(m, &opt, l, names, nm, err);
     }
   }
   if (s) {

@@ -76,177 +76,529 @@ static void batch_gather(batch_source *b, kiln_layer *input, const int64_t *idx,
   input->sparse = &b->csr;
 }
 
-static kiln_node input_node(const kiln_model *m) { return 0; }
+/* The data of one call, in the model's input and output order. */
+typedef struct io_data {
+  int n_x, n_y;
+  const kiln_matrix *x[KILN_MAX_IO];
+  const kiln_matrix *y[KILN_MAX_IO];
+} io_data;
 
-static void forward(kiln_model *m, int64_t rows, int training) {
+/* One batch source per model input. */
+typedef struct feed {
+  int n;
+  batch_source src[KILN_MAX_IO];
+} feed;
+
+static void feed_free(feed *f) {
+  for (int i = 0; i < f->n; i++) kiln_matrix_free(&f->src[i].csr);
+  f->n = 0;
+}
+
+static kiln_status feed_init(feed *f, const io_data *d, int64_t batch, kiln_error *err) {
+  memset(f, 0, sizeof *f);
+  for (int i = 0; i < d->n_x; i++) {
+    kiln_status s = batch_source_init(&f->src[i], d->x[i], batch, err);
+    if (s) {
+      feed_free(f);
+      return s;
+    }
+    f->n = i + 1;
+  }
+  return KILN_OK;
+}
+
+static void feed_gather(feed *f, kiln_model *m, const int64_t *idx, int64_t begin, int64_t rows) {
+  for (int i = 0; i < f->n; i++)
+    batch_gather(&f->src[i], &m->layers[m->inputs[i]], idx, begin, rows);
+}
+
+/* Keras' Concatenate (axis -1). When an input is CSR the result is the CSR
+ * concatenation (dense inputs contribute their non-zeros), so that the Dense after
+ * it keeps the sparse path: the ticket model's 20,100-wide multi-hot row stays a
+ * few hundred row additions. */
+static kiln_status concat_forward(kiln_model *m, kiln_layer *l, int64_t rows, kiln_error *err) {
+  int any_sparse = 0, need_values = 0;
+  int64_t need = 0;
+  for (int j = 0; j < l->n_inputs; j++) {
+    const kiln_layer *in = &m->layers[l->inputs[j]];
+    if (in->sparse) {
+      any_sparse = 1;
+      need += in->sparse->row_ptr[rows];
+      need_values |= in->sparse->values != NULL;
+    } else {
+      need += rows * in->out_features;
+      need_values = 1;
+    }
+  }
+  int64_t width = l->out_features;
+  if (!any_sparse) {
+    l->sparse = NULL;
+    for (int64_t r = 0; r < rows; r++) {
+      int64_t off = 0;
+      for (int j = 0; j < l->n_inputs; j++) {
+        const kiln_layer *in = &m->layers[l->inputs[j]];
+        int64_t w = in->out_features;
+        memcpy(l->out + r * width + off, in->out + r * w, (size_t)w * sizeof(float));
+        off += w;
+      }
+    }
+    return KILN_OK;
+  }
+  if (rows + 1 > l->csr_row_cap) {
+    int64_t *p = realloc(l->csr.row_ptr, (size_t)(rows + 1) * sizeof *p);
+    if (!p) return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory", l->name);
+    l->csr.row_ptr = p;
+    l->csr_row_cap = rows + 1;
+  }
+  if (need > l->csr_cap || (need_values && !l->csr_values)) {
+    int64_t cap = need > l->csr_cap ? need : l->csr_cap;
+    int32_t *ci = realloc(l->csr.col_idx, (size_t)(cap ? cap : 1) * sizeof *ci);
+    if (!ci) return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory", l->name);
+    l->csr.col_idx = ci;
+    if (need_values || l->csr_values) {
+      float *v = realloc(l->csr_values, (size_t)(cap ? cap : 1) * sizeof *v);
+      if (!v) return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory", l->name);
+      l->csr_values = v;
+    }
+    l->csr_cap = cap;
+  }
+  int64_t at = 0;
+  l->csr.row_ptr[0] = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t off = 0;
+    for (int j = 0; j < l->n_inputs; j++) {
+      const kiln_layer *in = &m->layers[l->inputs[j]];
+      int64_t w = in->out_features;
+      if (in->sparse) {
+        const kiln_matrix *x = in->sparse;
+        for (int64_t k = x->row_ptr[r]; k < x->row_ptr[r + 1]; k++) {
+          l->csr.col_idx[at] = (int32_t)(x->col_idx[k] + off);
+          if (need_values) l->csr_values[at] = x->values ? x->values[k] : 1.0f;
+          at++;
+        }
+      } else {
+        const float *v = in->out + r * w;
+        for (int64_t c = 0; c < w; c++)
+          if (v[c] != 0.0f) {
+            l->csr.col_idx[at] = (int32_t)(c + off);
+            l->csr_values[at++] = v[c];
+          }
+      }
+      off += w;
+    }
+    l->csr.row_ptr[r + 1] = at;
+  }
+  l->csr.rows = rows;
+  l->csr.cols = width;
+  l->csr.values = need_values ? l->csr_values : NULL;
+  l->csr.borrowed = 1;
+  l->sparse = &l->csr;
+  return KILN_OK;
+}
+
+static kiln_status forward(kiln_model *m, int64_t rows, int training, kiln_error *err) {
   for (int i = 0; i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
-    if (l->kind == KILN_LAYER_INPUT) continue;
+    if (l->kind == KILN_LAYER_INPUT || !l->active) continue;
     kiln_layer *in = &m->layers[l->inputs[0]];
     int64_t cols = l->out_features;
-    if (l->kind == KILN_LAYER_DENSE) {
-      if (in->sparse) kiln_dense_forward_csr(l, in->sparse, l->out);
-      else kiln_dense_forward(l, in->out, rows, l->out);
-      if (i == m->output) memcpy(l->logits, l->out, (size_t)(rows * cols) * sizeof(float));
-      kiln_activation_forward(l->activation, l->out, rows, cols);
-    } else if (l->kind == KILN_LAYER_DROPOUT) {
-      int64_t n = rows * cols;
-      if (!training || l->rate == 0.0f) {
-        memcpy(l->out, in->out, (size_t)n * sizeof(float));
-        continue;
+    switch (l->kind) {
+      case KILN_LAYER_DENSE:
+        if (in->sparse) kiln_dense_forward_csr(l, in->sparse, l->out);
+        else kiln_dense_forward(l, in->out, rows, l->out);
+        if (l->fused) memcpy(l->logits, l->out, (size_t)(rows * cols) * sizeof(float));
+        kiln_activation_forward(l->activation, l->out, rows, cols);
+        break;
+      case KILN_LAYER_DROPOUT: {
+        int64_t n = rows * cols;
+        if (!training || l->rate == 0.0f) {
+          memcpy(l->out, in->out, (size_t)n * sizeof(float));
+          break;
+        }
+        float keep = 1.0f - l->rate, scale = 1.0f / keep;
+        for (int64_t k = 0; k < n; k++) {
+          l->mask[k] = kiln_rng_uniform(&m->dropout_rng) < keep ? scale : 0.0f;
+          l->out[k] = in->out[k] * l->mask[k];
+        }
+        break;
       }
-      float keep = 1.0f - l->rate, scale = 1.0f / keep;
-      for (int64_t k = 0; k < n; k++) {
-        l->mask[k] = kiln_rng_uniform(&m->dropout_rng) < keep ? scale : 0.0f;
-        l->out[k] = in->out[k] * l->mask[k];
+      case KILN_LAYER_CONCATENATE: {
+        kiln_status s = concat_forward(m, l, rows, err);
+        if (s) return s;
+        break;
       }
+      default:
+        /* KILN_LAYER_CUSTOM: the dispatch point of user layers (kiln_layer_class's
+         * forward), not built yet; compile refuses nothing here, so nothing runs. */
+        break;
+    }
+  }
+  return KILN_OK;
+}
+
+/* Expects every output layer's grad to hold its share of dL/d(output) (dL/d(logits)
+ * when fused); the other layers' grads are zeroed by the caller. */
+static void backward(kiln_model *m, int64_t rows) {
+  for (int i = m->n_layers - 1; i >= 0; i--) {
+    kiln_layer *l = &m->layers[i];
+    if (l->kind == KILN_LAYER_INPUT || !l->active || !l->needs_grad) continue;
+    kiln_layer *in = &m->layers[l->inputs[0]];
+    switch (l->kind) {
+      case KILN_LAYER_DENSE:
+        if (!l->fused)
+          kiln_activation_backward(l->activation, l->out, l->grad, rows, l->out_features);
+        if (in->sparse) kiln_dense_backward_params_csr(l, in->sparse, l->grad);
+        else kiln_dense_backward_params(l, in->out, rows, l->grad);
+        if (in->needs_grad) kiln_dense_backward_input(l, l->grad, rows, in->grad);
+        break;
+      case KILN_LAYER_DROPOUT:
+        if (in->needs_grad) {
+          int64_t n = rows * l->out_features;
+          if (l->rate == 0.0f)
+            for (int64_t k = 0; k < n; k++) in->grad[k] += l->grad[k];
+          else
+            for (int64_t k = 0; k < n; k++) in->grad[k] += l->grad[k] * l->mask[k];
+        }
+        break;
+      case KILN_LAYER_CONCATENATE: {
+        int64_t width = l->out_features, off = 0;
+        for (int j = 0; j < l->n_inputs; j++) {
+          kiln_layer *src = &m->layers[l->inputs[j]];
+          int64_t w = src->out_features;
+          if (src->needs_grad)
+            for (int64_t r = 0; r < rows; r++) {
+              const float *g = l->grad + r * width + off;
+              float *d = src->grad + r * w;
+              for (int64_t c = 0; c < w; c++) d[c] += g[c];
+            }
+          off += w;
+        }
+        break;
+      }
+      default:
+        /* KILN_LAYER_CUSTOM: the dispatch point of user layers' backward. */
+        break;
     }
   }
 }
 
-/* Expects the output layer's grad to hold dL/d(output), or dL/d(logits) when fused. */
-static void backward(kiln_model *m, int64_t rows) {
-  for (int i = 0; i < m->n_layers; i++)
-    if (i != m->output && m->layers[i].needs_grad)
-      memset(m->layers[i].grad, 0, (size_t)(rows * m->layers[i].out_features) * sizeof(float));
-  int fused = kiln_loss_fuses(m->loss, m->layers[m->output].activation);
-  for (int i = m->n_layers - 1; i >= 0; i--) {
-    kiln_layer *l = &m->layers[i];
-    if (l->kind == KILN_LAYER_INPUT) continue;
-    kiln_layer *in = &m->layers[l->inputs[0]];
-    if (l->kind == KILN_LAYER_DENSE) {
-      if (!(i == m->output && fused))
-        kiln_activation_backward(l->activation, l->out, l->grad, rows, l->out_features);
-      if (in->sparse) kiln_dense_backward_params_csr(l, in->sparse, l->grad);
-      else kiln_dense_backward_params(l, in->out, rows, l->grad);
-      if (in->needs_grad) kiln_dense_backward_input(l, l->grad, rows, in->grad);
-    } else if (l->kind == KILN_LAYER_DROPOUT && in->needs_grad) {
-      int64_t n = rows * l->out_features;
-      if (l->rate == 0.0f)
-        for (int64_t k = 0; k < n; k++) in->grad[k] += l->grad[k];
-      else
-        for (int64_t k = 0; k < n; k++) in->grad[k] += l->grad[k] * l->mask[k];
+/* Each output's loss on the batch and its weighted gradient in the output layer's
+ * grad (zeroing the other grads first). Returns the weighted total. */
+static double outputs_loss(kiln_model *m, int64_t rows, const float *const *y,
+                           const int64_t *ycols, double *per_output, int with_grad) {
+  if (with_grad)
+    for (int i = 0; i < m->n_layers; i++) {
+      kiln_layer *l = &m->layers[i];
+      int direct_out = 0;
+      for (int k = 0; k < m->n_outs; k++) direct_out |= m->outs[k].node == i && m->outs[k].direct;
+      if (l->active && l->needs_grad && !direct_out)
+        memset(l->grad, 0, (size_t)(rows * l->out_features) * sizeof(float));
     }
+  double total = 0;
+  for (int k = 0; k < m->n_outs; k++) {
+    kiln_output *o = &m->outs[k];
+    kiln_layer *l = &m->layers[o->node];
+    int64_t n = rows * l->out_features;
+    float *g = o->direct ? l->grad : o->scratch;
+    double lk = kiln_loss_compute(o->loss, l->fused, l->out, l->logits, y[k], ycols[k], rows,
+                                  l->out_features, g);
+    if (with_grad) {
+      float w = o->weight;
+      if (o->direct) {
+        if (w != 1.0f)
+          for (int64_t i = 0; i < n; i++) g[i] *= w;
+      } else {
+        for (int64_t i = 0; i < n; i++) l->grad[i] += w * g[i];
+      }
+    }
+    if (per_output) per_output[k] = lk;
+    total += (double)o->weight * lk;
   }
+  return total;
 }
 
 /* Forward, loss, backward and the regularization penalty for the batch already in
- * the Input layer; leaves the gradients in the layers and returns the loss. */
-static double loss_and_gradients(kiln_model *m, int64_t rows, const float *y, int64_t yc,
-                                 int training) {
-  kiln_layer *out = &m->layers[m->output];
-  forward(m, rows, training);
-  double loss = kiln_loss_compute(m->loss, kiln_loss_fuses(m->loss, out->activation), out->out,
-                                  out->logits, y, yc, rows, out->out_features, out->grad);
+ * the Input layers; leaves the gradients in the layers and returns the loss. */
+static kiln_status loss_and_gradients(kiln_model *m, int64_t rows, const float *const *y,
+                                      const int64_t *ycols, int training, double *loss,
+                                      double *per_output, kiln_error *err) {
+  kiln_status s = forward(m, rows, training, err);
+  if (s) return s;
+  double total = outputs_loss(m, rows, y, ycols, per_output, 1);
   backward(m, rows);
-  return loss + kiln_regularization(m, 1);
+  *loss = total + kiln_regularization(m, 1);
+  return KILN_OK;
 }
 
-static kiln_status prepare(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
-                           int64_t batch, const char *what, kiln_error *err) {
+static void list_names(const kiln_model *m, const kiln_node *nodes, int n, char *buf, size_t cap) {
+  size_t at = 0;
+  buf[0] = 0;
+  for (int i = 0; i < n && at < cap; i++)
+    at += (size_t)snprintf(buf + at, cap - at, "%s%s", i ? ", " : "", m->layers[nodes[i]].name);
+}
+
+/* Orders the arrays of io as the model's nodes (by name or position). `side` is
+ * "input" or "output". */
+static kiln_status resolve_side(const kiln_model *m, const kiln_io *io, const kiln_node *nodes,
+                                int n, const char *side, const char *what,
+                                const kiln_matrix **out, kiln_error *err) {
+  char names[512];
+  list_names(m, nodes, n, names, sizeof names);
+  const char *data_word = strcmp(side, "input") == 0 ? "input" : "target";
+  if (!io || io->n <= 0)
+    return kiln_error_set(err, KILN_E_INVALID, "%s: no %s data given (the model's %ss: %s)", what,
+                          data_word, side, names);
+  if (io->n > KILN_MAX_IO)
+    return kiln_error_set(err, KILN_E_INVALID, "%s: %d %s arrays given; at most %d", what, io->n,
+                          data_word, KILN_MAX_IO);
+  int by_name = io->names[0] != NULL;
+  for (int i = 0; i < io->n; i++)
+    if ((io->names[i] != NULL) != by_name)
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "%s: name every %s array or none (names[%d] is %s)", what, data_word,
+                            i, by_name ? "NULL" : "set");
+  if (!by_name) {
+    if (io->n != n)
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "%s: the model has %d %s%s (%s) but %d %s array%s given", what, n,
+                            side, n == 1 ? "" : "s", names, io->n, data_word,
+                            io->n == 1 ? " was" : "s were");
+    for (int i = 0; i < n; i++) out[i] = io->data[i];
+  } else {
+    for (int k = 0; k < n; k++) out[k] = NULL;
+    for (int i = 0; i < io->n; i++) {
+      int k = -1;
+      for (int j = 0; j < n; j++)
+        if (strcmp(m->layers[nodes[j]].name, io->names[i]) == 0) k = j;
+      if (k < 0)
+        return kiln_error_set(err, KILN_E_INVALID, "%s: the model has no %s named \"%s\" (its %ss: %s)",
+                              what, side, io->names[i], side, names);
+      for (int j = 0; j < i; j++)
+        if (strcmp(io->names[j], io->names[i]) == 0)
+          return kiln_error_set(err, KILN_E_INVALID, "%s: %s \"%s\" is given twice", what,
+                                data_word, io->names[i]);
+      out[k] = io->data[i];
+      if (!out[k])
+        return kiln_error_set(err, KILN_E_INVALID, "%s: %s \"%s\" has no data (NULL)", what,
+                              data_word, io->names[i]);
+    }
+    for (int k = 0; k < n; k++)
+      if (!out[k])
+        return kiln_error_set(err, KILN_E_INVALID, "%s: no %s data for %s \"%s\" (give every one of: %s)",
+                              what, data_word, side, m->layers[nodes[k]].name, names);
+  }
+  for (int k = 0; k < n; k++)
+    if (!out[k])
+      return kiln_error_set(err, KILN_E_INVALID, "%s: %s \"%s\" has no data (NULL)", what,
+                            data_word, m->layers[nodes[k]].name);
+  return KILN_OK;
+}
+
+static kiln_status check_compiled(const kiln_model *m, int64_t batch, const char *what,
+                                  kiln_error *err) {
   if (!m->compiled)
     return kiln_error_set(err, KILN_E_INVALID, "%s: compile the model first", what);
   if (batch <= 0)
     return kiln_error_set(err, KILN_E_INVALID, "%s: batch_size must be positive, got %lld", what,
                           (long long)batch);
-  const kiln_layer *input = &m->layers[input_node(m)];
-  if (x->cols != input->out_features)
-    return kiln_error_set(err, KILN_E_SHAPE,
-                          "%s: the data has %lld features but input layer \"%s\" expects %lld",
-                          what, (long long)x->cols, input->name, (long long)input->out_features);
-  if (x->rows == 0) return kiln_error_set(err, KILN_E_INVALID, "%s: the data has no rows", what);
-  if (y && y->rows != x->rows)
-    return kiln_error_set(err, KILN_E_SHAPE, "%s: %lld rows of features but %lld rows of targets",
-                          what, (long long)x->rows, (long long)y->rows);
-  int64_t r, c;
-  if (kiln_matrix_find_nonfinite(x, &r, &c))
-    return kiln_error_set(err, KILN_E_RANGE,
-                          "%s: feature at row %lld, column %lld is NaN or infinite", what,
-                          (long long)r, (long long)c);
-  if (kiln_matrix_is_sparse(x)) {
-    for (int i = 0; i < m->n_layers; i++)
-      if (m->layers[i].n_inputs && m->layers[i].inputs[0] == input_node(m) &&
-          m->layers[i].kind != KILN_LAYER_DENSE)
-        return kiln_error_set(err, KILN_E_UNSUPPORTED,
-                              "%s: layer \"%s\" cannot take sparse (CSR) input; only Dense can",
-                              what, m->layers[i].name);
-  }
+  return KILN_OK;
+}
+
+static kiln_status resolve_io(const kiln_model *m, const kiln_io *x, const kiln_io *y,
+                              const char *what, io_data *d, kiln_error *err) {
+  memset(d, 0, sizeof *d);
+  kiln_status s = resolve_side(m, x, m->inputs, m->n_inputs, "input", what, d->x, err);
+  if (s) return s;
+  d->n_x = m->n_inputs;
   if (y) {
-    kiln_status s = kiln_loss_check_targets(m->loss, y, m->layers[m->output].out_features, err);
-    if (s) return kiln_error_prefix(err, "%s", what);
+    kiln_node outs[KILN_MAX_IO];
+    for (int k = 0; k < m->n_outs; k++) outs[k] = m->outs[k].node;
+    s = resolve_side(m, y, outs, m->n_outs, "output", what, d->y, err);
+    if (s) return s;
+    d->n_y = m->n_outs;
+  }
+  return KILN_OK;
+}
+
+/* Checks the data against the model (widths, rows, values, targets, sparse inputs)
+ * and sizes the batch buffers. */
+static kiln_status prepare(kiln_model *m, const io_data *d, int64_t batch, const char *what,
+                           kiln_error *err) {
+  kiln_status s = check_compiled(m, batch, what, err);
+  if (s) return s;
+  int multi_in = m->n_inputs > 1;
+  for (int i = 0; i < d->n_x; i++) {
+    const kiln_layer *input = &m->layers[m->inputs[i]];
+    const kiln_matrix *x = d->x[i];
+    if (x->cols != input->out_features)
+      return kiln_error_set(err, KILN_E_SHAPE,
+                            "%s: the data has %lld features but input layer \"%s\" expects %lld",
+                            what, (long long)x->cols, input->name, (long long)input->out_features);
+  }
+  const kiln_matrix *x0 = d->x[0];
+  if (x0->rows == 0) return kiln_error_set(err, KILN_E_INVALID, "%s: the data has no rows", what);
+  for (int i = 1; i < d->n_x; i++)
+    if (d->x[i]->rows != x0->rows)
+      return kiln_error_set(err, KILN_E_SHAPE, "%s: input \"%s\" has %lld rows but input \"%s\" has %lld",
+                            what, m->layers[m->inputs[i]].name, (long long)d->x[i]->rows,
+                            m->layers[m->inputs[0]].name, (long long)x0->rows);
+  for (int k = 0; k < d->n_y; k++)
+    if (d->y[k]->rows != x0->rows) {
+      if (d->n_y == 1 && !multi_in)
+        return kiln_error_set(err, KILN_E_SHAPE, "%s: %lld rows of features but %lld rows of targets",
+                              what, (long long)x0->rows, (long long)d->y[k]->rows);
+      return kiln_error_set(err, KILN_E_SHAPE, "%s: targets of output \"%s\" have %lld rows but the inputs have %lld",
+                            what, m->layers[m->outs[k].node].name, (long long)d->y[k]->rows,
+                            (long long)x0->rows);
+    }
+  for (int i = 0; i < d->n_x; i++) {
+    int64_t r, c;
+    if (kiln_matrix_find_nonfinite(d->x[i], &r, &c))
+      return kiln_error_set(err, KILN_E_RANGE,
+                            "%s: feature at row %lld, column %lld%s%s%s is NaN or infinite", what,
+                            (long long)r, (long long)c, multi_in ? " of input \"" : "",
+                            multi_in ? m->layers[m->inputs[i]].name : "", multi_in ? "\"" : "");
+  }
+  /* Which nodes carry CSR rows with this data: only Dense and Concatenate take them. */
+  char *sparse = calloc((size_t)m->n_layers, 1);
+  if (!sparse) return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory", what);
+  for (int i = 0; i < d->n_x; i++) sparse[m->inputs[i]] = (char)kiln_matrix_is_sparse(d->x[i]);
+  for (int i = 0; i < m->n_layers && !s; i++) {
+    kiln_layer *l = &m->layers[i];
+    if (!l->active || l->kind == KILN_LAYER_INPUT) continue;
+    int fed = 0;
+    for (int j = 0; j < l->n_inputs; j++) fed |= sparse[l->inputs[j]];
+    if (!fed) continue;
+    if (l->kind == KILN_LAYER_CONCATENATE) sparse[i] = 1;
+    else if (l->kind != KILN_LAYER_DENSE)
+      s = kiln_error_set(err, KILN_E_UNSUPPORTED,
+                         "%s: layer \"%s\" cannot take sparse (CSR) input; only Dense can (and "
+                         "Concatenate)", what, l->name);
+  }
+  for (int k = 0; k < m->n_outs && !s; k++)
+    if (sparse[m->outs[k].node])
+      s = kiln_error_set(err, KILN_E_UNSUPPORTED,
+                         "%s: output \"%s\" would be sparse (CSR) rows; give its inputs dense "
+                         "rows or put a Dense layer after it", what, m->layers[m->outs[k].node].name);
+  free(sparse);
+  if (s) return s;
+  for (int k = 0; k < d->n_y; k++) {
+    s = kiln_loss_check_targets(m->outs[k].loss, d->y[k], m->layers[m->outs[k].node].out_features,
+                                err);
+    if (s) {
+      if (d->n_y > 1)
+        return kiln_error_prefix(err, "%s: output \"%s\"", what, m->layers[m->outs[k].node].name);
+      return kiln_error_prefix(err, "%s", what);
+    }
   }
   for (int i = 0; i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
-    l->needs_grad = l->kind == KILN_LAYER_DENSE ||
-                    (l->kind == KILN_LAYER_DROPOUT && m->layers[l->inputs[0]].needs_grad);
+    int upstream = 0;
+    for (int j = 0; j < l->n_inputs; j++) upstream |= m->layers[l->inputs[j]].needs_grad;
+    switch (l->kind) {
+      case KILN_LAYER_DENSE: l->needs_grad = 1; break;
+      case KILN_LAYER_DROPOUT:
+      case KILN_LAYER_CONCATENATE: l->needs_grad = upstream; break;
+      default: l->needs_grad = 0; break; /* Input; KILN_LAYER_CUSTOM decides its own */
+    }
+    l->needs_grad &= l->active;
   }
   return kiln_model_reserve(m, batch, err);
 }
 
-/* Runs rows [begin, end) of (x, y) (or idx[begin..end)) through the model in
- * inference mode; accumulates the loss and updates the metrics. */
-static kiln_status run_eval(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
-                            int64_t begin, int64_t end, int64_t batch, double *loss_out,
+/* Runs rows [begin, end) of the data through the model in inference mode;
+ * accumulates the losses and updates the metrics. */
+static kiln_status run_eval(kiln_model *m, const io_data *d, int64_t begin, int64_t end,
+                            int64_t batch, double *loss_out, double *per_output,
                             kiln_error *err) {
-  batch_source src;
-  kiln_status s = batch_source_init(&src, x, batch, err);
+  feed f;
+  kiln_status s = feed_init(&f, d, batch, err);
   if (s) return s;
-  kiln_layer *out = &m->layers[m->output];
-  int fused = kiln_loss_fuses(m->loss, out->activation);
-  for (int i = 0; i < m->n_metrics; i++) m->metrics[i]->reset_state(m->metrics[i]);
-  double total = 0;
+  for (int k = 0; k < m->n_outs; k++)
+    for (int i = 0; i < m->outs[k].n_metrics; i++)
+      m->outs[k].metrics[i]->reset_state(m->outs[k].metrics[i]);
+  double total = 0, sums[KILN_MAX_IO] = {0}, lk[KILN_MAX_IO];
+  const float *yt[KILN_MAX_IO];
+  int64_t yc[KILN_MAX_IO];
   for (int64_t b = begin; b < end; b += batch) {
     int64_t rows = end - b < batch ? end - b : batch;
-    batch_gather(&src, &m->layers[input_node(m)], NULL, b, rows);
-    forward(m, rows, 0);
-    const float *yt = y->values + b * y->cols;
-    total += rows * kiln_loss_compute(m->loss, fused, out->out, out->logits, yt, y->cols, rows,
-                                      out->out_features, out->grad);
-    for (int i = 0; i < m->n_metrics; i++)
-      m->metrics[i]->update_state(m->metrics[i], yt, y->cols, out->out, out->out_features, rows);
+    feed_gather(&f, m, NULL, b, rows);
+    s = forward(m, rows, 0, err);
+    if (s) break;
+    for (int k = 0; k < m->n_outs; k++) {
+      yt[k] = d->y[k]->values + b * d->y[k]->cols;
+      yc[k] = d->y[k]->cols;
+    }
+    total += rows * outputs_loss(m, rows, yt, yc, lk, 0);
+    for (int k = 0; k < m->n_outs; k++) {
+      kiln_output *o = &m->outs[k];
+      const kiln_layer *l = &m->layers[o->node];
+      sums[k] += rows * lk[k];
+      for (int i = 0; i < o->n_metrics; i++)
+        o->metrics[i]->update_state(o->metrics[i], yt[k], yc[k], l->out, l->out_features, rows);
+    }
   }
-  kiln_matrix_free(&src.csr);
+  feed_free(&f);
+  if (s) return s;
   *loss_out = total / (double)(end - begin) + kiln_regularization(m, 0);
+  for (int k = 0; k < m->n_outs; k++) per_output[k] = sums[k] / (double)(end - begin);
   return KILN_OK;
 }
 
-static void logs_fill(kiln_model *m, kiln_logs *logs, double loss, int val) {
+static void logs_fill(kiln_model *m, kiln_logs *logs, double loss, const double *per_output,
+                      int val) {
   if (!val) logs->n = 0;
-  if (val && !m->val_keys[0]) {
-    m->val_keys[0] = strdup("val_loss");
-    for (int i = 0; i < m->n_metrics; i++) {
-      size_t len = strlen(m->metrics[i]->name) + 5;
-      m->val_keys[i + 1] = malloc(len);
-      if (m->val_keys[i + 1]) snprintf(m->val_keys[i + 1], len, "val_%s", m->metrics[i]->name);
+  logs->keys[logs->n] = val ? "val_loss" : "loss";
+  logs->values[logs->n++] = loss;
+  if (m->n_outs > 1)
+    for (int k = 0; k < m->n_outs && logs->n < KILN_LOGS_MAX; k++) {
+      const char *key = val ? m->outs[k].val_loss_key : m->outs[k].loss_key;
+      logs->keys[logs->n] = key ? key : "?";
+      logs->values[logs->n++] = per_output[k];
+    }
+  for (int k = 0; k < m->n_outs; k++) {
+    kiln_output *o = &m->outs[k];
+    for (int i = 0; i < o->n_metrics && logs->n < KILN_LOGS_MAX; i++) {
+      const char *key = val ? o->val_metric_keys[i] : o->metric_keys[i];
+      logs->keys[logs->n] = key ? key : "?";
+      logs->values[logs->n++] = o->metrics[i]->result(o->metrics[i]);
     }
   }
-  logs->keys[logs->n] = val ? (m->val_keys[0] ? m->val_keys[0] : "val_loss") : "loss";
-  logs->values[logs->n++] = loss;
-  for (int i = 0; i < m->n_metrics && logs->n < KILN_LOGS_MAX; i++) {
-    logs->keys[logs->n] = val ? (m->val_keys[i + 1] ? m->val_keys[i + 1] : "val_?")
-                              : m->metrics[i]->name;
-    logs->values[logs->n++] = m->metrics[i]->result(m->metrics[i]);
-  }
+}
+
+static kiln_io io_one(const kiln_matrix *x) {
+  kiln_io io;
+  memset(&io, 0, sizeof io);
+  io.n = 1;
+  io.data[0] = x;
+  return io;
+}
+
+kiln_status kiln_model_evaluate_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                                   int64_t batch_size, kiln_logs *out, kiln_error *err) {
+  kiln_status s = check_compiled(m, batch_size, "evaluate", err);
+  if (s) return s;
+  io_data d;
+  if (!y) return kiln_error_set(err, KILN_E_INVALID, "evaluate: no target data given");
+  if ((s = resolve_io(m, x, y, "evaluate", &d, err))) return s;
+  if ((s = prepare(m, &d, batch_size, "evaluate", err))) return s;
+  double loss, per[KILN_MAX_IO];
+  s = run_eval(m, &d, 0, d.x[0]->rows, batch_size, &loss, per, err);
+  if (s) return s;
+  logs_fill(m, out, loss, per, 0);
+  return KILN_OK;
 }
 
 kiln_status kiln_model_evaluate(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
                                 int64_t batch_size, kiln_logs *out, kiln_error *err) {
-  kiln_status s = prepare(m, x, y, batch_size, "evaluate", err);
-  if (s) return s;
-  double loss;
-  s = run_eval(m, x, y, 0, x->rows, batch_size, &loss, err);
-  if (s) return s;
-  logs_fill(m, out, loss, 0);
-  return KILN_OK;
+  kiln_io xi = io_one(x), yi = io_one(y);
+  return kiln_model_evaluate_io(m, &xi, &yi, batch_size, out, err);
 }
 
-kiln_status kiln_model_predict(kiln_model *m, const kiln_matrix *x, int64_t batch_size,
-                               kiln_matrix *out, kiln_error *err) {
-  memset(out, 0, sizeof *out);
-  if (!m->compiled && m->n_layers > 1 && !m->output_set) {
-    m->output = m->n_layers - 1;
-    m->output_set = 1;
-  }
+kiln_status kiln_model_predict_io(kiln_model *m, const kiln_io *x, int64_t batch_size,
+                                  kiln_matrix *outs, kiln_error *err) {
+  int n_out = kiln_model_output_count(m);
+  for (int k = 0; k < n_out; k++) memset(&outs[k], 0, sizeof outs[k]);
   if (!m->compiled) {
     /* predict works on an uncompiled model, as in Keras. */
     kiln_optimizer opt;
@@ -254,25 +606,45 @@ kiln_status kiln_model_predict(kiln_model *m, const kiln_matrix *x, int64_t batc
     kiln_status s = kiln_model_compile(m, &opt, KILN_LOSS_MEAN_SQUARED_ERROR, NULL, 0, err);
     if (s) return s;
   }
-  kiln_status s = prepare(m, x, NULL, batch_size, "predict", err);
+  kiln_status s = check_compiled(m, batch_size, "predict", err);
   if (s) return s;
-  kiln_layer *o = &m->layers[m->output];
-  s = kiln_matrix_alloc(out, x->rows, o->out_features, err);
-  if (s) return s;
-  batch_source src;
-  s = batch_source_init(&src, x, batch_size, err);
+  io_data d;
+  if ((s = resolve_io(m, x, NULL, "predict", &d, err))) return s;
+  if ((s = prepare(m, &d, batch_size, "predict", err))) return s;
+  int64_t total = d.x[0]->rows;
+  for (int k = 0; k < m->n_outs && !s; k++)
+    s = kiln_matrix_alloc(&outs[k], total, m->layers[m->outs[k].node].out_features, err);
+  feed f;
+  if (!s) s = feed_init(&f, &d, batch_size, err);
   if (s) {
-    kiln_matrix_free(out);
+    for (int k = 0; k < m->n_outs; k++) kiln_matrix_free(&outs[k]);
     return s;
   }
-  for (int64_t b = 0; b < x->rows; b += batch_size) {
-    int64_t rows = x->rows - b < batch_size ? x->rows - b : batch_size;
-    batch_gather(&src, &m->layers[input_node(m)], NULL, b, rows);
-    forward(m, rows, 0);
-    memcpy(out->values + b * o->out_features, o->out, (size_t)(rows * o->out_features) * sizeof(float));
+  for (int64_t b = 0; b < total && !s; b += batch_size) {
+    int64_t rows = total - b < batch_size ? total - b : batch_size;
+    feed_gather(&f, m, NULL, b, rows);
+    s = forward(m, rows, 0, err);
+    for (int k = 0; k < m->n_outs && !s; k++) {
+      const kiln_layer *o = &m->layers[m->outs[k].node];
+      memcpy(outs[k].values + b * o->out_features, o->out,
+             (size_t)(rows * o->out_features) * sizeof(float));
+    }
   }
-  kiln_matrix_free(&src.csr);
-  return KILN_OK;
+  feed_free(&f);
+  if (s)
+    for (int k = 0; k < m->n_outs; k++) kiln_matrix_free(&outs[k]);
+  return s;
+}
+
+kiln_status kiln_model_predict(kiln_model *m, const kiln_matrix *x, int64_t batch_size,
+                               kiln_matrix *out, kiln_error *err) {
+  memset(out, 0, sizeof *out);
+  if (kiln_model_output_count(m) > 1)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "predict: the model has %d outputs; use kiln_model_predict_io",
+                          kiln_model_output_count(m));
+  kiln_io xi = io_one(x);
+  return kiln_model_predict_io(m, &xi, batch_size, out, err);
 }
 
 static kiln_status history_append(kiln_history *h, const kiln_logs *logs, kiln_error *err) {
@@ -305,9 +677,9 @@ static kiln_status callback_failure(const kiln_model *m, kiln_error *err) {
   return kiln_error_set(err, m->fail_status, "%s", m->fail_message);
 }
 
-kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
-                           const kiln_fit_options *user_opt, kiln_history *history,
-                           kiln_error *err) {
+kiln_status kiln_model_fit_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                              const kiln_fit_options *user_opt, kiln_history *history,
+                              kiln_error *err) {
   kiln_fit_options defaults;
   if (!user_opt) {
     kiln_fit_options_init(&defaults);
@@ -325,47 +697,61 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
   if ((user_opt->validation_x == NULL) != (user_opt->validation_y == NULL))
     return kiln_error_set(err, KILN_E_INVALID,
                           "fit: validation_x and validation_y must be given together");
+  if ((user_opt->validation_inputs == NULL) != (user_opt->validation_targets == NULL))
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "fit: validation_inputs and validation_targets must be given together");
+  if (user_opt->validation_x && user_opt->validation_inputs)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "fit: give validation_x/validation_y or validation_inputs/"
+                          "validation_targets, not both");
   int64_t batch = user_opt->batch_size;
-  kiln_status s = prepare(m, x, y, batch, "fit", err);
+  kiln_status s = check_compiled(m, batch, "fit", err);
   if (s) return s;
-  const kiln_matrix *vx = user_opt->validation_x, *vy = user_opt->validation_y;
-  int64_t n_train = x->rows, val_begin = 0, val_end = 0;
-  if (vx) {
-    s = prepare(m, vx, vy, batch, "fit: validation data", err);
-    if (s) return s;
-    val_end = vx->rows;
+  if (!y) return kiln_error_set(err, KILN_E_INVALID, "fit: no target data given");
+  io_data d, vd;
+  if ((s = resolve_io(m, x, y, "fit", &d, err))) return s;
+  if ((s = prepare(m, &d, batch, "fit", err))) return s;
+  const io_data *val = NULL;
+  int64_t n_train = d.x[0]->rows, val_begin = 0, val_end = 0;
+  if (user_opt->validation_x || user_opt->validation_inputs) {
+    kiln_io vxi = io_one(user_opt->validation_x), vyi = io_one(user_opt->validation_y);
+    const kiln_io *vx = user_opt->validation_x ? &vxi : user_opt->validation_inputs;
+    const kiln_io *vy = user_opt->validation_x ? &vyi : user_opt->validation_targets;
+    if ((s = resolve_io(m, vx, vy, "fit: validation data", &vd, err))) return s;
+    if ((s = prepare(m, &vd, batch, "fit: validation data", err))) return s;
+    val = &vd;
+    val_end = vd.x[0]->rows;
   } else if (user_opt->validation_split > 0.0) {
-    n_train = (int64_t)floor((double)x->rows * (1.0 - user_opt->validation_split));
-    if (n_train <= 0 || n_train >= x->rows)
+    n_train = (int64_t)floor((double)d.x[0]->rows * (1.0 - user_opt->validation_split));
+    if (n_train <= 0 || n_train >= d.x[0]->rows)
       return kiln_error_set(err, KILN_E_INVALID,
                             "fit: validation_split %g of %lld rows leaves an empty split",
-                            user_opt->validation_split, (long long)x->rows);
-    vx = x;
-    vy = y;
+                            user_opt->validation_split, (long long)d.x[0]->rows);
+    val = &d;
     val_begin = n_train;
-    val_end = x->rows;
+    val_end = d.x[0]->rows;
   }
 
   /* The progress display is the first callback, as in Keras. */
   kiln_callback *cbs = calloc((size_t)user_opt->n_callbacks + 1, sizeof *cbs);
   int64_t *idx = malloc((size_t)n_train * sizeof(int64_t));
-  int64_t yc = y->cols;
-  float *ybatch = malloc((size_t)(batch * yc) * sizeof(float));
-  batch_source src;
-  memset(&src, 0, sizeof src);
-  kiln_progress progress;
-  if (!cbs || !idx || !ybatch) {
-    free(cbs);
-    free(idx);
-    free(ybatch);
-    return kiln_error_set(err, KILN_E_NOMEM, "fit: out of memory");
+  float *ybatch[KILN_MAX_IO] = {NULL};
+  int64_t yc[KILN_MAX_IO];
+  int ok = cbs && idx;
+  for (int k = 0; k < m->n_outs; k++) {
+    yc[k] = d.y[k]->cols;
+    ybatch[k] = malloc((size_t)(batch * yc[k]) * sizeof(float));
+    ok = ok && ybatch[k];
   }
-  s = batch_source_init(&src, x, batch, err);
-  if (s) {
+  feed f;
+  memset(&f, 0, sizeof f);
+  kiln_progress progress;
+  if (ok) s = feed_init(&f, &d, batch, err);
+  if (!ok || s) {
     free(cbs);
     free(idx);
-    free(ybatch);
-    return s;
+    for (int k = 0; k < m->n_outs; k++) free(ybatch[k]);
+    return ok ? s : kiln_error_set(err, KILN_E_NOMEM, "fit: out of memory");
   }
   kiln_fit_options opt = *user_opt;
   int ncb = 0;
@@ -377,8 +763,6 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
   opt.callbacks = cbs;
   opt.n_callbacks = ncb;
 
-  kiln_layer *input = &m->layers[input_node(m)];
-  kiln_layer *out = &m->layers[m->output];
   int64_t batches = (n_train + batch - 1) / batch;
   kiln_logs logs = {0};
   m->stop_training = 0;
@@ -399,22 +783,34 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
      * state was restored shuffles exactly as an uninterrupted one. */
     for (int64_t i = 0; i < n_train; i++) idx[i] = i;
     if (opt.shuffle) kiln_rng_shuffle(&m->shuffle_rng, idx, n_train);
-    for (int i = 0; i < m->n_metrics; i++) m->metrics[i]->reset_state(m->metrics[i]);
-    double loss_sum = 0;
+    for (int k = 0; k < m->n_outs; k++)
+      for (int i = 0; i < m->outs[k].n_metrics; i++)
+        m->outs[k].metrics[i]->reset_state(m->outs[k].metrics[i]);
+    double loss_sum = 0, out_sums[KILN_MAX_IO] = {0}, out_means[KILN_MAX_IO] = {0};
+    double per[KILN_MAX_IO];
     int64_t seen = 0;
     for (int64_t bi = 0; bi < batches; bi++) {
       int64_t b = bi * batch, rows = n_train - b < batch ? n_train - b : batch;
-      batch_gather(&src, input, idx, b, rows);
-      for (int64_t i = 0; i < rows; i++)
-        memcpy(ybatch + i * yc, y->values + idx[b + i] * yc, (size_t)yc * sizeof(float));
-      double loss = loss_and_gradients(m, rows, ybatch, yc, 1);
-      for (int i = 0; i < m->n_metrics; i++)
-        m->metrics[i]->update_state(m->metrics[i], ybatch, yc, out->out, out->out_features, rows);
+      feed_gather(&f, m, idx, b, rows);
+      for (int k = 0; k < m->n_outs; k++)
+        for (int64_t i = 0; i < rows; i++)
+          memcpy(ybatch[k] + i * yc[k], d.y[k]->values + idx[b + i] * yc[k],
+                 (size_t)yc[k] * sizeof(float));
+      double loss;
+      s = loss_and_gradients(m, rows, (const float *const *)ybatch, yc, 1, &loss, per, err);
+      if (s) break;
+      for (int k = 0; k < m->n_outs; k++) {
+        kiln_output *o = &m->outs[k];
+        const kiln_layer *l = &m->layers[o->node];
+        for (int i = 0; i < o->n_metrics; i++)
+          o->metrics[i]->update_state(o->metrics[i], ybatch[k], yc[k], l->out, l->out_features,
+                                      rows);
+      }
       if (!isfinite(loss)) {
         /* No step: the callbacks see the bad loss and may stop cleanly (TerminateOnNaN). */
         int stop_before = m->stop_training;
         m->stop_training = 0;
-        logs_fill(m, &logs, loss, 0);
+        logs_fill(m, &logs, loss, per, 0);
         EACH_CALLBACK(&opt, on_batch_end, m, bi, batches, &logs);
         if (m->fail_status) {
           s = callback_failure(m, err);
@@ -433,7 +829,11 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
       kiln_optimizer_step(m);
       loss_sum += loss * (double)rows;
       seen += rows;
-      logs_fill(m, &logs, loss_sum / (double)seen, 0);
+      for (int k = 0; k < m->n_outs; k++) {
+        out_sums[k] += per[k] * (double)rows;
+        out_means[k] = out_sums[k] / (double)seen;
+      }
+      logs_fill(m, &logs, loss_sum / (double)seen, out_means, 0);
       EACH_CALLBACK(&opt, on_batch_end, m, bi, batches, &logs);
       if (m->fail_status) {
         s = callback_failure(m, err);
@@ -441,14 +841,14 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
       }
     }
     if (s || nan_stop) break;
-    logs_fill(m, &logs, loss_sum / (double)seen, 0);
-    if (vx) {
+    logs_fill(m, &logs, loss_sum / (double)seen, out_means, 0);
+    if (val) {
       kiln_logs train_logs = logs;
-      double vloss;
-      s = run_eval(m, vx, vy, val_begin, val_end, batch, &vloss, err);
+      double vloss, vper[KILN_MAX_IO];
+      s = run_eval(m, val, val_begin, val_end, batch, &vloss, vper, err);
       if (s) break;
       logs = train_logs;
-      logs_fill(m, &logs, vloss, 1);
+      logs_fill(m, &logs, vloss, vper, 1);
     }
     s = history_append(history, &logs, err);
     if (s) break;
@@ -461,22 +861,47 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
     if (m->fail_status) s = callback_failure(m, err);
   }
   if (opt.verbose && opt.progress && s) kiln_progress_abort(&progress);
-  kiln_matrix_free(&src.csr);
+  feed_free(&f);
   free(idx);
-  free(ybatch);
+  for (int k = 0; k < m->n_outs; k++) free(ybatch[k]);
   free(cbs);
+  return s;
+}
+
+kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
+                           const kiln_fit_options *opt, kiln_history *history, kiln_error *err) {
+  kiln_io xi = io_one(x), yi = io_one(y);
+  return kiln_model_fit_io(m, &xi, &yi, opt, history, err);
+}
+
+kiln_status kiln_model_gradients_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                                    int training, double *loss, double *per_output,
+                                    kiln_error *err) {
+  kiln_status s = check_compiled(m, 1, "gradients", err);
+  if (s) return s;
+  io_data d;
+  if (!y) return kiln_error_set(err, KILN_E_INVALID, "gradients: no target data given");
+  if ((s = resolve_io(m, x, y, "gradients", &d, err))) return s;
+  int64_t rows = d.x[0]->rows;
+  if ((s = prepare(m, &d, rows > 0 ? rows : 1, "gradients", err))) return s;
+  feed f;
+  if ((s = feed_init(&f, &d, rows, err))) return s;
+  feed_gather(&f, m, NULL, 0, rows);
+  const float *yt[KILN_MAX_IO];
+  int64_t yc[KILN_MAX_IO];
+  for (int k = 0; k < m->n_outs; k++) {
+    yt[k] = d.y[k]->values;
+    yc[k] = d.y[k]->cols;
+  }
+  double per[KILN_MAX_IO];
+  s = loss_and_gradients(m, rows, yt, yc, training, loss, per, err);
+  if (!s && per_output) memcpy(per_output, per, (size_t)m->n_outs * sizeof(double));
+  feed_free(&f);
   return s;
 }
 
 kiln_status kiln_model_gradients(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
                                  int training, double *loss, kiln_error *err) {
-  kiln_status s = prepare(m, x, y, x->rows, "gradients", err);
-  if (s) return s;
-  batch_source src;
-  s = batch_source_init(&src, x, x->rows, err);
-  if (s) return s;
-  batch_gather(&src, &m->layers[input_node(m)], NULL, 0, x->rows);
-  *loss = loss_and_gradients(m, x->rows, y->values, y->cols, training);
-  kiln_matrix_free(&src.csr);
-  return KILN_OK;
+  kiln_io xi = io_one(x), yi = io_one(y);
+  return kiln_model_gradients_io(m, &xi, &yi, training, loss, NULL, err);
 }

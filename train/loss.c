@@ -164,7 +164,7 @@ double kiln_regularization(kiln_model *m, int add_grad) {
   double penalty = 0;
   for (int i = 0; i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
-    if (l->kind != KILN_LAYER_DENSE || (l->reg.l1 == 0.0f && l->reg.l2 == 0.0f)) continue;
+    if (l->kind != KILN_LAYER_DENSE || (m->compiled && !l->active) || (l->reg.l1 == 0.0f && l->reg.l2 == 0.0f)) continue;
     int64_t n = l->in_features * l->out_features;
     double s1 = 0, s2 = 0;
     float l1 = l->reg.l1, l2x2 = 2.0f * l->reg.l2;

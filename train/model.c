@@ -55,7 +55,6 @@ kiln_status kiln_model_create(uint64_t seed, kiln_model **out, kiln_error *err) 
   kiln_rng_seed(&m->shuffle_rng, seed, KILN_STREAM_SHUFFLE);
   kiln_rng_seed(&m->dropout_rng, seed, KILN_STREAM_DROPOUT);
   m->last = -1;
-  m->output = -1;
   *out = m;
   return KILN_OK;
 }
@@ -68,13 +67,24 @@ static void free_batch_buffers(kiln_layer *l) {
   l->out = l->grad = l->mask = l->logits = NULL;
 }
 
+static void free_output(kiln_output *o) {
+  for (int i = 0; i < o->n_metrics; i++) {
+    kiln_metric_free(o->metrics[i]);
+    free(o->metric_keys[i]);
+    free(o->val_metric_keys[i]);
+  }
+  free(o->metrics);
+  for (int i = 0; i < o->n_metric_names; i++) free(o->metric_names[i]);
+  free(o->metric_names);
+  free(o->loss_key);
+  free(o->val_loss_key);
+  free(o->scratch);
+  memset(o, 0, sizeof *o);
+}
+
 static void free_compile_state(kiln_model *m) {
-  for (int i = 0; i < m->n_metrics; i++) kiln_metric_free(m->metrics[i]);
-  free(m->metrics);
-  m->metrics = NULL;
-  m->n_metrics = 0;
-  for (int i = 0; i < m->n_metric_names; i++) free(m->metric_names[i]);
-  free(m->metric_names);
+  for (int k = 0; k < KILN_MAX_IO; k++) free_output(&m->outs[k]);
+  m->n_outs = 0;
   m->metric_names = NULL;
   m->n_metric_names = 0;
   for (int i = 0; i < m->n_params; i++) {
@@ -84,11 +94,14 @@ static void free_compile_state(kiln_model *m) {
   free(m->params);
   m->params = NULL;
   m->n_params = 0;
-  for (int i = 0; i < KILN_LOGS_MAX; i++) {
-    free(m->val_keys[i]);
-    m->val_keys[i] = NULL;
-  }
   m->compiled = 0;
+}
+
+static void weights_release(kiln_weights *w) {
+  if (!w || --w->refs > 0) return;
+  free(w->kernel);
+  free(w->bias);
+  free(w);
 }
 
 void kiln_model_free(kiln_model *m) {
@@ -96,11 +109,13 @@ void kiln_model_free(kiln_model *m) {
   free_compile_state(m);
   for (int i = 0; i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
-    free(l->kernel);
-    free(l->bias);
+    weights_release(l->weights);
     free(l->grad_kernel);
     free(l->grad_bias);
     free_batch_buffers(l);
+    free(l->csr.row_ptr);
+    free(l->csr.col_idx);
+    free(l->csr_values);
   }
   free(m->layers);
   free(m);
@@ -236,16 +251,22 @@ kiln_status kiln_model_dense(kiln_model *m, kiln_node input, int64_t units,
   l->init_constant = opt->kernel_constant;
   l->reg = opt->kernel_regularizer;
   size_t nk = (size_t)(in * units);
-  l->kernel = malloc(nk * sizeof(float));
+  l->weights = calloc(1, sizeof *l->weights);
+  if (l->weights) {
+    l->weights->refs = 1;
+    l->weights->kernel = malloc(nk * sizeof(float));
+    l->weights->bias = calloc((size_t)units, sizeof(float));
+    l->kernel = l->weights->kernel;
+    l->bias = l->weights->bias;
+  }
   l->grad_kernel = malloc(nk * sizeof(float));
-  l->bias = calloc((size_t)units, sizeof(float));
   l->grad_bias = calloc((size_t)units, sizeof(float));
   if (!l->kernel || !l->grad_kernel || !l->bias || !l->grad_bias) {
-    free(l->kernel);
+    weights_release(l->weights);
     free(l->grad_kernel);
-    free(l->bias);
     free(l->grad_bias);
-    return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory for the kernel", l->name);
+    memset(l, 0, sizeof *l);
+    return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory for the kernel", opt->name ? opt->name : "Dense");
   }
   init_kernel(m, l);
   m->last = m->n_layers++;
@@ -272,12 +293,129 @@ kiln_status kiln_model_dropout(kiln_model *m, kiln_node input, float rate, const
   return KILN_OK;
 }
 
+kiln_status kiln_model_concatenate(kiln_model *m, const kiln_node *inputs, int n_inputs,
+                                   const char *name, kiln_node *out, kiln_error *err) {
+  const char *what = name ? name : "Concatenate";
+  if (!inputs || n_inputs < 1 || n_inputs > KILN_MAX_INPUTS)
+    return kiln_error_set(err, KILN_E_INVALID, "%s: needs 1 to %d input nodes, got %d", what,
+                          KILN_MAX_INPUTS, inputs ? n_inputs : 0);
+  int64_t width = 0;
+  for (int i = 0; i < n_inputs; i++) {
+    kiln_status s = check_input_node(m, inputs[i], what, err);
+    if (s) return s;
+    width += m->layers[inputs[i]].out_features;
+  }
+  kiln_layer *l;
+  kiln_status s = new_layer(m, KILN_LAYER_CONCATENATE, name, "concatenate", &l, err);
+  if (s) return s;
+  l->n_inputs = n_inputs;
+  memcpy(l->inputs, inputs, (size_t)n_inputs * sizeof *inputs);
+  l->in_features = l->out_features = width;
+  m->last = m->n_layers++;
+  if (out) *out = m->last;
+  return KILN_OK;
+}
+
+static kiln_status check_not_compiled(const kiln_model *m, const char *what, kiln_error *err) {
+  if (m->compiled)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "%s: the model is compiled; set its inputs and outputs before compile",
+                          what);
+  return KILN_OK;
+}
+
 kiln_status kiln_model_set_output(kiln_model *m, kiln_node output, kiln_error *err) {
   kiln_status s = check_input_node(m, output, "output", err);
   if (s) return s;
-  m->output = output;
-  m->output_set = 1;
+  /* Before several outputs existed this was allowed after compile: keep it for the
+   * single-output case (it recompiles nothing; the next compile uses it). */
+  m->outputs[0] = output;
+  m->n_outputs = 1;
   return KILN_OK;
+}
+
+kiln_status kiln_model_set_inputs(kiln_model *m, const kiln_node *inputs, int n,
+                                  kiln_error *err) {
+  kiln_status s = check_not_compiled(m, "set_inputs", err);
+  if (s) return s;
+  if (!inputs || n < 1 || n > KILN_MAX_IO)
+    return kiln_error_set(err, KILN_E_INVALID, "set_inputs: needs 1 to %d Input nodes, got %d",
+                          KILN_MAX_IO, inputs ? n : 0);
+  for (int i = 0; i < n; i++) {
+    if ((s = check_input_node(m, inputs[i], "set_inputs", err))) return s;
+    if (m->layers[inputs[i]].kind != KILN_LAYER_INPUT)
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "set_inputs: inputs[%d] is layer \"%s\" (%s), not an Input layer", i,
+                            m->layers[inputs[i]].name,
+                            m->layers[inputs[i]].kind == KILN_LAYER_DENSE ? "Dense" : "not Input");
+    for (int j = 0; j < i; j++)
+      if (inputs[j] == inputs[i])
+        return kiln_error_set(err, KILN_E_INVALID, "set_inputs: input \"%s\" is given twice",
+                              m->layers[inputs[i]].name);
+  }
+  memcpy(m->inputs, inputs, (size_t)n * sizeof *inputs);
+  m->n_inputs = n;
+  return KILN_OK;
+}
+
+kiln_status kiln_model_set_outputs(kiln_model *m, const kiln_node *outputs, int n,
+                                   kiln_error *err) {
+  kiln_status s = check_not_compiled(m, "set_outputs", err);
+  if (s) return s;
+  if (!outputs || n < 1 || n > KILN_MAX_IO)
+    return kiln_error_set(err, KILN_E_INVALID, "set_outputs: needs 1 to %d nodes, got %d",
+                          KILN_MAX_IO, outputs ? n : 0);
+  for (int i = 0; i < n; i++) {
+    if ((s = check_input_node(m, outputs[i], "set_outputs", err))) return s;
+    for (int j = 0; j < i; j++)
+      if (outputs[j] == outputs[i])
+        return kiln_error_set(err, KILN_E_INVALID, "set_outputs: output \"%s\" is given twice",
+                              m->layers[outputs[i]].name);
+  }
+  memcpy(m->outputs, outputs, (size_t)n * sizeof *outputs);
+  m->n_outputs = n;
+  return KILN_OK;
+}
+
+int kiln_model_resolve_inputs(const kiln_model *m, kiln_node *out) {
+  if (m->n_inputs) {
+    memcpy(out, m->inputs, (size_t)m->n_inputs * sizeof *out);
+    return m->n_inputs;
+  }
+  int n = 0;
+  for (int i = 0; i < m->n_layers && n < KILN_MAX_IO; i++)
+    if (m->layers[i].kind == KILN_LAYER_INPUT) out[n++] = i;
+  return n;
+}
+
+int kiln_model_resolve_outputs(const kiln_model *m, kiln_node *out) {
+  if (m->n_outputs) {
+    memcpy(out, m->outputs, (size_t)m->n_outputs * sizeof *out);
+    return m->n_outputs;
+  }
+  if (m->n_layers == 0) return 0;
+  out[0] = m->n_layers - 1;
+  return 1;
+}
+
+int kiln_model_input_count(const kiln_model *m) {
+  kiln_node n[KILN_MAX_IO];
+  return kiln_model_resolve_inputs(m, n);
+}
+
+kiln_node kiln_model_input_node(const kiln_model *m, int i) {
+  kiln_node n[KILN_MAX_IO];
+  return i >= 0 && i < kiln_model_resolve_inputs(m, n) ? n[i] : -1;
+}
+
+int kiln_model_output_count(const kiln_model *m) {
+  kiln_node n[KILN_MAX_IO];
+  return kiln_model_resolve_outputs(m, n);
+}
+
+kiln_node kiln_model_output_node(const kiln_model *m, int i) {
+  kiln_node n[KILN_MAX_IO];
+  return i >= 0 && i < kiln_model_resolve_outputs(m, n) ? n[i] : -1;
 }
 
 kiln_status kiln_model_add_input(kiln_model *m, int64_t features, kiln_error *err) {
@@ -342,13 +480,12 @@ int64_t kiln_model_param_count(const kiln_model *m) {
 }
 
 static kiln_node output_node(const kiln_model *m) {
-  return m->output_set ? m->output : m->n_layers - 1;
+  return kiln_model_output_node(m, 0);
 }
 
 int64_t kiln_model_input_features(const kiln_model *m) {
-  for (int i = 0; i < m->n_layers; i++)
-    if (m->layers[i].kind == KILN_LAYER_INPUT) return m->layers[i].out_features;
-  return 0;
+  kiln_node n = kiln_model_input_node(m, 0);
+  return n >= 0 ? m->layers[n].out_features : 0;
 }
 
 int64_t kiln_model_output_features(const kiln_model *m) {
@@ -404,7 +541,6 @@ void kiln_model_summary(const kiln_model *m, FILE *out) {
 
 kiln_status kiln_model_reserve(kiln_model *m, int64_t rows, kiln_error *err) {
   if (rows <= m->cap_rows) return KILN_OK;
-  kiln_node o = output_node(m);
   for (int i = 0; i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
     free_batch_buffers(l);
@@ -412,13 +548,25 @@ kiln_status kiln_model_reserve(kiln_model *m, int64_t rows, kiln_error *err) {
     l->out = malloc(n * sizeof(float));
     l->grad = malloc(n * sizeof(float));
     if (l->kind == KILN_LAYER_DROPOUT) l->mask = malloc(n * sizeof(float));
-    if (i == o) l->logits = malloc(n * sizeof(float));
+    if (l->fused) l->logits = malloc(n * sizeof(float));
     if (!l->out || !l->grad || (l->kind == KILN_LAYER_DROPOUT && !l->mask) ||
-        (i == o && !l->logits)) {
+        (l->fused && !l->logits)) {
       free_batch_buffers(l);
       m->cap_rows = 0;
       return kiln_error_set(err, KILN_E_NOMEM, "layer %s: out of memory for a batch of %lld rows",
                             l->name, (long long)rows);
+    }
+  }
+  for (int k = 0; k < m->n_outs; k++) {
+    kiln_output *o = &m->outs[k];
+    free(o->scratch);
+    o->scratch = NULL;
+    if (o->direct) continue;
+    o->scratch = malloc((size_t)(rows * m->layers[o->node].out_features) * sizeof(float));
+    if (!o->scratch) {
+      m->cap_rows = 0;
+      return kiln_error_set(err, KILN_E_NOMEM, "output %s: out of memory for a batch of %lld rows",
+                            m->layers[o->node].name, (long long)rows);
     }
   }
   m->cap_rows = rows;
@@ -427,88 +575,271 @@ kiln_status kiln_model_reserve(kiln_model *m, int64_t rows, kiln_error *err) {
 
 /* compile ------------------------------------------------------------------ */
 
-static kiln_status add_metric(kiln_model *m, kiln_metric *metric, kiln_error *err) {
-  if (m->n_metrics + 1 >= KILN_LOGS_MAX / 2) {
+static char *key_join(const char *a, const char *b, const char *c) {
+  size_t n = strlen(a) + strlen(b) + strlen(c) + 1;
+  char *s = malloc(n);
+  if (s) snprintf(s, n, "%s%s%s", a, b, c);
+  return s;
+}
+
+/* Log entries the model's logs hold (training side): "loss", per-output losses with
+ * several outputs, and every metric. Validation doubles them. */
+static int log_entries(const kiln_model *m, int extra_metrics) {
+  int n = 1 + (m->n_outs > 1 ? m->n_outs : 0) + extra_metrics;
+  for (int k = 0; k < m->n_outs; k++) n += m->outs[k].n_metrics;
+  return n;
+}
+
+/* Adds metric to output k with its log keys ("<name>" with one output, Keras'
+ * "<output>_<name>" with several, and the val_ forms). Takes ownership. */
+static kiln_status add_metric(kiln_model *m, int k, kiln_metric *metric, kiln_error *err) {
+  kiln_output *o = &m->outs[k];
+  if (log_entries(m, 1) > KILN_LOGS_MAX / 2) {
     kiln_metric_free(metric);
-    return kiln_error_set(err, KILN_E_INVALID, "too many metrics (at most %d)",
-                          KILN_LOGS_MAX / 2 - 1);
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "too many metrics (the logs hold at most %d figures with the losses)",
+                          KILN_LOGS_MAX / 2);
   }
-  for (int i = 0; i < m->n_metrics; i++)
-    if (strcmp(m->metrics[i]->name, metric->name) == 0) {
-      kiln_error_set(err, KILN_E_INVALID, "metric \"%s\" is given twice", metric->name);
+  for (int i = 0; i < o->n_metrics; i++)
+    if (strcmp(o->metrics[i]->name, metric->name) == 0) {
+      kiln_error_set(err, KILN_E_INVALID, "metric \"%s\" is given twice%s%s%s", metric->name,
+                     m->n_outs > 1 ? " for output \"" : "",
+                     m->n_outs > 1 ? m->layers[o->node].name : "", m->n_outs > 1 ? "\"" : "");
       kiln_metric_free(metric);
       return KILN_E_INVALID;
     }
-  kiln_metric **p = realloc(m->metrics, (size_t)(m->n_metrics + 1) * sizeof *p);
+  kiln_metric **p = realloc(o->metrics, (size_t)(o->n_metrics + 1) * sizeof *p);
   if (!p) {
     kiln_metric_free(metric);
     return kiln_error_set(err, KILN_E_NOMEM, "metrics: out of memory");
   }
-  m->metrics = p;
-  m->metrics[m->n_metrics++] = metric;
+  o->metrics = p;
+  int i = o->n_metrics;
+  const char *prefix = m->n_outs > 1 ? m->layers[o->node].name : "";
+  const char *sep = m->n_outs > 1 ? "_" : "";
+  o->metric_keys[i] = key_join(prefix, sep, metric->name);
+  char *val_prefix = key_join("val_", prefix, sep);
+  o->val_metric_keys[i] = val_prefix ? key_join(val_prefix, "", metric->name) : NULL;
+  free(val_prefix);
+  o->metrics[o->n_metrics++] = metric;
+  if (!o->metric_keys[i] || !o->val_metric_keys[i])
+    return kiln_error_set(err, KILN_E_NOMEM, "metrics: out of memory");
   return KILN_OK;
 }
 
-kiln_status kiln_model_compile(kiln_model *m, const kiln_optimizer *opt, kiln_loss loss,
-                               const char *const *metrics, int n_metrics, kiln_error *err) {
+void kiln_output_config_init(kiln_output_config *c) {
+  memset(c, 0, sizeof *c);
+  c->loss_weight = 1.0f;
+}
+
+/* Marks the layers some output depends on; 0 and an error when an Input they need is
+ * not among the model's inputs. */
+static kiln_status mark_active(kiln_model *m, const kiln_node *ins, int n_in, const kiln_node *outs,
+                               int n_out, kiln_error *err) {
+  for (int i = 0; i < m->n_layers; i++) m->layers[i].active = 0;
+  for (int k = 0; k < n_out; k++) m->layers[outs[k]].active = 1;
+  for (int i = m->n_layers - 1; i >= 0; i--) {
+    kiln_layer *l = &m->layers[i];
+    if (!l->active) continue;
+    for (int j = 0; j < l->n_inputs; j++) m->layers[l->inputs[j]].active = 1;
+  }
+  for (int i = 0; i < m->n_layers; i++) {
+    if (m->layers[i].kind != KILN_LAYER_INPUT || !m->layers[i].active) continue;
+    int listed = 0;
+    for (int j = 0; j < n_in; j++) listed |= ins[j] == i;
+    if (!listed)
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "compile: the outputs depend on Input \"%s\", which is not among "
+                            "the model's inputs (add it with kiln_model_set_inputs)",
+                            m->layers[i].name);
+  }
+  return KILN_OK;
+}
+
+kiln_status kiln_model_compile_outputs(kiln_model *m, const kiln_optimizer *opt,
+                                       const kiln_output_config *outputs, int n_outputs,
+                                       kiln_error *err) {
   if (m->n_layers == 0 || m->layers[0].kind != KILN_LAYER_INPUT)
     return kiln_error_set(err, KILN_E_INVALID, "compile: the model needs an Input layer first");
-  if ((unsigned)loss > KILN_LOSS_MEAN_ABSOLUTE_ERROR)
-    return kiln_error_set(err, KILN_E_INVALID, "compile: unknown loss %d", (int)loss);
   if (!(opt->learning_rate > 0) || !isfinite(opt->learning_rate))
     return kiln_error_set(err, KILN_E_INVALID, "compile: learning_rate must be positive, got %g",
                           opt->learning_rate);
-  kiln_node o = output_node(m);
-  if (m->layers[o].kind == KILN_LAYER_INPUT)
-    return kiln_error_set(err, KILN_E_INVALID, "compile: the model has no layer after its Input");
+  kiln_node ins[KILN_MAX_IO], outs[KILN_MAX_IO];
+  int n_in = kiln_model_resolve_inputs(m, ins);
+  int n_out = kiln_model_resolve_outputs(m, outs);
+  if (n_in == 0)
+    return kiln_error_set(err, KILN_E_INVALID, "compile: the model needs an Input layer first");
+  if (n_outputs != n_out)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "compile: %d output configs for a model with %d outputs", n_outputs,
+                          n_out);
+  /* Each output's config, by name or position. */
+  int cfg_of[KILN_MAX_IO];
+  for (int k = 0; k < n_out; k++) cfg_of[k] = -1;
+  int by_name = outputs[0].output != NULL;
+  for (int i = 0; i < n_outputs; i++) {
+    const kiln_output_config *c = &outputs[i];
+    if ((c->output != NULL) != by_name)
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "compile: outputs[%d]: name every output config or none", i);
+    int k = i;
+    if (by_name) {
+      k = -1;
+      for (int j = 0; j < n_out; j++)
+        if (strcmp(m->layers[outs[j]].name, c->output) == 0) k = j;
+      if (k < 0)
+        return kiln_error_set(err, KILN_E_INVALID,
+                              "compile: outputs[%d]: \"%s\" is not an output of the model", i,
+                              c->output);
+      if (cfg_of[k] >= 0)
+        return kiln_error_set(err, KILN_E_INVALID,
+                              "compile: output \"%s\" is configured twice (outputs[%d] and [%d])",
+                              c->output, cfg_of[k], i);
+    }
+    cfg_of[k] = i;
+    if ((unsigned)c->loss > KILN_LOSS_MEAN_ABSOLUTE_ERROR)
+      return kiln_error_set(err, KILN_E_INVALID, "compile: unknown loss %d", (int)c->loss);
+    if (!(c->loss_weight >= 0.0f) || !isfinite(c->loss_weight))
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "compile: output \"%s\": loss_weight must be finite and >= 0, got %g",
+                            m->layers[outs[k]].name, c->loss_weight);
+    if (c->n_metrics < 0 || (c->n_metrics > 0 && !c->metrics))
+      return kiln_error_set(err, KILN_E_INVALID, "compile: output \"%s\": bad metrics list",
+                            m->layers[outs[k]].name);
+  }
+  for (int k = 0; k < n_out; k++)
+    if (m->layers[outs[k]].kind == KILN_LAYER_INPUT)
+      return kiln_error_set(err, KILN_E_INVALID,
+                            n_out == 1 ? "compile: the model has no layer after its Input"
+                                       : "compile: output \"%s\" is an Input layer",
+                            m->layers[outs[k]].name);
+  kiln_status s = mark_active(m, ins, n_in, outs, n_out, err);
+  if (s) return s;
   free_compile_state(m);
-  m->loss = loss;
   m->opt = *opt;
   m->iterations = 0;
-  kiln_status s;
-  if (n_metrics > 0) {
-    m->metric_names = calloc((size_t)n_metrics, sizeof(char *));
-    if (!m->metric_names) return kiln_error_set(err, KILN_E_NOMEM, "compile: out of memory");
+  memcpy(m->inputs, ins, sizeof ins);
+  m->n_inputs = n_in;
+  memcpy(m->outputs, outs, sizeof outs);
+  m->n_outputs = n_out;
+  m->n_outs = n_out;
+  for (int i = 0; i < m->n_layers; i++) m->layers[i].fused = 0;
+  for (int k = 0; k < n_out; k++) {
+    kiln_output *o = &m->outs[k];
+    const kiln_output_config *c = &outputs[cfg_of[k]];
+    kiln_layer *l = &m->layers[outs[k]];
+    o->node = outs[k];
+    o->loss = c->loss;
+    o->weight = c->loss_weight;
+    /* The loss gradient goes straight into the layer unless other layers feed
+     * gradient into it too; only then may the loss take its logits. */
+    o->direct = 1;
+    for (int i = o->node + 1; i < m->n_layers; i++)
+      for (int j = 0; j < m->layers[i].n_inputs; j++)
+        if (m->layers[i].active && m->layers[i].inputs[j] == o->node) o->direct = 0;
+    l->fused = o->direct && l->kind == KILN_LAYER_DENSE && kiln_loss_fuses(c->loss, l->activation);
+    if (n_out > 1) {
+      o->loss_key = key_join(l->name, "_loss", "");
+      o->val_loss_key = key_join("val_", l->name, "_loss");
+      if (!o->loss_key || !o->val_loss_key) {
+        free_compile_state(m);
+        return kiln_error_set(err, KILN_E_NOMEM, "compile: out of memory");
+      }
+    }
   }
-  for (int i = 0; i < n_metrics; i++) {
-    kiln_metric *metric;
-    s = kiln_metric_create(metrics[i], loss, &metric, err);
-    if (s) {
-      kiln_error_prefix(err, "compile: metrics[%d]", i);
-      free_compile_state(m);
-      return s;
+  for (int k = 0; k < n_out; k++) {
+    kiln_output *o = &m->outs[k];
+    const kiln_output_config *c = &outputs[cfg_of[k]];
+    if (c->n_metrics > 0) {
+      o->metric_names = calloc((size_t)c->n_metrics, sizeof(char *));
+      if (!o->metric_names) {
+        free_compile_state(m);
+        return kiln_error_set(err, KILN_E_NOMEM, "compile: out of memory");
+      }
     }
-    s = add_metric(m, metric, err);
-    if (s) {
-      free_compile_state(m);
-      return s;
-    }
-    m->metric_names[m->n_metric_names] = strdup(metrics[i]);
-    if (!m->metric_names[m->n_metric_names++]) {
-      free_compile_state(m);
-      return kiln_error_set(err, KILN_E_NOMEM, "compile: out of memory");
+    for (int i = 0; i < c->n_metrics; i++) {
+      kiln_metric *metric;
+      s = kiln_metric_create(c->metrics[i], o->loss, &metric, err);
+      if (s) {
+        if (n_out > 1) kiln_error_prefix(err, "compile: output \"%s\": metrics[%d]",
+                                         m->layers[o->node].name, i);
+        else kiln_error_prefix(err, "compile: metrics[%d]", i);
+        free_compile_state(m);
+        return s;
+      }
+      s = add_metric(m, k, metric, err);
+      if (s) {
+        free_compile_state(m);
+        return s;
+      }
+      o->metric_names[o->n_metric_names] = strdup(c->metrics[i]);
+      if (!o->metric_names[o->n_metric_names++]) {
+        free_compile_state(m);
+        return kiln_error_set(err, KILN_E_NOMEM, "compile: out of memory");
+      }
     }
   }
+  if (log_entries(m, 0) > KILN_LOGS_MAX / 2) {
+    free_compile_state(m);
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "compile: too many metrics (the logs hold at most %d figures with the "
+                          "losses)", KILN_LOGS_MAX / 2);
+  }
+  m->loss = m->outs[0].loss;
+  m->metric_names = m->outs[0].metric_names;
+  m->n_metric_names = m->outs[0].n_metric_names;
   s = kiln_optimizer_prepare(m, err);
   if (s) {
     free_compile_state(m);
     return s;
   }
-  /* The output buffer set (logits) depends on the output node: rebuild at next use. */
+  /* The buffer set (logits, scratch) depends on the outputs: rebuild at next use. */
   for (int i = 0; i < m->n_layers; i++) free_batch_buffers(&m->layers[i]);
   m->cap_rows = 0;
-  m->output = o;
-  m->output_set = 1;
   m->compiled = 1;
   return KILN_OK;
 }
 
-kiln_status kiln_model_add_metric(kiln_model *m, kiln_metric *metric, kiln_error *err) {
+kiln_status kiln_model_compile(kiln_model *m, const kiln_optimizer *opt, kiln_loss loss,
+                               const char *const *metrics, int n_metrics, kiln_error *err) {
+  if ((unsigned)loss > KILN_LOSS_MEAN_ABSOLUTE_ERROR)
+    return kiln_error_set(err, KILN_E_INVALID, "compile: unknown loss %d", (int)loss);
+  kiln_output_config cfg[KILN_MAX_IO];
+  int n = kiln_model_output_count(m);
+  if (n < 1) n = 1; /* an empty model: compile_outputs names what is missing */
+  for (int k = 0; k < n; k++) {
+    kiln_output_config_init(&cfg[k]);
+    cfg[k].loss = loss;
+    cfg[k].metrics = metrics;
+    cfg[k].n_metrics = n_metrics;
+  }
+  return kiln_model_compile_outputs(m, opt, cfg, n, err);
+}
+
+kiln_status kiln_model_add_output_metric(kiln_model *m, int output, kiln_metric *metric,
+                                         kiln_error *err) {
   if (!m->compiled) {
     kiln_metric_free(metric);
     return kiln_error_set(err, KILN_E_INVALID, "add_metric: compile the model first");
   }
-  return add_metric(m, metric, err);
+  if (output < 0 || output >= m->n_outs) {
+    kiln_metric_free(metric);
+    return kiln_error_set(err, KILN_E_INVALID, "add_metric: output %d does not exist (the model has %d)",
+                          output, m->n_outs);
+  }
+  return add_metric(m, output, metric, err);
+}
+
+kiln_status kiln_model_add_metric(kiln_model *m, kiln_metric *metric, kiln_error *err) {
+  return kiln_model_add_output_metric(m, 0, metric, err);
+}
+
+kiln_loss kiln_model_output_loss(const kiln_model *m, int output) {
+  return output >= 0 && output < m->n_outs ? m->outs[output].loss : m->loss;
+}
+
+float kiln_model_output_loss_weight(const kiln_model *m, int output) {
+  return output >= 0 && output < m->n_outs ? m->outs[output].weight : 0.0f;
 }
 
 void kiln_model_set_learning_rate(kiln_model *m, float lr) { m->opt.learning_rate = lr; }

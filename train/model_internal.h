@@ -16,7 +16,15 @@
 #else
 #define KILN_HOT
 #endif
-#define KILN_MAX_INPUTS 8
+#define KILN_MAX_INPUTS KILN_MAX_IO
+
+/* A Dense layer's kernel and bias, shared by reference between models made with
+ * kiln_model_from_layers (feature extraction): freed when the last user lets go. */
+typedef struct kiln_weights {
+  int refs;
+  float *kernel;
+  float *bias;
+} kiln_weights;
 
 /* One layer node. Buffers (out, grad, mask, logits) hold cap_rows rows. */
 typedef struct kiln_layer {
@@ -32,20 +40,47 @@ typedef struct kiln_layer {
   kiln_regularizer reg;
   float rate;
 
-  float *kernel; /* in_features x out_features */
-  float *bias;   /* out_features */
+  kiln_weights *weights; /* Dense: owns kernel and bias (shared, refcounted) */
+  float *kernel; /* in_features x out_features (weights->kernel) */
+  float *bias;   /* out_features (weights->bias) */
   float *grad_kernel;
   float *grad_bias;
 
   /* Batch state. For an Input fed CSR rows, `sparse` points at the batch's CSR
-   * matrix and `out` is unused. */
+   * matrix and `out` is unused; a Concatenate with a CSR input builds the CSR
+   * concatenation of its inputs in `csr` (so the Dense after it stays sparse). */
   const kiln_matrix *sparse;
+  kiln_matrix csr;     /* its arrays are the three below (borrowed) */
+  int64_t csr_cap;     /* entries csr col_idx and csr_values hold */
+  int64_t csr_row_cap; /* rows csr row_ptr holds */
+  float *csr_values;   /* NULL until a concatenation needs values (not all ones) */
   float *out;    /* rows x out_features, after the activation */
   float *grad;   /* dL/d out, rows x out_features */
   float *mask;   /* Dropout: 0 or 1/(1-rate) per element */
   float *logits; /* the output layer, when its loss is fused with its activation */
   int needs_grad; /* some trainable layer lies upstream, so dL/d out is needed */
+  int active;     /* an output depends on it (set by compile; others never run) */
+  int fused;      /* a model output whose loss takes the logits (no activation backward) */
 } kiln_layer;
+
+/* One model output with its compile settings (Keras' per-output loss, loss_weights
+ * and metrics) and its log keys. */
+typedef struct kiln_output {
+  kiln_node node;
+  kiln_loss loss;
+  float weight;
+  /* The loss gradient is written straight into the layer's grad (the usual case);
+   * otherwise (the node also feeds other layers) it goes to scratch and is added. */
+  int direct;
+  float *scratch;
+  kiln_metric **metrics;
+  int n_metrics;
+  char **metric_names; /* names given to compile, for checkpoints */
+  int n_metric_names;
+  char *loss_key, *val_loss_key;          /* "<output>_loss" (several outputs only) */
+  char *metric_keys[KILN_LOGS_MAX];       /* per metric: "<name>" or "<output>_<name>" */
+  char *val_metric_keys[KILN_LOGS_MAX];
+} kiln_output;
 
 /* A trainable tensor with its optimizer slots. */
 typedef struct kiln_param {
@@ -66,22 +101,25 @@ struct kiln_model {
   kiln_layer *layers;
   int n_layers;
   int cap_layers;
-  kiln_node output;
-  int output_set;
+  kiln_node inputs[KILN_MAX_IO];  /* set_inputs (or, once compiled, the resolved list) */
+  int n_inputs;                   /* 0: every Input node in the order added */
+  kiln_node outputs[KILN_MAX_IO]; /* set_output(s) (or, once compiled, the resolved list) */
+  int n_outputs;                  /* 0: the last node added */
   kiln_node last; /* the last node added (Sequential API) */
 
   /* compile state */
   int compiled;
-  kiln_loss loss;
   kiln_optimizer opt;
   int64_t iterations; /* optimizer steps taken */
-  kiln_metric **metrics;
-  int n_metrics;
-  char **metric_names; /* names given to compile, for checkpoints */
+  kiln_output outs[KILN_MAX_IO];
+  int n_outs;
+  /* Output 0's loss and compile metric names, as before several outputs (read by
+   * older code and tests; owned by outs[0]). */
+  kiln_loss loss;
+  char **metric_names;
   int n_metric_names;
   kiln_param *params;
   int n_params;
-  char *val_keys[KILN_LOGS_MAX]; /* "val_<name>" strings owned by the model */
 
   /* batch buffers */
   int64_t cap_rows;
@@ -94,6 +132,9 @@ struct kiln_model {
 
 /* model.c */
 kiln_layer *kiln_model_layer_ptr(kiln_model *m, kiln_node node);
+/* The model's inputs / outputs as set or defaulted; returns their count. */
+int kiln_model_resolve_inputs(const kiln_model *m, kiln_node *out);
+int kiln_model_resolve_outputs(const kiln_model *m, kiln_node *out);
 /* Makes every layer's batch buffers hold `rows` rows. */
 kiln_status kiln_model_reserve(kiln_model *m, int64_t rows, kiln_error *err);
 /* True when the output layer's activation is fused into the loss. */
@@ -134,6 +175,11 @@ double kiln_regularization(kiln_model *m, int add_grad);
  * gradient checks and custom training loops. The gradients stay in the layers. */
 kiln_status kiln_model_gradients(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
                                  int training, double *loss, kiln_error *err);
+/* The same for several inputs/outputs; per_output (may be NULL) gets each output's
+ * unweighted loss. */
+kiln_status kiln_model_gradients_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                                    int training, double *loss, double *per_output,
+                                    kiln_error *err);
 
 /* optimizer.c */
 kiln_status kiln_optimizer_prepare(kiln_model *m, kiln_error *err);

@@ -35,14 +35,15 @@ const char *kiln_optimizer_name(kiln_optimizer_kind kind) {
 
 kiln_status kiln_optimizer_prepare(kiln_model *m, kiln_error *err) {
   int n = 0;
-  for (int i = 0; i < m->n_layers; i++) n += m->layers[i].kind == KILN_LAYER_DENSE ? 2 : 0;
+  for (int i = 0; i < m->n_layers; i++)
+    n += m->layers[i].kind == KILN_LAYER_DENSE && m->layers[i].active ? 2 : 0;
   m->params = calloc((size_t)(n ? n : 1), sizeof *m->params);
   if (!m->params) return kiln_error_set(err, KILN_E_NOMEM, "optimizer: out of memory");
   int slots = m->opt.kind == KILN_OPTIMIZER_ADAM ? 2
               : (m->opt.kind == KILN_OPTIMIZER_SGD && m->opt.momentum == 0.0f) ? 0 : 1;
   for (int i = 0; i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
-    if (l->kind != KILN_LAYER_DENSE) continue;
+    if (l->kind != KILN_LAYER_DENSE || !l->active) continue; /* no output depends on it */
     kiln_param k = {l->kernel, l->grad_kernel, NULL, NULL, l->in_features * l->out_features,
                     l->reg};
     kiln_param b = {l->bias, l->grad_bias, NULL, NULL, l->out_features, {0, 0}};
