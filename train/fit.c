@@ -797,6 +797,11 @@ kiln_status kiln_model_fit_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
     int64_t seen = 0;
     for (int64_t bi = 0; bi < batches; bi++) {
       int64_t b = bi * batch, rows = n_train - b < batch ? n_train - b : batch;
+      EACH_CALLBACK(&opt, on_batch_begin, m, bi, batches);
+      if (m->fail_status) {
+        s = callback_failure(m, err);
+        break;
+      }
       feed_gather(&f, m, idx, b, rows);
       for (int k = 0; k < m->n_outs; k++)
         for (int64_t i = 0; i < rows; i++)

@@ -324,12 +324,18 @@ typedef struct kiln_logs {
 /* The value of key, or NaN when absent. */
 double kiln_logs_get(const kiln_logs *logs, const char *key);
 
-/* Hooks called during fit. Any member may be NULL. A hook may call
- * kiln_model_stop_training to end fit after the current epoch. */
+/* Hooks called during fit, in Keras' order: on_train_begin; per epoch on_epoch_begin,
+ * then per batch on_batch_begin and on_batch_end (logs: the epoch's running "loss" and
+ * metrics), then on_epoch_end (logs: the epoch's figures, with "val_" ones when fit
+ * validates); on_train_end (the last epoch's logs). Any member may be NULL; build one
+ * with designated initializers. A hook may call kiln_model_stop_training to end fit
+ * after the current epoch. */
 typedef struct kiln_callback {
   void *ctx;
   void (*on_train_begin)(void *ctx, kiln_model *m);
   void (*on_epoch_begin)(void *ctx, kiln_model *m, int epoch);
+  /* Before each batch; batch is 0-based, of batches in the epoch. */
+  void (*on_batch_begin)(void *ctx, kiln_model *m, int64_t batch, int64_t batches);
   void (*on_batch_end)(void *ctx, kiln_model *m, int64_t batch, int64_t batches,
                        const kiln_logs *logs);
   void (*on_epoch_end)(void *ctx, kiln_model *m, int epoch, const kiln_logs *logs);

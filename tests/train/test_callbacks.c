@@ -100,6 +100,11 @@ static void rec_epoch_end(void *ctx, kiln_model *m, int epoch, const kiln_logs *
   }
 }
 static void rec_train_end(void *ctx, kiln_model *m, const kiln_logs *logs) { rec_put(ctx, "T"); }
+static void rec_batch_begin(void *ctx, kiln_model *m, int64_t batch, int64_t batches) {
+  char b[32];
+  snprintf(b, sizeof b, "a%lld/%lld", (long long)batch, (long long)batches);
+  rec_put(ctx, b);
+}
 static kiln_callback rec_callback(recorder *r) {
   memset(r, 0, sizeof *r);
   kiln_callback cb = {.ctx = r,
@@ -119,6 +124,10 @@ static int same_matrix(const kiln_matrix *a, const kiln_matrix *b) {
          memcmp(a->values, b->values, (size_t)(a->rows * a->cols) * sizeof(float)) == 0;
 }
 
+static void fail_at_second_batch(void *ctx, kiln_model *m, int64_t batch, int64_t batches) {
+  if (batch == 1) kiln_model_fail(m, KILN_E_IO, "batch %lld refused", (long long)batch);
+}
+
 static void test_hook_order(void **state) {
   kiln_matrix x, y;
   blobs(70, 4, 1, &x, &y);
@@ -134,6 +143,15 @@ static void test_hook_order(void **state) {
   assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, NULL), KILN_OK);
   assert_string_equal(r.events, "B E0 b b b e0 E1 b b b e1 T ");
   assert_int_equal(kiln_model_epoch(m), 2);
+  /* on_batch_begin (Keras' order): before each batch, with its index and count. */
+  cb = rec_callback(&r);
+  cb.on_batch_begin = rec_batch_begin;
+  opt.epochs = 4;
+  opt.initial_epoch = 3;
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, NULL), KILN_OK);
+  assert_string_equal(r.events, "B E3 a0/3 b a1/3 b a2/3 b e3 T ");
+  opt.initial_epoch = 0;
+  opt.epochs = 2;
   /* initial_epoch: the epochs initial_epoch..epochs-1, numbered as such. */
   opt.initial_epoch = 2;
   opt.epochs = 3;
@@ -141,6 +159,13 @@ static void test_hook_order(void **state) {
   assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, NULL), KILN_OK);
   assert_string_equal(r.events, "B E2 b b b e2 T ");
   assert_int_equal(kiln_model_epoch(m), 3);
+  /* A failure in on_batch_begin stops fit before that batch runs. */
+  cb = rec_callback(&r);
+  cb.on_batch_begin = fail_at_second_batch;
+  kiln_error berr = {0};
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, &berr), KILN_E_IO);
+  assert_string_equal(berr.message, "batch 1 refused");
+  assert_string_equal(r.events, "B E2 b ");
   opt.initial_epoch = -1;
   kiln_error err = {0};
   assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, &err), KILN_E_INVALID);
