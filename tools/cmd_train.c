@@ -271,9 +271,19 @@ static int read_spec_extras(const char *path, kiln_loss *loss, int *has_verbose)
   const cJSON *compile = cJSON_GetObjectItemCaseSensitive(root, "compile");
   const cJSON *name = cJSON_GetObjectItemCaseSensitive(compile, "loss");
   const cJSON *fit = cJSON_GetObjectItemCaseSensitive(root, "fit");
+  int n_in = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "inputs"));
+  int n_out = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "outputs"));
   kiln_error err = {0};
   int rc = 0;
-  if (!cJSON_IsString(name) || kiln_loss_parse(name->valuestring, loss, &err)) {
+  if (n_in > 1 || n_out > 1) {
+    /* One --data set is one feature matrix and one target column. */
+    cli_error(CMD,
+              "%s: a functional spec with %d inputs and %d outputs: kiln train feeds one data "
+              "set (--data) to one input and one target; train it from C (kiln_spec_build, "
+              "kiln_model_fit_io), or see it with kiln summary",
+              path, n_in > 1 ? n_in : 1, n_out > 1 ? n_out : 1);
+    rc = -1;
+  } else if (!cJSON_IsString(name) || kiln_loss_parse(name->valuestring, loss, &err)) {
     cli_error(CMD, "%s: compile.loss: cannot read the loss", path);
     rc = -1;
   }

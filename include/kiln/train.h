@@ -473,8 +473,16 @@ kiln_status kiln_model_load_state_custom(const char *path, const kiln_layer_fact
  *    "compile": {"optimizer": "adam", "learning_rate": 0.001,
  *                "loss": "binary_crossentropy", "metrics": ["accuracy"]},
  *    "fit": {"epochs": 4, "batch_size": 512, "validation_split": 0.0}}
+ * A functional spec (keras.Model(inputs, outputs), listing 7.9) adds top-level
+ * "inputs": [{"name": "title", "shape": [10000]}, ...] (then "layers" holds no Input),
+ * layers that take "inputs": ["title", "text_body", "tags"] by name (inputs' or earlier
+ * layers'; default: the layer before), {"type": "Concatenate", "inputs": [...]},
+ * "outputs": ["priority", "department"] (default: the last layer), and in "compile"
+ * Keras' per-output dicts or lists: "loss": {"priority": "mean_squared_error", ...},
+ * "loss_weights": {"priority": 1.0, ...}, "metrics": {"priority": ["mae"], ...} (a
+ * plain loss or metric list applies to every output). See examples/specs/ticket.json.
  * Errors name the JSON key path, e.g. "spec.json: layers[1].units: expected a
- * positive integer". */
+ * positive integer", "spec.json: compile.loss.prio: not an output of the model". */
 typedef struct kiln_spec kiln_spec;
 kiln_status kiln_spec_parse(const char *json, const char *source_name, kiln_spec **out,
                             kiln_error *err);

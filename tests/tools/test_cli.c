@@ -549,6 +549,38 @@ static void test_bad_spec(void **state) {
                  "nospec.json");
 }
 
+/* Functional specs: one input and one output train from --data; several are shown by
+ * summary and refused by train with what to do instead. */
+static void test_functional_spec(void **state) {
+  (void)state;
+  write_spec("one.json",
+             "{'seed': 2, 'inputs': [{'name': 'x', 'shape': [4]}],"
+             " 'layers': [{'type': 'Dense', 'name': 'h', 'units': 8, 'activation': 'relu',"
+             "  'inputs': ['x']}, {'type': 'Dense', 'name': 'y', 'units': 1,"
+             "  'activation': 'sigmoid', 'inputs': ['h']}], 'outputs': ['y'],"
+             " 'compile': {'loss': 'binary_crossentropy', 'metrics': ['accuracy']},"
+             " 'fit': {'epochs': 2, 'verbose': 0}}");
+  result r = run_kiln((const char *[]){"train", "one.json", "--data", "data.csv", "--json", NULL});
+  if (r.code != 0) print_error("stderr: %s\n", r.err);
+  assert_int_equal(r.code, 0);
+  result_free(&r);
+  write_spec("ticket.json",
+             "{'inputs': [{'name': 'title', 'shape': [6]}, {'name': 'tags', 'shape': [2]}],"
+             " 'layers': [{'type': 'Concatenate', 'name': 'features', 'inputs': ['title', 'tags']},"
+             "  {'type': 'Dense', 'name': 'priority', 'units': 1, 'inputs': ['features']},"
+             "  {'type': 'Dense', 'name': 'department', 'units': 3, 'activation': 'softmax',"
+             "   'inputs': ['features']}], 'outputs': ['priority', 'department'],"
+             " 'compile': {'loss': {'priority': 'mse',"
+             "  'department': 'sparse_categorical_crossentropy'}}}");
+  r = run_kiln((const char *[]){"summary", "ticket.json", NULL});
+  assert_int_equal(r.code, 0);
+  expect_in(r.out, "features (Concatenate)", "kiln summary");
+  expect_in(r.out, "(None, 8)", "kiln summary");
+  result_free(&r);
+  expect_failure((const char *[]){"train", "ticket.json", "--data", "data.csv", NULL}, 2,
+                 "ticket.json: a functional spec with 2 inputs and 2 outputs");
+}
+
 static void test_missing_data_file(void **state) {
   (void)state;
   expect_failure((const char *[]){"train", "spec.json", "--data", "missing.csv", NULL}, 2,
@@ -679,6 +711,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_train_categorical_and_regression, setup, teardown),
       cmocka_unit_test_setup_teardown(test_train_prune, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_spec, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_functional_spec, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_data_file, setup, teardown),
       cmocka_unit_test_setup_teardown(test_label_outside_range, setup, teardown),
       cmocka_unit_test_setup_teardown(test_wrong_width, setup, teardown),
