@@ -102,11 +102,22 @@ static void test_custom_metric(void **state) {
   assert_true(field(line, "val_rmse") < 0.6);
 }
 
+/* A custom layer (RMS normalization, examples/custom_layer.c) trains in the IMDB model:
+ * its 16 gains are counted, it learns, and it stays near the plain model. */
+static void test_custom_layer(void **state) {
+  skip_without("imdb/train.txt.gz");
+  char line[4096];
+  run_example("custom_layer", "--seed 1", line, sizeof line);
+  assert_true(field(line, "params") == field(line, "plain_params") + 16);
+  assert_true(field(line, "last_loss") < 0.5 * field(line, "first_loss"));
+  assert_true(field(line, "test_accuracy") >= 0.85);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_imdb), cmocka_unit_test(test_reuters),
       cmocka_unit_test(test_housing), cmocka_unit_test(test_fashion_mnist),
-      cmocka_unit_test(test_custom_metric),
+      cmocka_unit_test(test_custom_metric), cmocka_unit_test(test_custom_layer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
