@@ -12,6 +12,7 @@ typedef struct example_args {
   int epochs;           /* --epochs, 0: the book's */
   int verbose;          /* --verbose 0|1|2, default 0 */
   const char *variant;  /* --variant NAME, for examples with several models */
+  const char *output;   /* --output FILE, for examples that save their model (NULL: none) */
 } example_args;
 
 /* Parses argv; prints usage and exits 2 on a bad flag. */

@@ -176,6 +176,25 @@ int kiln_model_weight_count(const kiln_model *m, kiln_node node) {
   return m->layers[node].custom->n_weights;
 }
 
+static void weight_info(const kiln_custom *c, const char *layer, int i, kiln_weight_info *out) {
+  memset(out, 0, sizeof *out);
+  snprintf(out->name, sizeof out->name, "%s/%s", layer, c->names[i]);
+  out->value = c->w[i];
+  out->grad = c->g[i];
+  out->size = out->cols = c->sizes[i];
+  out->rows = 1;
+}
+
+kiln_status kiln_custom_weight_info(const kiln_custom *c, const char *layer, const float *value,
+                                    kiln_weight_info *out, kiln_error *err) {
+  for (int i = 0; i < c->n_weights; i++)
+    if (c->w[i] == value) {
+      weight_info(c, layer, i, out);
+      return KILN_OK;
+    }
+  return kiln_error_set(err, KILN_E_INVALID, "layer \"%s\": not one of its weights", layer);
+}
+
 kiln_status kiln_model_weight(const kiln_model *m, kiln_node node, int i, kiln_weight_info *out,
                               kiln_error *err) {
   if (node < 0 || node >= m->n_layers)
@@ -186,9 +205,7 @@ kiln_status kiln_model_weight(const kiln_model *m, kiln_node node, int i, kiln_w
   if (i < 0 || i >= n)
     return kiln_error_set(err, KILN_E_INVALID, "layer \"%s\": weight %d does not exist (%s %d)",
                           l->name, i, l->custom ? "its class declared" : "not a custom layer:", n);
-  out->name = l->custom->names[i];
-  out->size = l->custom->sizes[i];
-  out->values = l->custom->w[i];
+  weight_info(l->custom, l->name, i, out);
   return KILN_OK;
 }
 

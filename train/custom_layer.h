@@ -29,6 +29,9 @@ void kiln_custom_retain(kiln_custom *c);
 /* Drops a reference; the last one frees the weights and destroys ctx. NULL-safe. */
 void kiln_custom_release(kiln_custom *c);
 int64_t kiln_custom_param_count(const kiln_custom *c);
+/* Fills out for the weight whose values are `value` (a kiln_param of this layer). */
+kiln_status kiln_custom_weight_info(const kiln_custom *c, const char *layer, const float *value,
+                                    kiln_weight_info *out, kiln_error *err);
 
 void kiln_custom_forward(kiln_custom *c, const float *x, int64_t rows, int64_t in,
                          int64_t out, int training, float *y);

@@ -885,16 +885,16 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
   return kiln_model_fit_io(m, &xi, &yi, opt, history, err);
 }
 
-kiln_status kiln_model_gradients_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
-                                    int training, double *loss, double *per_output,
-                                    kiln_error *err) {
-  kiln_status s = check_compiled(m, 1, "gradients", err);
+static kiln_status gradients_impl(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                                  int training, double *loss, double *per_output,
+                                  const char *what, kiln_error *err) {
+  kiln_status s = check_compiled(m, 1, what, err);
   if (s) return s;
   io_data d;
-  if (!y) return kiln_error_set(err, KILN_E_INVALID, "gradients: no target data given");
-  if ((s = resolve_io(m, x, y, "gradients", &d, err))) return s;
+  if (!y) return kiln_error_set(err, KILN_E_INVALID, "%s: no target data given", what);
+  if ((s = resolve_io(m, x, y, what, &d, err))) return s;
   int64_t rows = d.x[0]->rows;
-  if ((s = prepare(m, &d, rows > 0 ? rows : 1, "gradients", err))) return s;
+  if ((s = prepare(m, &d, rows > 0 ? rows : 1, what, err))) return s;
   feed f;
   if ((s = feed_init(&f, &d, rows, err))) return s;
   feed_gather(&f, m, NULL, 0, rows);
@@ -909,6 +909,53 @@ kiln_status kiln_model_gradients_io(kiln_model *m, const kiln_io *x, const kiln_
   if (!s && per_output) memcpy(per_output, per, (size_t)m->n_outs * sizeof(double));
   feed_free(&f);
   return s;
+}
+
+kiln_status kiln_model_gradients_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                                    int training, double *loss, double *per_output,
+                                    kiln_error *err) {
+  return gradients_impl(m, x, y, training, loss, per_output, "gradients", err);
+}
+
+/* Copies the outputs of the pass just run (rows of them) into outs (allocated here). */
+static kiln_status copy_outputs(kiln_model *m, int64_t rows, kiln_matrix *outs, kiln_error *err) {
+  for (int k = 0; k < m->n_outs; k++) {
+    const kiln_layer *o = &m->layers[m->outs[k].node];
+    kiln_status s = kiln_matrix_alloc(&outs[k], rows, o->out_features, err);
+    if (s) {
+      for (int j = 0; j < k; j++) kiln_matrix_free(&outs[j]);
+      return s;
+    }
+    memcpy(outs[k].values, o->out, (size_t)(rows * o->out_features) * sizeof(float));
+  }
+  return KILN_OK;
+}
+
+kiln_status kiln_model_compute_gradients(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                                         int training, double *loss, double *per_output,
+                                         kiln_matrix *outs, kiln_error *err) {
+  if (outs)
+    for (int k = 0; k < kiln_model_output_count(m); k++) memset(&outs[k], 0, sizeof outs[k]);
+  kiln_status s = gradients_impl(m, x, y, training, loss, per_output, "compute_gradients", err);
+  if (s) return s;
+  return outs ? copy_outputs(m, x->data[0]->rows, outs, err) : KILN_OK;
+}
+
+kiln_status kiln_model_forward(kiln_model *m, const kiln_io *x, int training, kiln_matrix *outs,
+                               kiln_error *err) {
+  for (int k = 0; k < kiln_model_output_count(m); k++) memset(&outs[k], 0, sizeof outs[k]);
+  kiln_status s = check_compiled(m, 1, "forward", err);
+  if (s) return s;
+  io_data d;
+  if ((s = resolve_io(m, x, NULL, "forward", &d, err))) return s;
+  int64_t rows = d.x[0]->rows;
+  if ((s = prepare(m, &d, rows > 0 ? rows : 1, "forward", err))) return s;
+  feed f;
+  if ((s = feed_init(&f, &d, rows, err))) return s;
+  feed_gather(&f, m, NULL, 0, rows);
+  s = forward(m, rows, training, err);
+  feed_free(&f);
+  return s ? s : copy_outputs(m, rows, outs, err);
 }
 
 kiln_status kiln_model_gradients(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,

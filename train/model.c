@@ -360,10 +360,9 @@ static kiln_status check_not_compiled(const kiln_model *m, const char *what, kil
 }
 
 kiln_status kiln_model_set_output(kiln_model *m, kiln_node output, kiln_error *err) {
-  kiln_status s = check_input_node(m, output, "output", err);
+  kiln_status s = check_not_compiled(m, "set_output", err);
   if (s) return s;
-  /* Before several outputs existed this was allowed after compile: keep it for the
-   * single-output case (it recompiles nothing; the next compile uses it). */
+  if ((s = check_input_node(m, output, "output", err))) return s;
   m->outputs[0] = output;
   m->n_outputs = 1;
   return KILN_OK;
@@ -451,6 +450,120 @@ int kiln_model_output_count(const kiln_model *m) {
 kiln_node kiln_model_output_node(const kiln_model *m, int i) {
   kiln_node n[KILN_MAX_IO];
   return i >= 0 && i < kiln_model_resolve_outputs(m, n) ? n[i] : -1;
+}
+
+kiln_status kiln_model_from_layers(const kiln_model *src, const kiln_node *inputs, int n_inputs,
+                                   const kiln_node *outputs, int n_outputs, kiln_model **out,
+                                   kiln_error *err) {
+  const char *what = "from_layers";
+  if (!inputs || n_inputs < 1 || n_inputs > KILN_MAX_IO || !outputs || n_outputs < 1 ||
+      n_outputs > KILN_MAX_IO)
+    return kiln_error_set(err, KILN_E_INVALID, "%s: needs 1 to %d inputs and outputs, got %d and %d",
+                          what, KILN_MAX_IO, inputs ? n_inputs : 0, outputs ? n_outputs : 0);
+  kiln_status s;
+  for (int i = 0; i < n_inputs; i++) {
+    if ((s = check_input_node(src, inputs[i], what, err))) return s;
+    if (src->layers[inputs[i]].kind != KILN_LAYER_INPUT)
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "%s: inputs[%d] is layer \"%s\", not an Input layer of the model", what,
+                            i, src->layers[inputs[i]].name);
+    for (int j = 0; j < i; j++)
+      if (inputs[j] == inputs[i])
+        return kiln_error_set(err, KILN_E_INVALID, "%s: input \"%s\" is given twice", what,
+                              src->layers[inputs[i]].name);
+  }
+  for (int k = 0; k < n_outputs; k++) {
+    if ((s = check_input_node(src, outputs[k], what, err))) return s;
+    for (int j = 0; j < k; j++)
+      if (outputs[j] == outputs[k])
+        return kiln_error_set(err, KILN_E_INVALID, "%s: output \"%s\" is given twice", what,
+                              src->layers[outputs[k]].name);
+  }
+  /* The layers the outputs need (and the inputs, used or not), in src's order. */
+  int *map = malloc((size_t)src->n_layers * sizeof *map);
+  if (!map) return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory", what);
+  for (int i = 0; i < src->n_layers; i++) map[i] = -2;
+  for (int k = 0; k < n_outputs; k++) map[outputs[k]] = -1;
+  for (int i = 0; i < n_inputs; i++) map[inputs[i]] = -1;
+  for (int i = src->n_layers - 1; i >= 0; i--)
+    if (map[i] == -1)
+      for (int j = 0; j < src->layers[i].n_inputs; j++) map[src->layers[i].inputs[j]] = -1;
+  for (int i = 0; i < src->n_layers; i++) {
+    if (map[i] != -1 || src->layers[i].kind != KILN_LAYER_INPUT) continue;
+    int listed = 0;
+    for (int j = 0; j < n_inputs; j++) listed |= inputs[j] == i;
+    if (!listed) {
+      free(map);
+      return kiln_error_set(err, KILN_E_INVALID,
+                            "%s: the outputs depend on Input \"%s\", which is not among the "
+                            "inputs given", what, src->layers[i].name);
+    }
+  }
+  kiln_model *m;
+  if ((s = kiln_model_create(src->seed, &m, err))) {
+    free(map);
+    return s;
+  }
+  /* New layers continue src's weight stream rather than repeat it. */
+  m->init_rng = src->init_rng;
+  m->shuffle_rng = src->shuffle_rng;
+  m->dropout_rng = src->dropout_rng;
+  int n = 0;
+  for (int i = 0; i < src->n_layers; i++) n += map[i] == -1;
+  m->layers = calloc((size_t)n, sizeof *m->layers);
+  if (!m->layers) {
+    free(map);
+    kiln_model_free(m);
+    return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory", what);
+  }
+  m->cap_layers = n;
+  for (int i = 0; i < src->n_layers; i++) {
+    if (map[i] != -1) continue;
+    const kiln_layer *from = &src->layers[i];
+    kiln_layer *l = &m->layers[m->n_layers];
+    memset(l, 0, sizeof *l);
+    l->kind = from->kind;
+    memcpy(l->name, from->name, sizeof l->name);
+    l->n_inputs = from->n_inputs;
+    for (int j = 0; j < from->n_inputs; j++) l->inputs[j] = map[from->inputs[j]];
+    l->in_features = from->in_features;
+    l->out_features = from->out_features;
+    l->activation = from->activation;
+    l->initializer = from->initializer;
+    l->init_constant = from->init_constant;
+    l->reg = from->reg;
+    l->rate = from->rate;
+    if (from->weights) {
+      size_t nk = (size_t)(from->in_features * from->out_features);
+      l->grad_kernel = malloc(nk * sizeof(float));
+      l->grad_bias = calloc((size_t)from->out_features, sizeof(float));
+      if (!l->grad_kernel || !l->grad_bias) {
+        free(l->grad_kernel);
+        free(l->grad_bias);
+        memset(l, 0, sizeof *l);
+        free(map);
+        kiln_model_free(m);
+        return kiln_error_set(err, KILN_E_NOMEM, "%s: out of memory", what);
+      }
+      l->weights = from->weights;
+      l->weights->refs++;
+      l->kernel = from->kernel;
+      l->bias = from->bias;
+    }
+    if (from->custom) { /* shared as Dense weights are: class, ctx and weights */
+      l->custom = from->custom;
+      kiln_custom_retain(l->custom);
+    }
+    map[i] = m->n_layers++;
+  }
+  m->last = m->n_layers - 1;
+  for (int i = 0; i < n_inputs; i++) m->inputs[i] = map[inputs[i]];
+  m->n_inputs = n_inputs;
+  for (int k = 0; k < n_outputs; k++) m->outputs[k] = map[outputs[k]];
+  m->n_outputs = n_outputs;
+  free(map);
+  *out = m;
+  return KILN_OK;
 }
 
 kiln_status kiln_model_add_input(kiln_model *m, int64_t features, kiln_error *err) {
@@ -553,7 +666,67 @@ static void print_count(FILE *out, const char *label, int64_t n) {
   fprintf(out, "%s: %lld (%.2f %s)\n", label, (long long)n, bytes, unit);
 }
 
+/* A Sequential stack: one Input, each layer fed by the one before, the last the output. */
+static int is_chain(const kiln_model *m) {
+  if (m->n_layers == 0 || m->layers[0].kind != KILN_LAYER_INPUT) return 1;
+  for (int i = 1; i < m->n_layers; i++)
+    if (m->layers[i].n_inputs != 1 || m->layers[i].inputs[0] != i - 1) return 0;
+  kiln_node outs[KILN_MAX_IO];
+  int n = kiln_model_resolve_outputs(m, outs);
+  return n == 1 && outs[0] == m->n_layers - 1 && kiln_model_input_count(m) == 1;
+}
+
+static int64_t layer_params(const kiln_layer *l) {
+  return l->kind == KILN_LAYER_DENSE ? l->in_features * l->out_features + l->out_features
+                                     : kiln_custom_param_count(l->custom);
+}
+
+/* "Dense", ..., or a custom layer's class type. */
+static const char *layer_type(const kiln_layer *l) {
+  return l->custom ? l->custom->cls->type : kind_name(l->kind);
+}
+
+/* Keras' functional summary: a "Connected to" column naming each input as
+ * "<layer>[0][0]" (one call per layer: node and tensor indices are always 0). */
+static void summary_functional(const kiln_model *m, FILE *out) {
+  int w = 30;
+  for (int i = 0; i < m->n_layers; i++) {
+    int n = (int)strlen(m->layers[i].name) + (int)strlen(layer_type(&m->layers[i])) + 4;
+    w = n > w ? n : w;
+  }
+  int width = w + 1 + 18 + 1 + 11 + 2 + 40;
+  fprintf(out, "Model: \"functional\"\n");
+  for (int i = 0; i < width; i++) fputc('=', out);
+  fprintf(out, "\n%-*s %-18s %11s  %s\n", w, "Layer (type)", "Output Shape", "Param #",
+          "Connected to");
+  for (int i = 0; i < width; i++) fputc('=', out);
+  fputc('\n', out);
+  int64_t total = 0;
+  for (int i = 0; i < m->n_layers; i++) {
+    const kiln_layer *l = &m->layers[i];
+    char left[KILN_NAME_MAX + 32], shape[32];
+    snprintf(left, sizeof left, "%s (%s)", l->name, layer_type(l));
+    snprintf(shape, sizeof shape, "(None, %lld)", (long long)l->out_features);
+    int64_t p = layer_params(l);
+    total += p;
+    fprintf(out, "%-*s %-18s %11lld  ", w, left, shape, (long long)p);
+    if (l->n_inputs == 0) fputc('-', out);
+    for (int j = 0; j < l->n_inputs; j++)
+      fprintf(out, "%s%s[0][0]", j ? ", " : "", m->layers[l->inputs[j]].name);
+    fputc('\n', out);
+  }
+  for (int i = 0; i < width; i++) fputc('=', out);
+  fputc('\n', out);
+  print_count(out, " Total params", total);
+  print_count(out, " Trainable params", total);
+  print_count(out, " Non-trainable params", 0);
+}
+
 void kiln_model_summary(const kiln_model *m, FILE *out) {
+  if (!is_chain(m)) {
+    summary_functional(m, out);
+    return;
+  }
   fprintf(out, "Model: \"%s\"\n", m->n_layers && m->layers[0].kind == KILN_LAYER_INPUT &&
                                        m->layers[0].n_inputs == 0 ? "sequential" : "model");
   rule(out, '=');
@@ -563,11 +736,9 @@ void kiln_model_summary(const kiln_model *m, FILE *out) {
   for (int i = 0; i < m->n_layers; i++) {
     const kiln_layer *l = &m->layers[i];
     char left[96], shape[32];
-    snprintf(left, sizeof left, "%s (%s)", l->name,
-             l->custom ? l->custom->cls->type : kind_name(l->kind));
+    snprintf(left, sizeof left, "%s (%s)", l->name, layer_type(l));
     snprintf(shape, sizeof shape, "(None, %lld)", (long long)l->out_features);
-    int64_t p = l->kind == KILN_LAYER_DENSE ? l->in_features * l->out_features + l->out_features
-                                            : kiln_custom_param_count(l->custom);
+    int64_t p = layer_params(l);
     trainable += p;
     fprintf(out, "%-34s %-18s %11lld\n", left, shape, (long long)p);
   }

@@ -91,6 +91,8 @@ typedef struct kiln_param {
   float *slot2; /* Adam v */
   int64_t size;
   kiln_regularizer reg;
+  kiln_node layer; /* the Dense layer it belongs to */
+  int is_bias;
 } kiln_param;
 
 struct kiln_model {

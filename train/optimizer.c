@@ -1,6 +1,7 @@
 /* kiln trainer — SGD (momentum, Nesterov), RMSprop and Adam with the update rules
  * and defaults of Keras 3, over every trainable tensor of the model. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -48,13 +49,14 @@ kiln_status kiln_optimizer_prepare(kiln_model *m, kiln_error *err) {
   for (int i = 0; i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
     for (int w = 0; l->custom && l->active && w < l->custom->n_weights; w++) {
-      kiln_param c = {l->custom->w[w], l->custom->g[w], NULL, NULL, l->custom->sizes[w], {0, 0}};
+      kiln_param c = {l->custom->w[w], l->custom->g[w], NULL, NULL, l->custom->sizes[w], {0, 0},
+                      i, 0};
       m->params[m->n_params++] = c;
     }
     if (l->kind != KILN_LAYER_DENSE || !l->active) continue; /* no output depends on it */
     kiln_param k = {l->kernel, l->grad_kernel, NULL, NULL, l->in_features * l->out_features,
-                    l->reg};
-    kiln_param b = {l->bias, l->grad_bias, NULL, NULL, l->out_features, {0, 0}};
+                    l->reg, i, 0};
+    kiln_param b = {l->bias, l->grad_bias, NULL, NULL, l->out_features, {0, 0}, i, 1};
     m->params[m->n_params++] = k;
     m->params[m->n_params++] = b;
   }
@@ -113,4 +115,35 @@ void kiln_optimizer_step(kiln_model *m) {
       case KILN_OPTIMIZER_ADAM: adam_step(&m->opt, p, m->iterations); break;
     }
   }
+}
+
+kiln_status kiln_model_apply_gradients(kiln_model *m, kiln_error *err) {
+  if (!m->compiled)
+    return kiln_error_set(err, KILN_E_INVALID, "apply_gradients: compile the model first");
+  kiln_optimizer_step(m);
+  return KILN_OK;
+}
+
+int kiln_model_trainable_weight_count(const kiln_model *m) { return m->compiled ? m->n_params : 0; }
+
+kiln_status kiln_model_trainable_weight(kiln_model *m, int i, kiln_weight_info *out,
+                                        kiln_error *err) {
+  if (!m->compiled)
+    return kiln_error_set(err, KILN_E_INVALID, "trainable_weight: compile the model first");
+  if (i < 0 || i >= m->n_params)
+    return kiln_error_set(err, KILN_E_INVALID,
+                          "trainable_weight: index %d does not exist (the model has %d)", i,
+                          m->n_params);
+  const kiln_param *p = &m->params[i];
+  const kiln_layer *l = &m->layers[p->layer];
+  memset(out, 0, sizeof *out);
+  if (l->custom) /* custom_layer.c: "<layer>/<declared name>", one row */
+    return kiln_custom_weight_info(l->custom, l->name, p->value, out, err);
+  snprintf(out->name, sizeof out->name, "%s/%s", l->name, p->is_bias ? "bias" : "kernel");
+  out->value = p->value;
+  out->grad = p->grad;
+  out->size = p->size;
+  out->rows = p->is_bias ? 1 : l->in_features;
+  out->cols = l->out_features;
+  return KILN_OK;
 }

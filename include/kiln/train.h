@@ -92,7 +92,7 @@ kiln_status kiln_model_dropout(kiln_model *m, kiln_node input, float rate, const
 /* keras.layers.Concatenate(): a node whose row is its inputs' rows side by side. */
 kiln_status kiln_model_concatenate(kiln_model *m, const kiln_node *inputs, int n_inputs,
                                    const char *name, kiln_node *out, kiln_error *err);
-/* The model's output node (default: the last node added). */
+/* The model's output node (default: the last node added); before compile. */
 kiln_status kiln_model_set_output(kiln_model *m, kiln_node output, kiln_error *err);
 /* keras.Model(inputs=[...], outputs=[...]). Inputs default to every Input node in the
  * order added; outputs to the last node added. Must be set before compile. */
@@ -146,7 +146,10 @@ int64_t kiln_model_param_count(const kiln_model *m);
 int64_t kiln_model_input_features(const kiln_model *m);
 int64_t kiln_model_output_features(const kiln_model *m);
 
-/* Writes a Keras-style summary (layer, output shape, params, totals) to out. */
+/* Writes a Keras-style summary (layer, output shape, params, totals) to out. A
+ * Sequential stack prints as Keras' Sequential summary; any other graph as Keras'
+ * functional one (Model: "functional", with a "Connected to" column such as
+ * "title[0][0], text_body[0][0], tags[0][0]"). */
 void kiln_model_summary(const kiln_model *m, FILE *out);
 
 /* --- custom layers (a keras.layers.Layer subclass in C) ------------------- */
@@ -197,14 +200,11 @@ typedef struct kiln_layer_class {
  * the class type in lower case, then "_1", "_2", ... */
 kiln_status kiln_model_custom(kiln_model *m, kiln_node input, const kiln_layer_class *cls,
                               void *ctx, const char *name, kiln_node *out, kiln_error *err);
-/* The weights of a custom layer (0 for other kinds) and each one's name, size and values
- * (owned by the model). */
+/* The weights of a custom layer (0 for other kinds), each as a kiln_weight_info (below:
+ * name "<layer>/<declared name>", value, grad, size, rows 1, cols size; owned by the
+ * model). They are also among kiln_model_trainable_weight's, in layer order. */
+typedef struct kiln_weight_info kiln_weight_info;
 int kiln_model_weight_count(const kiln_model *m, kiln_node node);
-typedef struct kiln_weight_info {
-  const char *name;
-  int64_t size;
-  float *values;
-} kiln_weight_info;
 kiln_status kiln_model_weight(const kiln_model *m, kiln_node node, int i, kiln_weight_info *out,
                               kiln_error *err);
 /* The class of a custom layer, or NULL. */
@@ -424,6 +424,49 @@ kiln_status kiln_model_evaluate_io(kiln_model *m, const kiln_io *x, const kiln_i
                                    int64_t batch_size, kiln_logs *out, kiln_error *err);
 kiln_status kiln_model_predict_io(kiln_model *m, const kiln_io *x, int64_t batch_size,
                                   kiln_matrix *outs, kiln_error *err);
+
+/* --- the low-level training loop (listings 7.21-7.24) ------------------------ */
+
+/* A hand-written loop over batches, as the book's train_step:
+ *   kiln_model_compute_gradients(m, &x, &y, 1, &loss, NULL, outs, &err);  // forward, loss,
+ *   ... read or change the gradients (kiln_model_trainable_weight) ...       // backward
+ *   kiln_model_apply_gradients(m, &err);                                    // optimizer step
+ *   metric->update_state(...) on outs (kiln_metric_create), then kiln_matrix_free(outs).
+ * Over the same fixed batches (no shuffling) this computes exactly what fit computes.
+ * The model must be compiled (its loss, loss weights and optimizer are used). */
+
+/* model(x, training=...): one forward pass over all rows of x as one batch (with
+ * training, Dropout drops). Fills outs[0..kiln_model_output_count-1] (allocated by
+ * kiln; free each with kiln_matrix_free). */
+kiln_status kiln_model_forward(kiln_model *m, const kiln_io *x, int training, kiln_matrix *outs,
+                               kiln_error *err);
+/* Forward pass, the compiled loss (weighted sum over outputs plus regularization) in
+ * *loss, and its gradient with respect to every trainable weight, for (x, y) as one
+ * batch. The gradients replace the last ones (nothing accumulates: no zero_grad).
+ * per_output (may be NULL) gets each output's unweighted loss; outs (may be NULL) the
+ * predictions of this same pass, as kiln_model_forward. */
+kiln_status kiln_model_compute_gradients(kiln_model *m, const kiln_io *x, const kiln_io *y,
+                                         int training, double *loss, double *per_output,
+                                         kiln_matrix *outs, kiln_error *err);
+
+/* model.trainable_weights with their gradients: every Dense kernel then bias, in layer
+ * order (the optimizer's order). value and grad point into the model (valid until it
+ * is recompiled or freed; value is shared with models made by kiln_model_from_layers);
+ * grad may be changed before kiln_model_apply_gradients (e.g. clipped). */
+struct kiln_weight_info {
+  char name[96];   /* Keras' variable path, e.g. "dense/kernel", "dense/bias" */
+  float *value;
+  float *grad;     /* d loss / d value from the last kiln_model_compute_gradients */
+  int64_t size;    /* rows * cols */
+  int64_t rows;    /* kernel: input width; bias: 1 */
+  int64_t cols;    /* units */
+};
+int kiln_model_trainable_weight_count(const kiln_model *m); /* 0 until compiled */
+kiln_status kiln_model_trainable_weight(kiln_model *m, int i, kiln_weight_info *out,
+                                        kiln_error *err);
+/* optimizer.apply(gradients, model.trainable_weights): one step of the compiled
+ * optimizer with the gradients held by the model. */
+kiln_status kiln_model_apply_gradients(kiln_model *m, kiln_error *err);
 
 /* --- saving -------------------------------------------------------------- */
 

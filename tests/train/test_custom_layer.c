@@ -131,7 +131,8 @@ static int tensors(kiln_model *m, tensor_ref *t, int cap) {
       for (int w = 0; w < nw && n < cap; w++) {
         kiln_weight_info wi;
         assert_int_equal(kiln_model_weight(m, i, w, &wi, NULL), KILN_OK);
-        tensor_ref c = {wi.values, l->custom->g[w], wi.size, wi.name};
+        assert_ptr_equal(wi.grad, l->custom->g[w]);
+        tensor_ref c = {wi.value, wi.grad, wi.size, l->custom->names[w]};
         t[n++] = c;
       }
     }
@@ -218,11 +219,12 @@ static void test_gradients_rms_norm(void **state) {
   assert_int_equal(kiln_model_find_layer(m, "rmsnormalization", &norm, NULL), KILN_OK);
   kiln_weight_info wi;
   assert_int_equal(kiln_model_weight(m, norm, 0, &wi, NULL), KILN_OK);
-  assert_string_equal(wi.name, "gamma");
+  assert_string_equal(wi.name, "rmsnormalization/gamma");
+  assert_int_equal(wi.rows, 1);
   assert_int_equal(wi.size, 4);
   for (int64_t j = 0; j < wi.size; j++) {
-    assert_true(wi.values[j] == 1.0f); /* the declared constant initializer */
-    wi.values[j] = 0.5f + 0.3f * (float)j;
+    assert_true(wi.value[j] == 1.0f); /* the declared constant initializer */
+    wi.value[j] = 0.5f + 0.3f * (float)j;
   }
   targets(&y, 7, 3, KILN_LOSS_MEAN_SQUARED_ERROR, &r);
   gradient_check(m, &x, &y);
@@ -255,7 +257,7 @@ static void test_training_lowers_loss(void **state) {
   assert_true(last < 0.5 * first);
   /* The optimizer moved the custom weight. */
   int moved = 0;
-  for (int64_t j = 0; j < wi.size; j++) moved += wi.values[j] != 1.0f;
+  for (int64_t j = 0; j < wi.size; j++) moved += wi.value[j] != 1.0f;
   assert_true(moved > 0);
   kiln_history_free(&h);
   kiln_model_free(m);
@@ -282,7 +284,7 @@ static void test_summary_and_counts(void **state) {
   kiln_weight_info wi;
   kiln_error err = {0};
   assert_int_equal(kiln_model_weight(m, n, 1, &wi, NULL), KILN_OK);
-  assert_true(wi.values[0] == 0.05f && wi.values[2] == 0.2f); /* the declared values */
+  assert_true(wi.value[0] == 0.05f && wi.value[2] == 0.2f); /* the declared values */
   assert_int_equal(kiln_model_weight(m, n, 2, &wi, &err), KILN_E_INVALID);
   assert_non_null(strstr(err.message, "affine"));
   char buf[4096] = {0};
@@ -467,6 +469,68 @@ static void test_resume_state(void **state) {
   kiln_matrix_free(&y);
 }
 
+/* The low-level loop (listings 7.21-7.24) sees a custom layer's weights among the
+ * trainable ones, with its gradients; from_layers shares the layer as it shares Dense
+ * weights (either model may be freed first). */
+static void test_trainable_weights_and_sharing(void **state) {
+  kiln_rng r;
+  kiln_rng_seed(&r, 7, 9);
+  kiln_matrix x, y;
+  fill(&x, 16, 5, &r);
+  targets(&y, 16, 2, KILN_LOSS_MEAN_SQUARED_ERROR, &r);
+  kiln_model *m = sandwich(&rms_norm_class, rms_norm_config_create(1e-6f), 5, 4, 2,
+                           KILN_ACTIVATION_LINEAR, KILN_LOSS_MEAN_SQUARED_ERROR);
+  assert_int_equal(kiln_model_trainable_weight_count(m), 5); /* 2 Dense x 2 + gamma */
+  int found = -1;
+  kiln_weight_info wi;
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(kiln_model_trainable_weight(m, i, &wi, NULL), KILN_OK);
+    if (strcmp(wi.name, "rmsnormalization/gamma") == 0) found = i;
+  }
+  assert_int_equal(found, 2); /* in layer order: dense kernel, bias, then gamma */
+  kiln_io xi = {1, {NULL}, {&x}}, yi = {1, {NULL}, {&y}};
+  double loss;
+  assert_int_equal(kiln_model_compute_gradients(m, &xi, &yi, 1, &loss, NULL, NULL, NULL), KILN_OK);
+  assert_int_equal(kiln_model_trainable_weight(m, found, &wi, NULL), KILN_OK);
+  double gsum = 0;
+  for (int64_t j = 0; j < wi.size; j++) gsum += fabs(wi.grad[j]);
+  assert_true(gsum > 0);
+  float before = wi.value[0];
+  assert_int_equal(kiln_model_apply_gradients(m, NULL), KILN_OK);
+  assert_true(wi.value[0] != before);
+
+  /* from_layers: the input to the custom layer's output, a new head on it. */
+  kiln_node in, norm;
+  assert_int_equal(kiln_model_find_layer(m, "x", &in, NULL), KILN_OK);
+  assert_int_equal(kiln_model_find_layer(m, "rmsnormalization", &norm, NULL), KILN_OK);
+  kiln_model *f;
+  kiln_error err = {0};
+  if (kiln_model_from_layers(m, &in, 1, &norm, 1, &f, &err)) fail_msg("%s", err.message);
+  kiln_node fn;
+  assert_int_equal(kiln_model_find_layer(f, "rmsnormalization", &fn, NULL), KILN_OK);
+  kiln_weight_info fw;
+  assert_int_equal(kiln_model_weight(f, fn, 0, &fw, NULL), KILN_OK);
+  assert_ptr_equal(fw.value, wi.value);
+  assert_ptr_equal(kiln_model_layer_class(f, fn), &rms_norm_class);
+  kiln_node head;
+  assert_int_equal(kiln_model_dense(f, fn, 2, NULL, &head, NULL), KILN_OK);
+  assert_int_equal(kiln_model_set_output(f, head, NULL), KILN_OK);
+  kiln_optimizer o;
+  kiln_optimizer_init(&o, KILN_OPTIMIZER_SGD);
+  o.learning_rate = 0.1f;
+  assert_int_equal(kiln_model_compile(f, &o, KILN_LOSS_MEAN_SQUARED_ERROR, NULL, 0, NULL), KILN_OK);
+  before = wi.value[1];
+  assert_int_equal(kiln_model_fit(f, &x, &y, NULL, NULL, NULL), KILN_OK);
+  assert_true(wi.value[1] != before); /* training f moved m's gamma */
+  kiln_model_free(m); /* the source first: f keeps the layer */
+  kiln_matrix p;
+  assert_int_equal(kiln_model_predict(f, &x, 16, &p, NULL), KILN_OK);
+  kiln_matrix_free(&p);
+  kiln_model_free(f);
+  kiln_matrix_free(&x);
+  kiln_matrix_free(&y);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gradients_affine),
@@ -477,6 +541,7 @@ int main(void) {
       cmocka_unit_test(test_sparse_input_refused),
       cmocka_unit_test(test_save_load),
       cmocka_unit_test(test_resume_state),
+      cmocka_unit_test(test_trainable_weights_and_sharing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

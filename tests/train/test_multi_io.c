@@ -802,6 +802,329 @@ static void test_old_checkpoint_loads(void **state) {
   kiln_model_free(m);
 }
 
+/* --- feature extraction (listing 7.13) ---------------------------------------------- */
+
+static kiln_model *extract_with_difficulty(kiln_model *src) {
+  kiln_node ins[3], outs[3];
+  for (int i = 0; i < 3; i++) ins[i] = kiln_model_input_node(src, i);
+  OK(kiln_model_find_layer(src, "priority", &outs[0], NULL));
+  OK(kiln_model_find_layer(src, "department", &outs[1], NULL));
+  OK(kiln_model_find_layer(src, "dense", &outs[2], NULL)); /* the features */
+  kiln_model *m;
+  kiln_error err = {0};
+  OK(kiln_model_from_layers(src, ins, 3, outs, 3, &m, &err));
+  assert_int_equal(kiln_model_layer_count(m), kiln_model_layer_count(src));
+  assert_int_equal(kiln_model_output_count(m), 3);
+  kiln_node feat, pri, dep, diff;
+  OK(kiln_model_find_layer(m, "dense", &feat, NULL));
+  OK(kiln_model_find_layer(m, "priority", &pri, NULL));
+  OK(kiln_model_find_layer(m, "department", &dep, NULL));
+  kiln_dense_options o;
+  kiln_dense_options_init(&o);
+  o.activation = KILN_ACTIVATION_SOFTMAX;
+  o.name = "difficulty";
+  OK(kiln_model_dense(m, feat, 3, &o, &diff, &err));
+  kiln_node new_outs[] = {pri, dep, diff};
+  OK(kiln_model_set_outputs(m, new_outs, 3, &err));
+  kiln_optimizer opt;
+  kiln_optimizer_init(&opt, KILN_OPTIMIZER_RMSPROP);
+  kiln_output_config c[3];
+  for (int k = 0; k < 3; k++) kiln_output_config_init(&c[k]);
+  c[0].loss = KILN_LOSS_MEAN_SQUARED_ERROR;
+  c[1].loss = KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY;
+  c[2].loss = KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY;
+  const char *acc[] = {"accuracy"};
+  c[2].metrics = acc;
+  c[2].n_metrics = 1;
+  OK(kiln_model_compile_outputs(m, &opt, c, 3, &err));
+  return m;
+}
+
+static void test_feature_extraction_shares_weights(void **state) {
+  ticket_data d;
+  ticket_data_make(&d, 96, 8);
+  for (int free_src_first = 0; free_src_first < 2; free_src_first++) {
+    kiln_model *src = ticket_model(4, 1);
+    kiln_io x, y;
+    ticket_io(&d, &x, &y);
+    kiln_fit_options fo;
+    kiln_fit_options_init(&fo);
+    fo.batch_size = 32;
+    kiln_error err = {0};
+    OK(kiln_model_fit_io(src, &x, &y, &fo, NULL, &err));
+    kiln_model *m = extract_with_difficulty(src);
+    /* Shared, not copied: the very same kernel memory. */
+    kiln_node a, b;
+    OK(kiln_model_find_layer(src, "dense", &a, NULL));
+    OK(kiln_model_find_layer(m, "dense", &b, NULL));
+    kiln_layer_info la, lb;
+    OK(kiln_model_layer(src, a, &la, NULL));
+    OK(kiln_model_layer(m, b, &lb, NULL));
+    assert_ptr_equal(la.kernel, lb.kernel);
+    assert_ptr_equal(la.bias, lb.bias);
+    assert_int_equal(kiln_model_find_layer(src, "difficulty", &a, NULL), KILN_E_INVALID);
+    kiln_matrix before[2], after[2];
+    OK(kiln_model_predict_io(src, &x, 32, before, &err));
+    kiln_matrix diff_y;
+    OK(kiln_matrix_alloc(&diff_y, 96, 1, NULL));
+    for (int64_t i = 0; i < 96; i++) diff_y.values[i] = (float)(i % 3);
+    const kiln_matrix *ys[] = {&d.priority, &d.department, &diff_y};
+    kiln_io y3 = io_pos(3, ys);
+    fo.epochs = 3;
+    kiln_history h = {0};
+    OK(kiln_model_fit_io(m, &x, &y3, &fo, &h, &err));
+    assert_false(isnan(kiln_history_get(&h, "difficulty_accuracy", 2)));
+    assert_false(isnan(kiln_history_get(&h, "difficulty_loss", 2)));
+    assert_true(kiln_history_get(&h, "difficulty_loss", 2) < kiln_history_get(&h, "difficulty_loss", 0));
+    /* Training the new model moved the old one's predictions. */
+    OK(kiln_model_predict_io(src, &x, 32, after, &err));
+    assert_true(memcmp(before[1].values, after[1].values, (size_t)(96 * 4) * sizeof(float)) != 0);
+    for (int k = 0; k < 2; k++) {
+      kiln_matrix_free(&before[k]);
+      kiln_matrix_free(&after[k]);
+    }
+    /* Either may go first; the other keeps working. */
+    kiln_model *keep = free_src_first ? m : src;
+    kiln_model_free(free_src_first ? src : m);
+    kiln_matrix p[3];
+    if (keep == m) {
+      OK(kiln_model_predict_io(m, &x, 50, p, &err));
+      for (int k = 0; k < 3; k++) kiln_matrix_free(&p[k]);
+    } else {
+      OK(kiln_model_fit_io(src, &x, &y, &fo, NULL, &err));
+      OK(kiln_model_predict_io(src, &x, 50, p, &err));
+      for (int k = 0; k < 2; k++) kiln_matrix_free(&p[k]);
+    }
+    kiln_model_free(keep);
+    kiln_matrix_free(&diff_y);
+    kiln_history_free(&h);
+  }
+  /* Errors: an Input the outputs need but not given; a non-Input as input. */
+  kiln_model *src = ticket_model(4, 0);
+  kiln_node title, feat, pri;
+  OK(kiln_model_find_layer(src, "title", &title, NULL));
+  OK(kiln_model_find_layer(src, "dense", &feat, NULL));
+  OK(kiln_model_find_layer(src, "priority", &pri, NULL));
+  kiln_model *m = NULL;
+  kiln_error err = {0};
+  expect_error(kiln_model_from_layers(src, &title, 1, &pri, 1, &m, &err), KILN_E_INVALID, &err,
+               "from_layers: the outputs depend on Input \"text_body\", which is not among the "
+               "inputs given");
+  expect_error(kiln_model_from_layers(src, &feat, 1, &pri, 1, &m, &err), KILN_E_INVALID, &err,
+               "from_layers: inputs[0] is layer \"dense\", not an Input layer of the model");
+  assert_null(m);
+  kiln_model_free(src);
+  ticket_data_free(&d);
+}
+
+/* --- summary ------------------------------------------------------------------------ */
+
+/* The summary as text; the caller frees it. */
+static char *summary_text(const kiln_model *m) {
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  kiln_model_summary(m, f);
+  long n = ftell(f);
+  char *buf = malloc((size_t)n + 1);
+  rewind(f);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), n);
+  buf[n] = 0;
+  fclose(f);
+  return buf;
+}
+
+static void test_functional_summary(void **state) {
+  kiln_model *m = ticket_model(1, 0);
+  char *s = summary_text(m);
+  assert_non_null(strstr(s, "Model: \"functional\"\n"));
+  assert_non_null(strstr(s, "Connected to"));
+  /* 12 + 10 + 4 = 26 columns; Dense 26x8+8 = 216, priority 9, department 36. */
+  const char *lines[] = {"title (InputLayer)", "concatenate (Concatenate)", "dense (Dense)",
+                         "priority (Dense)", "department (Dense)"};
+  const char *tails[] = {"(None, 12)                   0  -\n",
+                         "(None, 26)                   0  title[0][0], text_body[0][0], tags[0][0]\n",
+                         "(None, 8)                  216  concatenate[0][0]\n",
+                         "(None, 1)                    9  dense[0][0]\n",
+                         "(None, 4)                   36  dense[0][0]\n"};
+  for (int i = 0; i < 5; i++) {
+    const char *at = strstr(s, lines[i]);
+    assert_non_null(at);
+    at += strlen(lines[i]);
+    while (*at == ' ') at++;
+    if (strncmp(at, tails[i], strlen(tails[i])) != 0)
+      fail_msg("row \"%s\": got \"%.*s\", want \"%s\"", lines[i], (int)strlen(tails[i]), at, tails[i]);
+  }
+  assert_non_null(strstr(s, " Total params: 261 (1.02 KB)"));
+  free(s);
+  kiln_model_free(m);
+  /* A Sequential stack keeps its summary. */
+  OK(kiln_model_create(0, &m, NULL));
+  OK(kiln_model_add_input(m, 4, NULL));
+  OK(kiln_model_add_dense(m, 2, KILN_ACTIVATION_RELU, NULL));
+  s = summary_text(m);
+  assert_non_null(strstr(s, "Model: \"sequential\""));
+  assert_null(strstr(s, "Connected to"));
+  free(s);
+  kiln_model_free(m);
+}
+
+/* --- the low-level training loop -------------------------------------------------- */
+
+/* Rows [begin, begin + n) of a dense matrix, without copying. */
+static kiln_matrix rows_view(const kiln_matrix *m, int64_t begin, int64_t n) {
+  kiln_matrix v;
+  memset(&v, 0, sizeof v);
+  v.rows = n;
+  v.cols = m->cols;
+  v.values = m->values + begin * m->cols;
+  v.borrowed = 1;
+  return v;
+}
+
+static void test_custom_loop_matches_fit(void **state) {
+  ticket_data d;
+  ticket_data_make(&d, 100, 9);
+  kiln_model *a = ticket_model(11, 1), *b = ticket_model(11, 1);
+  kiln_io x, y;
+  ticket_io(&d, &x, &y);
+  kiln_fit_options fo;
+  kiln_fit_options_init(&fo);
+  fo.epochs = 3;
+  fo.batch_size = 32;
+  fo.shuffle = 0;
+  kiln_error err = {0};
+  kiln_history h = {0};
+  OK(kiln_model_fit_io(a, &x, &y, &fo, &h, &err));
+
+  kiln_metric *acc;
+  OK(kiln_metric_create("sparse_categorical_accuracy", KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY,
+                        &acc, &err));
+  double last_loss = 0;
+  for (int epoch = 0; epoch < 3; epoch++) {
+    acc->reset_state(acc);
+    double sum = 0;
+    for (int64_t begin = 0; begin < 100; begin += 32) {
+      int64_t n = 100 - begin < 32 ? 100 - begin : 32;
+      kiln_matrix v[5] = {rows_view(&d.title, begin, n), rows_view(&d.body, begin, n),
+                          rows_view(&d.tags, begin, n), rows_view(&d.priority, begin, n),
+                          rows_view(&d.department, begin, n)};
+      const kiln_matrix *xs[] = {&v[0], &v[1], &v[2]}, *ys[] = {&v[3], &v[4]};
+      kiln_io bx = io_pos(3, xs), by = io_pos(2, ys);
+      double loss;
+      kiln_matrix outs[2];
+      OK(kiln_model_compute_gradients(b, &bx, &by, 1, &loss, NULL, outs, &err));
+      OK(kiln_model_apply_gradients(b, &err));
+      acc->update_state(acc, v[4].values, 1, outs[1].values, 4, n);
+      sum += loss * (double)n;
+      kiln_matrix_free(&outs[0]);
+      kiln_matrix_free(&outs[1]);
+    }
+    last_loss = sum / 100.0;
+  }
+  assert_true(same_weights(a, b));
+  assert_float_equal(last_loss, kiln_history_get(&h, "loss", 2), 0);
+  assert_float_equal(acc->result(acc), kiln_history_get(&h, "department_accuracy", 2), 0);
+  kiln_metric_free(acc);
+
+  /* The trainable weights: names, shapes, gradients one may change. */
+  assert_int_equal(kiln_model_trainable_weight_count(b), 6);
+  kiln_weight_info wi;
+  OK(kiln_model_trainable_weight(b, 0, &wi, &err));
+  assert_string_equal(wi.name, "dense/kernel");
+  assert_int_equal(wi.rows, 26);
+  assert_int_equal(wi.cols, 8);
+  assert_int_equal(wi.size, 26 * 8);
+  OK(kiln_model_trainable_weight(b, 5, &wi, &err));
+  assert_string_equal(wi.name, "department/bias");
+  assert_int_equal(wi.size, 4);
+  expect_error(kiln_model_trainable_weight(b, 6, &wi, &err), KILN_E_INVALID, &err,
+               "trainable_weight: index 6 does not exist (the model has 6)");
+  /* Zeroed gradients: with SGD (no momentum) a step changes nothing. */
+  kiln_model *c = ticket_model(11, 0);
+  kiln_optimizer sgd;
+  kiln_optimizer_init(&sgd, KILN_OPTIMIZER_SGD);
+  OK(kiln_model_compile(c, &sgd, KILN_LOSS_MEAN_SQUARED_ERROR, NULL, 0, &err));
+  kiln_matrix onehot;
+  OK(kiln_matrix_alloc(&onehot, 100, 4, NULL));
+  const kiln_matrix *ys[] = {&d.priority, &onehot};
+  kiln_io y2 = io_pos(2, ys);
+  double loss;
+  OK(kiln_model_compute_gradients(c, &x, &y2, 0, &loss, NULL, NULL, &err));
+  OK(kiln_model_trainable_weight(c, 0, &wi, &err));
+  float first = wi.value[0];
+  for (int i = 0; i < kiln_model_trainable_weight_count(c); i++) {
+    OK(kiln_model_trainable_weight(c, i, &wi, &err));
+    memset(wi.grad, 0, (size_t)wi.size * sizeof(float));
+  }
+  OK(kiln_model_apply_gradients(c, &err));
+  OK(kiln_model_trainable_weight(c, 0, &wi, &err));
+  assert_float_equal(wi.value[0], first, 0);
+  /* forward: the predictions of predict in inference mode. */
+  kiln_matrix f[2], p[2];
+  OK(kiln_model_forward(c, &x, 0, f, &err));
+  OK(kiln_model_predict_io(c, &x, 7, p, &err));
+  for (int k = 0; k < 2; k++) {
+    assert_memory_equal(f[k].values, p[k].values, (size_t)(f[k].rows * f[k].cols) * sizeof(float));
+    kiln_matrix_free(&f[k]);
+    kiln_matrix_free(&p[k]);
+  }
+  kiln_model *u;
+  OK(kiln_model_create(1, &u, NULL));
+  OK(kiln_model_add_input(u, 2, NULL));
+  OK(kiln_model_add_dense(u, 1, KILN_ACTIVATION_LINEAR, NULL));
+  expect_error(kiln_model_apply_gradients(u, &err), KILN_E_INVALID, &err,
+               "apply_gradients: compile the model first");
+  expect_error(kiln_model_compute_gradients(u, &x, &y, 1, &loss, NULL, NULL, &err),
+               KILN_E_INVALID, &err, "compute_gradients: compile the model first");
+  kiln_model_free(u);
+  kiln_matrix_free(&onehot);
+  kiln_history_free(&h);
+  kiln_model_free(a);
+  kiln_model_free(b);
+  kiln_model_free(c);
+  ticket_data_free(&d);
+}
+
+/* The Sequential form (one Input, one output) over the same fixed batches. */
+static void test_custom_loop_sequential(void **state) {
+  kiln_rng r;
+  kiln_rng_seed(&r, 5, 5);
+  kiln_matrix xm, ym;
+  fill(&xm, 90, 6, &r, -1, 1);
+  OK(kiln_matrix_alloc(&ym, 90, 1, NULL));
+  for (int64_t i = 0; i < 90; i++) ym.values[i] = (float)(i % 3);
+  kiln_model *ms[2];
+  for (int v = 0; v < 2; v++) {
+    OK(kiln_model_create(3, &ms[v], NULL));
+    OK(kiln_model_add_input(ms[v], 6, NULL));
+    OK(kiln_model_add_dense(ms[v], 12, KILN_ACTIVATION_RELU, NULL));
+    OK(kiln_model_add_dense(ms[v], 3, KILN_ACTIVATION_SOFTMAX, NULL));
+    kiln_optimizer adam;
+    kiln_optimizer_init(&adam, KILN_OPTIMIZER_ADAM);
+    OK(kiln_model_compile(ms[v], &adam, KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY, NULL, 0, NULL));
+  }
+  kiln_fit_options fo;
+  kiln_fit_options_init(&fo);
+  fo.epochs = 2;
+  fo.batch_size = 20;
+  fo.shuffle = 0;
+  OK(kiln_model_fit(ms[0], &xm, &ym, &fo, NULL, NULL));
+  for (int e = 0; e < 2; e++)
+    for (int64_t b = 0; b < 90; b += 20) {
+      int64_t n = 90 - b < 20 ? 90 - b : 20;
+      kiln_matrix bx = rows_view(&xm, b, n), by = rows_view(&ym, b, n);
+      kiln_io x = {.n = 1, .data = {&bx}}, y = {.n = 1, .data = {&by}};
+      double loss;
+      OK(kiln_model_compute_gradients(ms[1], &x, &y, 1, &loss, NULL, NULL, NULL));
+      OK(kiln_model_apply_gradients(ms[1], NULL));
+    }
+  assert_true(same_weights(ms[0], ms[1]));
+  kiln_model_free(ms[0]);
+  kiln_model_free(ms[1]);
+  kiln_matrix_free(&xm);
+  kiln_matrix_free(&ym);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_concat_forward_by_hand),
@@ -812,6 +1135,10 @@ int main(void) {
       cmocka_unit_test(test_bad_inputs),
       cmocka_unit_test(test_save_load_round_trip),
       cmocka_unit_test(test_old_checkpoint_loads),
+      cmocka_unit_test(test_feature_extraction_shares_weights),
+      cmocka_unit_test(test_functional_summary),
+      cmocka_unit_test(test_custom_loop_matches_fit),
+      cmocka_unit_test(test_custom_loop_sequential),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
