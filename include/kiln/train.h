@@ -523,7 +523,8 @@ kiln_status kiln_model_load_state_custom(const char *path, const kiln_layer_fact
  * "outputs": ["priority", "department"] (default: the last layer), and in "compile"
  * Keras' per-output dicts or lists: "loss": {"priority": "mean_squared_error", ...},
  * "loss_weights": {"priority": 1.0, ...}, "metrics": {"priority": ["mae"], ...} (a
- * plain loss or metric list applies to every output). See examples/specs/ticket.json.
+ * plain loss or metric list applies to every output). See examples/specs/ticket.json;
+ * `kiln train SPEC --x INPUT=FILE.npy ... --y OUTPUT=FILE.npy ...` trains one.
  * Errors name the JSON key path, e.g. "spec.json: layers[1].units: expected a
  * positive integer", "spec.json: compile.loss.prio: not an output of the model". */
 typedef struct kiln_spec kiln_spec;
