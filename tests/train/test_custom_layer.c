@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../../examples/rms_norm.h"
+#include "kiln/callbacks.h"
 #include "custom_layer.h"
 #include "model_internal.h"
 
@@ -531,6 +532,64 @@ static void test_trainable_weights_and_sharing(void **state) {
   kiln_matrix_free(&y);
 }
 
+/* EarlyStopping(restore_best_weights) puts back a custom layer's weights too. */
+typedef struct gamma_log {
+  kiln_node node;
+  float at[8][4];
+} gamma_log;
+static void log_gamma(void *ctx, kiln_model *m, int epoch, const kiln_logs *logs) {
+  gamma_log *g = ctx;
+  kiln_weight_info wi;
+  assert_int_equal(kiln_model_weight(m, g->node, 0, &wi, NULL), KILN_OK);
+  memcpy(g->at[epoch], wi.value, 4 * sizeof(float));
+}
+static int script_epoch;
+static const double script[] = {3, 1, 2, 2, 2, 2};
+static void script_reset(kiln_metric *self) { script_epoch++; }
+static void script_update(kiln_metric *self, const float *yt, int64_t tc, const float *yp,
+                          int64_t pc, int64_t rows) {}
+static double script_result(const kiln_metric *self) { return script[script_epoch - 1]; }
+
+static void test_early_stopping_restores_custom_weights(void **state) {
+  kiln_rng r;
+  kiln_rng_seed(&r, 8, 9);
+  kiln_matrix x, y;
+  fill(&x, 32, 5, &r);
+  targets(&y, 32, 2, KILN_LOSS_MEAN_SQUARED_ERROR, &r);
+  kiln_model *m = sandwich(&rms_norm_class, rms_norm_config_create(1e-6f), 5, 4, 2,
+                           KILN_ACTIVATION_LINEAR, KILN_LOSS_MEAN_SQUARED_ERROR);
+  kiln_metric metric = {"score", NULL, script_reset, script_update, script_result, NULL};
+  assert_int_equal(kiln_model_add_metric(m, &metric, NULL), KILN_OK);
+  script_epoch = 0;
+  gamma_log g;
+  assert_int_equal(kiln_model_find_layer(m, "rmsnormalization", &g.node, NULL), KILN_OK);
+  kiln_early_stopping_config c;
+  kiln_early_stopping_config_init(&c);
+  c.monitor = "score";
+  c.patience = 1;
+  c.restore_best_weights = 1;
+  kiln_callback cbs[2] = {{.ctx = &g, .on_epoch_end = log_gamma}};
+  assert_int_equal(kiln_early_stopping_create(&c, &cbs[1], NULL), KILN_OK);
+  kiln_fit_options opt;
+  kiln_fit_options_init(&opt);
+  opt.epochs = 6;
+  opt.batch_size = 8;
+  opt.callbacks = cbs;
+  opt.n_callbacks = 2;
+  kiln_history h = {0};
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, &h, NULL), KILN_OK);
+  assert_int_equal(h.epochs, 3); /* best at epoch 1, stopped one epoch later */
+  kiln_weight_info wi;
+  assert_int_equal(kiln_model_weight(m, g.node, 0, &wi, NULL), KILN_OK);
+  assert_memory_not_equal(g.at[1], g.at[2], sizeof g.at[1]);
+  assert_memory_equal(wi.value, g.at[1], sizeof g.at[1]);
+  kiln_history_free(&h);
+  kiln_callback_free(&cbs[1]);
+  kiln_model_free(m);
+  kiln_matrix_free(&x);
+  kiln_matrix_free(&y);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_gradients_affine),
@@ -542,6 +601,7 @@ int main(void) {
       cmocka_unit_test(test_save_load),
       cmocka_unit_test(test_resume_state),
       cmocka_unit_test(test_trainable_weights_and_sharing),
+      cmocka_unit_test(test_early_stopping_restores_custom_weights),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
