@@ -294,9 +294,13 @@ static double outputs_loss(kiln_model *m, int64_t rows, const float *const *y,
   if (with_grad)
     for (int i = 0; i < m->n_layers; i++) {
       kiln_layer *l = &m->layers[i];
-      int direct_out = 0;
-      for (int k = 0; k < m->n_outs; k++) direct_out |= m->outs[k].node == i && m->outs[k].direct;
-      if (l->active && l->needs_grad && !direct_out)
+      int direct_out = 0, out = 0;
+      for (int k = 0; k < m->n_outs; k++) {
+        out |= m->outs[k].node == i;
+        direct_out |= m->outs[k].node == i && m->outs[k].direct;
+      }
+      /* An output fed gradient by other layers too gets its loss gradient added. */
+      if (l->active && (l->needs_grad || out) && !direct_out)
         memset(l->grad, 0, (size_t)(rows * l->out_features) * sizeof(float));
     }
   double total = 0;
@@ -477,8 +481,8 @@ static kiln_status prepare(kiln_model *m, const io_data *d, int64_t batch, const
     if (l->kind == KILN_LAYER_CONCATENATE) sparse[i] = 1;
     else if (l->kind != KILN_LAYER_DENSE)
       s = kiln_error_set(err, KILN_E_UNSUPPORTED,
-                         "%s: layer \"%s\" cannot take sparse (CSR) input; only Dense can (and "
-                         "Concatenate)", what, l->name);
+                         "%s: layer \"%s\" cannot take sparse (CSR) input; only Dense and "
+                         "Concatenate can", what, l->name);
   }
   for (int k = 0; k < m->n_outs && !s; k++)
     if (sparse[m->outs[k].node])

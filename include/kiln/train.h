@@ -108,8 +108,10 @@ kiln_node kiln_model_output_node(const kiln_model *m, int i);  /* -1 when out of
 /* Feature extraction (listing 7.13): a new, uncompiled model made of the layers of src
  * between `inputs` and `outputs` (nodes of src), with the same names, that SHARES their
  * weights with src: training one changes the other (reference-counted; either model
- * may be freed first). Nodes are renumbered: find them with kiln_model_find_layer.
- * Layers may be added to the new model (on any of its nodes) before it is compiled. */
+ * may be freed first). `inputs` must be Input layers of src, and every Input the
+ * outputs depend on must be among them. Nodes are renumbered: find them with
+ * kiln_model_find_layer. Layers may be added to the new model (on any of its nodes,
+ * then kiln_model_set_outputs) before it is compiled; optimizer state is not shared. */
 kiln_status kiln_model_from_layers(const kiln_model *src, const kiln_node *inputs, int n_inputs,
                                    const kiln_node *outputs, int n_outputs, kiln_model **out,
                                    kiln_error *err);
@@ -411,12 +413,18 @@ kiln_status kiln_model_fit(kiln_model *m, const kiln_matrix *x, const kiln_matri
 /* Loss and metrics on (x, y), inference mode (no dropout). */
 kiln_status kiln_model_evaluate(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
                                 int64_t batch_size, kiln_logs *out, kiln_error *err);
-/* Outputs (rows x output units) in inference mode into *out (allocated by kiln). */
+/* Outputs (rows x output units) in inference mode into *out (allocated by kiln). A
+ * model with several outputs needs kiln_model_predict_io. */
 kiln_status kiln_model_predict(kiln_model *m, const kiln_matrix *x, int64_t batch_size,
                                kiln_matrix *out, kiln_error *err);
 
 /* The same for models with several inputs and outputs (they also take one of each).
- * predict_io fills outs[0..kiln_model_output_count-1]. */
+ * predict_io fills outs[0..kiln_model_output_count-1] (each freed by the caller).
+ * Errors name what is wrong: a count that differs from the model's (listing its
+ * inputs or outputs), an unknown, duplicate or missing name, names given for some
+ * arrays only, a NULL array, rows that differ between inputs and targets, a width that
+ * differs from its Input layer's. Any Input may be fed CSR rows: a Dense on it, or on a
+ * Concatenate of it, takes the sparse path; other layers refuse CSR. */
 kiln_status kiln_model_fit_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
                               const kiln_fit_options *opt, kiln_history *history,
                               kiln_error *err);

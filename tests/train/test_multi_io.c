@@ -428,7 +428,32 @@ static void test_log_names_and_values(void **state) {
                                    "department_mse"};
   assert_int_equal(logs.n, 5);
   for (int i = 0; i < 5; i++) assert_string_equal(logs.keys[i], k2[i]);
+  /* A metric added to one output is logged under its name. */
+  kiln_metric *extra;
+  OK(kiln_metric_create("top_2_accuracy", KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY, &extra, &err));
+  OK(kiln_model_add_output_metric(m, 1, extra, &err));
+  OK(kiln_model_evaluate_io(m, &x, &y2, 64, &logs, &err));
+  assert_int_equal(logs.n, 6);
+  assert_string_equal(logs.keys[5], "department_top_2_accuracy");
+  OK(kiln_metric_create("mae", KILN_LOSS_MEAN_SQUARED_ERROR, &extra, &err));
+  expect_error(kiln_model_add_output_metric(m, 2, extra, &err), KILN_E_INVALID, &err,
+               "add_metric: output 2 does not exist (the model has 2)");
   kiln_matrix_free(&dep1h);
+  kiln_model_free(m);
+
+  /* CSR rows reach only Dense and Concatenate. */
+  kiln_node a, drop, out;
+  OK(kiln_model_create(1, &m, NULL));
+  OK(kiln_model_input(m, "a", 12, &a, NULL));
+  OK(kiln_model_dropout(m, a, 0.5f, "drop", &drop, NULL));
+  OK(kiln_model_dense(m, drop, 1, NULL, &out, NULL));
+  OK(kiln_model_compile(m, &opt, KILN_LOSS_MEAN_SQUARED_ERROR, NULL, 0, &err));
+  kiln_matrix csr;
+  OK(kiln_matrix_to_csr(&d.title, &csr, NULL));
+  expect_error(kiln_model_evaluate(m, &csr, &d.priority, 8, &logs, &err), KILN_E_UNSUPPORTED, &err,
+               "evaluate: layer \"drop\" cannot take sparse (CSR) input; only Dense and "
+               "Concatenate can");
+  kiln_matrix_free(&csr);
   kiln_model_free(m);
   ticket_data_free(&d);
 }
