@@ -199,7 +199,9 @@ typedef struct kiln_layer_class {
 /* Adds a layer of class cls on input (a dense node: not a CSR-fed Input). cls is
  * borrowed and must outlive the model; the model takes ctx (also on failure: it calls
  * cls->destroy(ctx)). build errors come back prefixed with the layer's name. name NULL:
- * the class type in lower case, then "_1", "_2", ... */
+ * the class type in lower case, then "_1", "_2", ... kiln_model_from_layers shares the
+ * layer (ctx and weights) as it shares Dense weights. ONNX export refuses a model with a
+ * custom layer (KILN_E_UNSUPPORTED naming it); checkpoints: see kiln_model_load_custom. */
 kiln_status kiln_model_custom(kiln_model *m, kiln_node input, const kiln_layer_class *cls,
                               void *ctx, const char *name, kiln_node *out, kiln_error *err);
 /* The weights of a custom layer (0 for other kinds), each as a kiln_weight_info (below:
