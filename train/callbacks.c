@@ -307,6 +307,10 @@ static void remove_stale_temporaries(const char *filepath) {
     if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp", 4) != 0 ||
         strlen(n + blen + 4) != 6)
       continue;
+    int ours = 1; /* mkstemp's six letters and digits */
+    for (const char *c = n + blen + 4; *c; c++)
+      ours &= (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9');
+    if (!ours) continue;
     size_t len = strlen(dirname) + strlen(n) + 2;
     char *full = malloc(len);
     if (full) {

@@ -449,6 +449,77 @@ static void test_model_checkpoint_best_only(void **state) {
   kiln_matrix_free(&y);
 }
 
+/* "auto" mode picks max for a key holding "acc" (ModelCheckpoint and ReduceLROnPlateau),
+ * and a fixed checkpoint path's stale temporaries (a killed run's) go when fit begins. */
+static void test_auto_max_and_stale_temporaries(void **state) {
+  kiln_matrix x, y;
+  blobs(64, 4, 10, &x, &y);
+  char dir[64], pattern[128], path[160];
+  make_dir(dir, sizeof dir, "auto");
+  static const double script[] = {0.5, 0.7, 0.6, 0.8};
+  kiln_model *m = binary_model(10, 0.01f);
+  scripted sc = {script, 4, 0};
+  kiln_metric metric = {"my_acc", &sc, scripted_reset, scripted_update, scripted_result, NULL};
+  assert_int_equal(kiln_model_add_metric(m, &metric, NULL), KILN_OK);
+  kiln_model_checkpoint_config c;
+  kiln_model_checkpoint_config_init(&c);
+  snprintf(pattern, sizeof pattern, "%s/m_{epoch}.kiln", dir);
+  c.filepath = pattern;
+  c.monitor = "my_acc";
+  c.save_best_only = 1;
+  kiln_reduce_lr_config rc;
+  kiln_reduce_lr_config_init(&rc);
+  rc.monitor = "my_acc";
+  rc.patience = 1;
+  rc.factor = 0.5;
+  rc.min_delta = 0;
+  kiln_callback cbs[3];
+  assert_int_equal(kiln_model_checkpoint_create(&c, &cbs[0], NULL), KILN_OK);
+  assert_int_equal(kiln_reduce_lr_create(&rc, &cbs[1], NULL), KILN_OK);
+  recorder r;
+  cbs[2] = rec_callback(&r);
+  kiln_fit_options opt;
+  kiln_fit_options_init(&opt);
+  opt.epochs = 4;
+  opt.callbacks = cbs;
+  opt.n_callbacks = 3;
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, NULL), KILN_OK);
+  static const int written[] = {1, 1, 0, 1}; /* 0.5, 0.7, (0.6), 0.8: higher is better */
+  for (int e = 0; e < 4; e++) {
+    snprintf(path, sizeof path, "%s/m_%d.kiln", dir, e + 1);
+    assert_int_equal(exists(path), written[e]);
+  }
+  /* 0.6 after 0.7: one epoch without improvement halves the rate. */
+  assert_true(r.lr[1] == 0.01f && r.lr[2] == 0.005f && r.lr[3] == 0.005f);
+  kiln_callback_free(&cbs[0]);
+  kiln_callback_free(&cbs[1]);
+  rec_free(&r);
+  /* A killed run left "last.kiln.tmpXXXXXX"; a file merely named alike stays. */
+  char stale[192], other[192];
+  snprintf(pattern, sizeof pattern, "%s/last.kiln", dir);
+  snprintf(stale, sizeof stale, "%s/last.kiln.tmpAb12Cd", dir);
+  snprintf(other, sizeof other, "%s/last.kiln.tmp.notes", dir);
+  FILE *f = fopen(stale, "w");
+  assert_non_null(f);
+  fclose(f);
+  assert_non_null(f = fopen(other, "w"));
+  fclose(f);
+  c.save_best_only = 0;
+  assert_int_equal(kiln_model_checkpoint_create(&c, &cbs[0], NULL), KILN_OK);
+  opt.callbacks = cbs;
+  opt.n_callbacks = 1;
+  opt.epochs = 1;
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, NULL), KILN_OK);
+  assert_false(exists(stale));
+  assert_true(exists(other));
+  assert_true(exists(pattern));
+  kiln_callback_free(&cbs[0]);
+  remove_dir(dir);
+  kiln_model_free(m);
+  kiln_matrix_free(&x);
+  kiln_matrix_free(&y);
+}
+
 static float halve_each_epoch(int epoch, float lr, void *user) {
   return epoch == 0 ? *(float *)user : lr * 0.5f;
 }
@@ -780,6 +851,7 @@ int main(void) {
       cmocka_unit_test(test_hook_logs),
       cmocka_unit_test(test_early_stopping),
       cmocka_unit_test(test_model_checkpoint_best_only),
+      cmocka_unit_test(test_auto_max_and_stale_temporaries),
       cmocka_unit_test(test_lr_scheduler),
       cmocka_unit_test(test_reduce_lr_on_plateau),
       cmocka_unit_test(test_csv_logger),
