@@ -20,11 +20,13 @@
 #include "kiln/train.h"
 
 static const char *const CMD = "train";
+static int is_onnx_name(const char *path);
 #define STATE_FILE "state.kstate"
 
 void cmd_train_usage(FILE *out) {
   fprintf(out,
           "Usage: kiln train SPEC.json --data NAME|FILE [options]\n"
+          "       kiln train SPEC.json --x INPUT=FILE.npy ... --y OUTPUT=FILE.npy ... [options]\n"
           "\n"
           "Builds the model of SPEC.json (its Input width comes from the data when the spec\n"
           "gives no shape), fits it with the spec's \"fit\" settings overridden by the options\n"
@@ -44,6 +46,16 @@ void cmd_train_usage(FILE *out) {
           "  --standardize           centre and scale every feature by the training split's\n"
           "                          mean and standard deviation\n"
           "  --scale-targets F       regression: multiply the targets by F (e.g. 0.00001)\n"
+          "\n"
+          "Data of a functional spec with several inputs or outputs (examples/specs/ticket.json),\n"
+          "by the names of its inputs and outputs, as Keras' fit(x={...}, y={...}):\n"
+          "  --x INPUT=FILE.npy      the rows of one input (2-D .npy, one per input)\n"
+          "  --y OUTPUT=FILE.npy     the targets of one output (class indices for sparse\n"
+          "                          categorical crossentropy, one-hot rows for categorical)\n"
+          "                          Every input and output needs one, all with the same rows;\n"
+          "                          there is no test split, and --output writes a .kiln only.\n"
+          "                          --data, --standardize, --scale-targets, --prune, --resume\n"
+          "                          and --checkpoint-dir are for single-input models\n"
           "\n"
           "Training (override the spec):\n"
           "  --seed N                weight initialisation, shuffling and dropout seed\n"
@@ -106,6 +118,10 @@ void cmd_train_usage(FILE *out) {
 typedef struct train_args {
   const char *spec_path;
   const char *data;
+  const char *x[KILN_MAX_IO]; /* --x NAME=FILE.npy, as given */
+  int n_x;
+  const char *y[KILN_MAX_IO]; /* --y NAME=FILE.npy */
+  int n_y;
   const char *data_dir;
   const char *target;
   const char *history_path;
@@ -156,6 +172,19 @@ static int parse_args(int argc, char **argv, train_args *a) {
 #define FLAG(name) ((r = cli_flag(CMD, arg, name)) != 0)
     if (OPTION("--data")) {
       a->data = v;
+    } else if (OPTION("--x") || OPTION("--y")) {
+      int is_x = arg[2] == 'x';
+      const char **list = is_x ? a->x : a->y;
+      int *n = is_x ? &a->n_x : &a->n_y;
+      if (r > 0 && (!strchr(v, '=') || v[0] == '=' || !strchr(v, '=')[1])) {
+        cli_usage_error(CMD, "%s: expected NAME=FILE.npy, got \"%s\"", arg, v);
+        r = -1;
+      } else if (r > 0 && *n == KILN_MAX_IO) {
+        cli_usage_error(CMD, "%s: at most %d", arg, KILN_MAX_IO);
+        r = -1;
+      } else if (r > 0) {
+        list[(*n)++] = v;
+      }
     } else if (OPTION("--data-dir")) {
       a->data_dir = v;
     } else if (OPTION("--num-words")) {
@@ -223,7 +252,23 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (r < 0) return CLI_EXIT_ERROR;
   }
   if (!a->spec_path) return cli_usage_error(CMD, "missing SPEC.json");
-  if (!a->data) return cli_usage_error(CMD, "missing --data NAME|FILE");
+  if (a->n_x || a->n_y) {
+    const char *single = a->data ? "--data" : a->standardize ? "--standardize"
+                         : a->has_scale_targets ? "--scale-targets" : a->has_prune ? "--prune"
+                         : a->resume ? "--resume" : a->checkpoint_dir ? "--checkpoint-dir"
+                         : a->target ? "--target" : NULL;
+    if (single)
+      return cli_usage_error(CMD, "%s cannot be combined with --x/--y (data by input name)",
+                             single);
+    if (!a->n_x || !a->n_y)
+      return cli_usage_error(CMD, "--x and --y go together (every input's and output's data)");
+    if (a->output_path && is_onnx_name(a->output_path))
+      return cli_usage_error(CMD, "--output %s: a model trained from --x/--y is written as a "
+                                  ".kiln checkpoint (ONNX export takes one input)",
+                             a->output_path);
+  } else if (!a->data) {
+    return cli_usage_error(CMD, "missing --data NAME|FILE (or --x/--y for a functional spec)");
+  }
   if (a->history_path && a->output_path && strcmp(a->history_path, a->output_path) == 0)
     return cli_usage_error(CMD, "--history and --output name the same file %s", a->history_path);
   if (!a->has_prune && (a->prune_begin >= 0 || a->prune_end >= 0 || a->prune_frequency))
@@ -239,7 +284,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
 
 /* What the spec API does not expose: the loss and whether "fit" sets verbose. The
  * file was just validated by kiln_spec_load, so only presence is checked here. */
-static int read_spec_extras(const char *path, kiln_loss *loss, int *has_verbose) {
+static int read_spec_extras(const char *path, int by_name, kiln_loss *loss, int *has_verbose) {
   FILE *f = fopen(path, "rb");
   if (!f) {
     cli_error(CMD, "%s: cannot open", path);
@@ -271,9 +316,21 @@ static int read_spec_extras(const char *path, kiln_loss *loss, int *has_verbose)
   const cJSON *compile = cJSON_GetObjectItemCaseSensitive(root, "compile");
   const cJSON *name = cJSON_GetObjectItemCaseSensitive(compile, "loss");
   const cJSON *fit = cJSON_GetObjectItemCaseSensitive(root, "fit");
+  int n_in = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "inputs"));
+  int n_out = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "outputs"));
   kiln_error err = {0};
   int rc = 0;
-  if (!cJSON_IsString(name) || kiln_loss_parse(name->valuestring, loss, &err)) {
+  if (by_name) {
+    *loss = KILN_LOSS_MEAN_SQUARED_ERROR; /* per output: checked by the model */
+  } else if (n_in > 1 || n_out > 1) {
+    /* One --data set is one feature matrix and one target column. */
+    cli_error(CMD,
+              "%s: a functional spec with %d inputs and %d outputs: give each its data with "
+              "--x INPUT=FILE.npy and --y OUTPUT=FILE.npy (one --data set feeds one input and "
+              "one target)",
+              path, n_in > 1 ? n_in : 1, n_out > 1 ? n_out : 1);
+    rc = -1;
+  } else if (!cJSON_IsString(name) || kiln_loss_parse(name->valuestring, loss, &err)) {
     cli_error(CMD, "%s: compile.loss: cannot read the loss", path);
     rc = -1;
   }
@@ -525,12 +582,130 @@ static kiln_status save_model(const train_args *a, const train_run *t, kiln_erro
   return kiln_model_export(t->model, &opt, a->output_path, err);
 }
 
+/* "NAME=FILE.npy" read into names[i] (pointing into text) and data[i]. */
+static int read_named(const char *option, const char *const *args, int n, const char **names,
+                      kiln_matrix *data, char (*name_buf)[128]) {
+  kiln_error err = {0};
+  for (int i = 0; i < n; i++) {
+    const char *eq = strchr(args[i], '=');
+    size_t len = (size_t)(eq - args[i]);
+    if (len >= sizeof name_buf[i])
+      return cli_usage_error(CMD, "%s %s: the name is too long", option, args[i]);
+    memcpy(name_buf[i], args[i], len);
+    name_buf[i][len] = '\0';
+    names[i] = name_buf[i];
+    for (int j = 0; j < i; j++)
+      if (strcmp(names[j], names[i]) == 0)
+        return cli_usage_error(CMD, "%s: \"%s\" is given twice", option, names[i]);
+    if (kiln_npy_read(eq + 1, &data[i], &err)) {
+      kiln_error_prefix(&err, "%s %s", option, names[i]);
+      return cli_kiln_error(CMD, &err);
+    }
+  }
+  return CLI_EXIT_OK;
+}
+
+/* kiln train SPEC --x NAME=FILE ... --y NAME=FILE ...: fit_io with data by name. */
+static int run_by_name(const train_args *a, train_run *t, kiln_fit_options *fit) {
+  kiln_error err = {0};
+  kiln_matrix xs[KILN_MAX_IO], ys[KILN_MAX_IO];
+  char x_names[KILN_MAX_IO][128], y_names[KILN_MAX_IO][128];
+  kiln_io x, y;
+  memset(xs, 0, sizeof xs);
+  memset(ys, 0, sizeof ys);
+  memset(&x, 0, sizeof x);
+  memset(&y, 0, sizeof y);
+  x.n = a->n_x;
+  y.n = a->n_y;
+  int rc = read_named("--x", a->x, a->n_x, x.names, xs, x_names);
+  if (!rc) rc = read_named("--y", a->y, a->n_y, y.names, ys, y_names);
+  for (int i = 0; i < KILN_MAX_IO; i++) {
+    x.data[i] = &xs[i];
+    y.data[i] = &ys[i];
+  }
+  if (!rc && kiln_spec_build(t->spec, 0, a->has_seed ? a->seed : KILN_SEED_FROM_SPEC, &t->model,
+                             &err))
+    rc = cli_kiln_error(CMD, &err);
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  kiln_status st = KILN_OK;
+  if (!rc) {
+    kiln_model_summary(t->model, stdout);
+    fflush(stdout);
+    st = kiln_model_fit_io(t->model, &x, &y, fit, &t->history, &err);
+  }
+  double seconds = seconds_since(&t0);
+  for (int i = 0; i < KILN_MAX_IO; i++) {
+    kiln_matrix_free(&xs[i]);
+    kiln_matrix_free(&ys[i]);
+  }
+  if (rc) return rc;
+  if (st == KILN_E_DIVERGED) {
+    cli_kiln_error(CMD, &err);
+    cli_error(CMD, "training diverged after %d complete epoch%s; no file written",
+              t->history.epochs, t->history.epochs == 1 ? "" : "s");
+    return CLI_EXIT_DIVERGED;
+  }
+  if (st) return cli_kiln_error(CMD, &err);
+  if (t->history.epochs == 0) return cli_error(CMD, "no epoch was run");
+
+  cJSON *root = cJSON_CreateObject();
+  cJSON *train_obj = cJSON_CreateObject();
+  cJSON *val_obj = history_has_val(&t->history) ? cJSON_CreateObject() : cJSON_CreateNull();
+  cJSON *ins = cJSON_CreateArray(), *outs = cJSON_CreateArray();
+  if (root && train_obj && val_obj && ins && outs) {
+    history_figures(&t->history, 0, NULL, train_obj);
+    if (cJSON_IsObject(val_obj)) history_figures(&t->history, 1, NULL, val_obj);
+    for (int i = 0; i < x.n; i++) cJSON_AddItemToArray(ins, cJSON_CreateString(x.names[i]));
+    for (int i = 0; i < y.n; i++) cJSON_AddItemToArray(outs, cJSON_CreateString(y.names[i]));
+    cJSON_AddStringToObject(root, "spec", a->spec_path);
+    cJSON_AddItemToObject(root, "inputs", ins);
+    cJSON_AddItemToObject(root, "outputs", outs);
+    cJSON_AddNumberToObject(root, "epochs", t->history.epochs);
+    cJSON_AddNumberToObject(root, "seconds", seconds);
+    cJSON_AddItemToObject(root, "train", train_obj);
+    cJSON_AddItemToObject(root, "val", val_obj);
+    train_obj = val_obj = ins = outs = NULL;
+    if (a->history_path) cJSON_AddStringToObject(root, "history", a->history_path);
+    else cJSON_AddNullToObject(root, "history");
+    if (a->output_path) cJSON_AddStringToObject(root, "output", a->output_path);
+    else cJSON_AddNullToObject(root, "output");
+    t->json_line = cJSON_PrintUnformatted(root);
+  }
+  cJSON_Delete(root);
+  cJSON_Delete(train_obj);
+  cJSON_Delete(val_obj);
+  cJSON_Delete(ins);
+  cJSON_Delete(outs);
+  if (!t->json_line) return cli_error(CMD, "out of memory");
+  if (a->history_path && kiln_history_write_csv(&t->history, a->history_path, &err))
+    return cli_kiln_error(CMD, &err);
+  if (a->output_path && kiln_model_save(t->model, a->output_path, &err)) {
+    if (a->history_path) remove(a->history_path); /* this run wrote it */
+    return cli_kiln_error(CMD, &err);
+  }
+  printf("\nEpochs run: %d (%.2f s)\n", t->history.epochs, seconds);
+  printf("train: ");
+  history_figures(&t->history, 0, stdout, NULL);
+  printf("\n");
+  if (history_has_val(&t->history)) {
+    printf("val:   ");
+    history_figures(&t->history, 1, stdout, NULL);
+    printf("\n");
+  }
+  if (a->history_path) printf("History written to %s\n", a->history_path);
+  if (a->output_path) printf("Model written to %s\n", a->output_path);
+  if (a->json) printf("%s\n", t->json_line);
+  return CLI_EXIT_OK;
+}
+
 static int run(const train_args *a, train_run *t) {
   kiln_error err = {0};
   if (kiln_spec_load(a->spec_path, &t->spec, &err)) return cli_kiln_error(CMD, &err);
   kiln_loss loss;
   int spec_has_verbose;
-  if (read_spec_extras(a->spec_path, &loss, &spec_has_verbose)) return CLI_EXIT_ERROR;
+  if (read_spec_extras(a->spec_path, a->n_x > 0, &loss, &spec_has_verbose))
+    return CLI_EXIT_ERROR;
   if (a->has_scale_targets && is_classification(loss))
     return cli_usage_error(CMD, "--scale-targets is for regression; %s's loss is %s",
                            a->spec_path, kiln_loss_name(loss));
@@ -549,6 +724,7 @@ static int run(const train_args *a, train_run *t) {
     return CLI_EXIT_ERROR;
   if (a->output_path && cli_check_output_path(CMD, "--output", a->output_path))
     return CLI_EXIT_ERROR;
+  if (a->n_x) return run_by_name(a, t, &fit);
   /* A bad checkpoint fails before the data is loaded. */
   if (a->resume && load_resume_state(a, t, &fit)) return CLI_EXIT_ERROR;
   if (a->checkpoint_dir && prepare_checkpoints(a, t)) return CLI_EXIT_ERROR;

@@ -103,7 +103,7 @@ typedef struct early_stopping {
   int restore;
   int wait, best_epoch, stopped_epoch, have_weights;
   double best;
-  float **weights; /* per Dense layer: kernel then bias, in layer order */
+  float **weights; /* per Dense layer kernel then bias, per custom layer its weights */
   int n_weights;
 } early_stopping;
 
@@ -121,14 +121,35 @@ static void early_destroy(void *ctx) {
   free(e);
 }
 
-/* Copies every Dense kernel and bias into (to_model = 0) or out of the snapshot. */
-static int weights_copy(early_stopping *e, kiln_model *m, int to_model) {
+/* The i-th tensor a snapshot holds: every Dense kernel and bias and every custom layer
+ * weight, in layer order. Returns the count when i < 0. */
+static int snapshot_tensor(kiln_model *m, int i, float **values, size_t *size) {
   int n = 0;
-  for (int i = 0; i < kiln_model_layer_count(m); i++) {
+  for (int l = 0; l < kiln_model_layer_count(m); l++) {
     kiln_layer_info li;
-    if (kiln_model_layer(m, i, &li, NULL) || li.kind != KILN_LAYER_DENSE) continue;
-    n += 2;
+    if (kiln_model_layer(m, l, &li, NULL)) continue;
+    if (li.kind == KILN_LAYER_DENSE) {
+      for (int j = 0; j < 2; j++, n++)
+        if (n == i) {
+          *values = j ? li.bias : li.kernel;
+          *size = (size_t)(j ? li.out_features : li.in_features * li.out_features);
+        }
+      continue;
+    }
+    for (int w = 0; w < kiln_model_weight_count(m, l); w++, n++) {
+      kiln_weight_info wi;
+      if (n == i && !kiln_model_weight(m, l, w, &wi, NULL)) {
+        *values = wi.value;
+        *size = (size_t)wi.size;
+      }
+    }
   }
+  return n;
+}
+
+/* Copies the model's weights into (to_model = 0) or out of the snapshot. */
+static int weights_copy(early_stopping *e, kiln_model *m, int to_model) {
+  int n = snapshot_tensor(m, -1, NULL, NULL);
   if (!to_model && e->n_weights != n) {
     for (int i = 0; i < e->n_weights; i++) free(e->weights[i]);
     free(e->weights);
@@ -138,20 +159,16 @@ static int weights_copy(early_stopping *e, kiln_model *m, int to_model) {
     e->n_weights = n;
   }
   if (e->n_weights != n) return 0;
-  int k = 0;
-  for (int i = 0; i < kiln_model_layer_count(m); i++) {
-    kiln_layer_info li;
-    if (kiln_model_layer(m, i, &li, NULL) || li.kind != KILN_LAYER_DENSE) continue;
-    float *t[2] = {li.kernel, li.bias};
-    size_t sz[2] = {(size_t)(li.in_features * li.out_features), (size_t)li.out_features};
-    for (int j = 0; j < 2; j++, k++) {
-      if (to_model) {
-        memcpy(t[j], e->weights[k], sz[j] * sizeof(float));
-        continue;
-      }
-      if (!e->weights[k] && !(e->weights[k] = malloc(sz[j] * sizeof(float)))) return 0;
-      memcpy(e->weights[k], t[j], sz[j] * sizeof(float));
+  for (int k = 0; k < n; k++) {
+    float *values = NULL;
+    size_t size = 0;
+    snapshot_tensor(m, k, &values, &size);
+    if (to_model) {
+      memcpy(values, e->weights[k], size * sizeof(float));
+      continue;
     }
+    if (!e->weights[k] && !(e->weights[k] = malloc(size * sizeof(float)))) return 0;
+    memcpy(e->weights[k], values, size * sizeof(float));
   }
   return 1;
 }
@@ -290,6 +307,10 @@ static void remove_stale_temporaries(const char *filepath) {
     if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp", 4) != 0 ||
         strlen(n + blen + 4) != 6)
       continue;
+    int ours = 1; /* mkstemp's six letters and digits */
+    for (const char *c = n + blen + 4; *c; c++)
+      ours &= (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9');
+    if (!ours) continue;
     size_t len = strlen(dirname) + strlen(n) + 2;
     char *full = malloc(len);
     if (full) {

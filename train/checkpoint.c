@@ -1,6 +1,8 @@
 /* kiln trainer — model checkpoints: "KILNCKP1", a little-endian u64 length, a JSON
  * description of the graph and compile settings, then every Dense layer's kernel
- * and bias as little-endian float32 in layer order. The training state, not a
+ * and bias and every custom layer's weights (in their declared order) as
+ * little-endian float32, in layer order. A custom layer is recorded by its class type
+ * and its weights' names and sizes: loading it needs the class (load_custom). The training state, not a
  * deployment format (that is ONNX). A training state ("KILNSTA1") adds a "state"
  * object to the JSON (epoch, iterations, the three generator states as decimal
  * strings, the slot count) and, after the weights, every optimizer slot (slot1 then
@@ -11,6 +13,7 @@
 #include <string.h>
 
 #include "kiln/atomic_file.h"
+#include "custom_layer.h"
 #include "model_internal.h"
 
 #define MAGIC "KILNCKP1"
@@ -28,7 +31,7 @@ static cJSON *describe(const kiln_model *m) {
   for (int i = 0; i < m->n_layers; i++) {
     const kiln_layer *l = &m->layers[i];
     cJSON *o = cJSON_CreateObject();
-    static const char *const kinds[] = {"Input", "Dense", "Dropout", "Concatenate"};
+    static const char *const kinds[] = {"Input", "Dense", "Dropout", "Concatenate", "Custom"};
     cJSON_AddStringToObject(o, "type", kinds[l->kind]); /* save_file refused other kinds */
     cJSON_AddStringToObject(o, "name", l->name);
     if (l->kind == KILN_LAYER_INPUT) {
@@ -48,6 +51,17 @@ static cJSON *describe(const kiln_model *m) {
       cJSON_AddNumberToObject(reg, "l2", l->reg.l2);
     }
     if (l->kind == KILN_LAYER_DROPOUT) cJSON_AddNumberToObject(o, "rate", l->rate);
+    if (l->custom) {
+      cJSON_AddStringToObject(o, "class", l->custom->cls->type);
+      cJSON_AddNumberToObject(o, "units", (double)l->out_features);
+      cJSON *ws = cJSON_AddArrayToObject(o, "weights");
+      for (int w = 0; w < l->custom->n_weights; w++) {
+        cJSON *wo = cJSON_CreateObject();
+        cJSON_AddStringToObject(wo, "name", l->custom->names[w]);
+        cJSON_AddNumberToObject(wo, "size", (double)l->custom->sizes[w]);
+        cJSON_AddItemToArray(ws, wo);
+      }
+    }
     cJSON_AddItemToArray(layers, o);
   }
   /* "output" (the first) is what files before several outputs had; "inputs" and
@@ -145,10 +159,11 @@ static kiln_status save_file(const kiln_model *m, const char *path, int state, k
     return kiln_error_set(err, KILN_E_INVALID,
                           "%s: a training state needs a compiled model (compile it first)", path);
   for (int i = 0; i < m->n_layers; i++)
-    if ((unsigned)m->layers[i].kind > KILN_LAYER_CONCATENATE)
+    if ((unsigned)m->layers[i].kind > KILN_LAYER_CUSTOM ||
+        (m->layers[i].kind == KILN_LAYER_CUSTOM && !m->layers[i].custom))
       return kiln_error_set(err, KILN_E_UNSUPPORTED,
-                            "%s: layer \"%s\" is a custom layer, which checkpoints cannot hold yet",
-                            path, m->layers[i].name);
+                            "%s: layer \"%s\" has a kind checkpoints cannot hold", path,
+                            m->layers[i].name);
   cJSON *root = describe(m);
   if (root && state) state_describe(m, root);
   char *json = root ? cJSON_PrintUnformatted(root) : NULL;
@@ -167,6 +182,8 @@ static kiln_status save_file(const kiln_model *m, const char *path, int state, k
   free(json);
   for (int i = 0; ok && i < m->n_layers; i++) {
     const kiln_layer *l = &m->layers[i];
+    for (int w = 0; l->custom && ok && w < l->custom->n_weights; w++)
+      ok = write_floats(f.fp, l->custom->w[w], l->custom->sizes[w]);
     if (l->kind != KILN_LAYER_DENSE) continue;
     ok = write_floats(f.fp, l->kernel, l->in_features * l->out_features) &&
          write_floats(f.fp, l->bias, l->out_features);
@@ -248,7 +265,59 @@ static kiln_status compile_per_output(kiln_model *m, const kiln_optimizer *opt, 
   return s;
 }
 
-static kiln_status build_from(const cJSON *root, const char *path, kiln_model **out,
+/* Rebuilds a custom layer with the caller's class and checks that it declares the
+ * weights the file holds. */
+static kiln_status load_custom_layer(kiln_model *m, const cJSON *o, const char *path, int i,
+                                     kiln_node input, const char *name,
+                                     const kiln_layer_factory *classes, int n_classes,
+                                     kiln_error *err) {
+  const cJSON *cls = get(o, "class"), *ws = get(o, "weights");
+  int64_t units = 0;
+  if (!cJSON_IsString(cls) || !cJSON_IsArray(ws) || !get_int(o, "units", 1, INT32_MAX, &units))
+    return kiln_error_set(err, KILN_E_FORMAT, "%s: layers[%d] (custom) is invalid", path, i);
+  const kiln_layer_factory *f = NULL;
+  for (int k = 0; k < n_classes && !f; k++)
+    if (classes[k].cls && classes[k].cls->type && strcmp(classes[k].cls->type, cls->valuestring) == 0)
+      f = &classes[k];
+  if (!f)
+    return kiln_error_set(err, KILN_E_UNSUPPORTED,
+                          "%s: layer \"%s\" is a custom layer of class \"%s\": load the file "
+                          "with kiln_model_load_custom (or kiln_model_load_state_custom), giving "
+                          "that class%s",
+                          path, name, cls->valuestring,
+                          classes ? " (none of the classes given has that type)" : "");
+  void *ctx = f->user;
+  if (f->make_ctx) {
+    kiln_status s = f->make_ctx(f->user, name, &ctx, err);
+    if (s) return kiln_error_prefix(err, "%s: layer \"%s\": make_ctx", path, name);
+  }
+  kiln_node node;
+  kiln_status s = kiln_model_custom(m, input, f->cls, ctx, name, &node, err);
+  if (s) return kiln_error_prefix(err, "%s", path);
+  const kiln_custom *c = m->layers[node].custom;
+  int nw = cJSON_GetArraySize(ws), w = 0;
+  int ok = nw == c->n_weights && units == m->layers[node].out_features;
+  const cJSON *wo;
+  cJSON_ArrayForEach(wo, ws) {
+    const cJSON *wn = get(wo, "name");
+    int64_t size = 0;
+    if (!ok || w >= c->n_weights) break;
+    ok = cJSON_IsString(wn) && strcmp(wn->valuestring, c->names[w]) == 0 &&
+         get_int(wo, "size", 1, INT64_MAX, &size) && size == c->sizes[w];
+    w++;
+  }
+  if (!ok)
+    return kiln_error_set(err, KILN_E_FORMAT,
+                          "%s: layer \"%s\" (%s): the class declares %d weights and %lld "
+                          "outputs, which do not match the file's (names, sizes and units must "
+                          "be the same as when it was saved)",
+                          path, name, cls->valuestring, c->n_weights,
+                          (long long)m->layers[node].out_features);
+  return KILN_OK;
+}
+
+static kiln_status build_from(const cJSON *root, const char *path,
+                              const kiln_layer_factory *classes, int n_classes, kiln_model **out,
                               kiln_error *err) {
   const cJSON *seed = get(root, "seed");
   const cJSON *layers = get(root, "layers");
@@ -308,6 +377,9 @@ static kiln_status build_from(const cJSON *root, const char *path, kiln_model **
         break;
       }
       s = kiln_model_concatenate(m, nodes, n_in, name->valuestring, NULL, err);
+    } else if (strcmp(type->valuestring, "Custom") == 0) {
+      s = load_custom_layer(m, o, path, i, (kiln_node)input, name->valuestring, classes,
+                            n_classes, err);
     } else if (strcmp(type->valuestring, "Dropout") == 0) {
       const cJSON *rate = get(o, "rate");
       s = kiln_model_dropout(m, (kiln_node)input, cJSON_IsNumber(rate) ? (float)rate->valuedouble : -1.0f,
@@ -428,7 +500,8 @@ static kiln_status state_apply(const cJSON *root, kiln_model *m, const char *pat
   return KILN_OK;
 }
 
-static kiln_status load_file(const char *path, int state, kiln_model **out, kiln_error *err) {
+static kiln_status load_file(const char *path, int state, const kiln_layer_factory *classes,
+                             int n_classes, kiln_model **out, kiln_error *err) {
   const char *magic = state ? STATE_MAGIC : MAGIC;
   FILE *fp = fopen(path, "rb");
   if (!fp) return kiln_error_set(err, KILN_E_IO, "%s: cannot open (%s)", path, strerror(errno));
@@ -464,13 +537,21 @@ static kiln_status load_file(const char *path, int state, kiln_model **out, kiln
     return kiln_error_set(err, KILN_E_FORMAT, "%s: the header is not valid JSON", path);
   }
   kiln_model *m = NULL;
-  kiln_status s = build_from(root, path, &m, err);
+  kiln_status s = build_from(root, path, classes, n_classes, &m, err);
   int slots = 0;
   if (!s && state) s = state_apply(root, m, path, &slots, err);
   cJSON_Delete(root);
   long offset = 16 + (long)len;
   for (int i = 0; !s && i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
+    for (int w = 0; l->custom && !s && w < l->custom->n_weights; w++) {
+      size_t n = (size_t)l->custom->sizes[w];
+      if (fread(l->custom->w[w], sizeof(float), n, fp) != n)
+        s = kiln_error_set(err, KILN_E_FORMAT,
+                           "%s: truncated weight \"%s\" of layer \"%s\" (from byte offset %ld)",
+                           path, l->custom->names[w], l->name, offset);
+      offset += (long)(n * sizeof(float));
+    }
     if (l->kind != KILN_LAYER_DENSE) continue;
     size_t nk = (size_t)(l->in_features * l->out_features), nb = (size_t)l->out_features;
     if (fread(l->kernel, sizeof(float), nk, fp) != nk || fread(l->bias, sizeof(float), nb, fp) != nb)
@@ -502,9 +583,19 @@ static kiln_status load_file(const char *path, int state, kiln_model **out, kiln
 }
 
 kiln_status kiln_model_load(const char *path, kiln_model **out, kiln_error *err) {
-  return load_file(path, 0, out, err);
+  return load_file(path, 0, NULL, 0, out, err);
 }
 
 kiln_status kiln_model_load_state(const char *path, kiln_model **out, kiln_error *err) {
-  return load_file(path, 1, out, err);
+  return load_file(path, 1, NULL, 0, out, err);
+}
+
+kiln_status kiln_model_load_custom(const char *path, const kiln_layer_factory *classes,
+                                   int n_classes, kiln_model **out, kiln_error *err) {
+  return load_file(path, 0, classes, n_classes > 0 ? n_classes : 0, out, err);
+}
+
+kiln_status kiln_model_load_state_custom(const char *path, const kiln_layer_factory *classes,
+                                         int n_classes, kiln_model **out, kiln_error *err) {
+  return load_file(path, 1, classes, n_classes > 0 ? n_classes : 0, out, err);
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "custom_layer.h"
 #include "model_internal.h"
 #include "progress.h"
 
@@ -227,9 +228,10 @@ static kiln_status forward(kiln_model *m, int64_t rows, int training, kiln_error
         if (s) return s;
         break;
       }
+      case KILN_LAYER_CUSTOM: /* custom_layer.c */
+        kiln_custom_forward(l->custom, in->out, rows, l->in_features, cols, training, l->out);
+        break;
       default:
-        /* KILN_LAYER_CUSTOM: the dispatch point of user layers (kiln_layer_class's
-         * forward), not built yet; compile refuses nothing here, so nothing runs. */
         break;
     }
   }
@@ -275,8 +277,11 @@ static void backward(kiln_model *m, int64_t rows) {
         }
         break;
       }
+      case KILN_LAYER_CUSTOM:
+        kiln_custom_backward(l->custom, in->out, l->out, l->grad, rows, l->in_features,
+                             l->out_features, in->needs_grad ? in->grad : NULL);
+        break;
       default:
-        /* KILN_LAYER_CUSTOM: the dispatch point of user layers' backward. */
         break;
     }
   }
@@ -503,7 +508,8 @@ static kiln_status prepare(kiln_model *m, const io_data *d, int64_t batch, const
       case KILN_LAYER_DENSE: l->needs_grad = 1; break;
       case KILN_LAYER_DROPOUT:
       case KILN_LAYER_CONCATENATE: l->needs_grad = upstream; break;
-      default: l->needs_grad = 0; break; /* Input; KILN_LAYER_CUSTOM decides its own */
+      case KILN_LAYER_CUSTOM: l->needs_grad = upstream || l->custom->n_weights > 0; break;
+      default: l->needs_grad = 0; break; /* Input */
     }
     l->needs_grad &= l->active;
   }
@@ -795,6 +801,11 @@ kiln_status kiln_model_fit_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
     int64_t seen = 0;
     for (int64_t bi = 0; bi < batches; bi++) {
       int64_t b = bi * batch, rows = n_train - b < batch ? n_train - b : batch;
+      EACH_CALLBACK(&opt, on_batch_begin, m, bi, batches);
+      if (m->fail_status) {
+        s = callback_failure(m, err);
+        break;
+      }
       feed_gather(&f, m, idx, b, rows);
       for (int k = 0; k < m->n_outs; k++)
         for (int64_t i = 0; i < rows; i++)

@@ -39,13 +39,19 @@ static int in_top_k(const float *pred, int64_t n, int64_t label, int k) {
   return higher < k;
 }
 
+/* The target of prediction element i. One target column against several outputs (sparse
+ * labels with "mse" or "binary_accuracy") is broadcast along the row, as Keras does. */
+static float target(const float *y_true, int64_t true_cols, int64_t pred_cols, int64_t i) {
+  return true_cols == pred_cols ? y_true[i] : y_true[(i / pred_cols) * true_cols];
+}
+
 static void builtin_update(kiln_metric *self, const float *y_true, int64_t true_cols,
                            const float *y_pred, int64_t pred_cols, int64_t rows) {
   builtin_state *s = self->state;
   switch (s->kind) {
     case M_BINARY_ACC:
       for (int64_t i = 0; i < rows * pred_cols; i++)
-        s->total += (y_pred[i] > 0.5f) == (y_true[i] > 0.5f);
+        s->total += (y_pred[i] > 0.5f) == (target(y_true, true_cols, pred_cols, i) > 0.5f);
       s->count += (double)(rows * pred_cols);
       return;
     case M_CATEGORICAL_ACC:
@@ -67,7 +73,7 @@ static void builtin_update(kiln_metric *self, const float *y_true, int64_t true_
     case M_MSE:
     case M_RMSE:
       for (int64_t i = 0; i < rows * pred_cols; i++) {
-        double d = (double)y_pred[i] - y_true[i];
+        double d = (double)y_pred[i] - target(y_true, true_cols, pred_cols, i);
         s->total += s->kind == M_MAE ? fabs(d) : d * d;
       }
       s->count += (double)(rows * pred_cols);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "custom_layer.h"
 #include "model_internal.h"
 
 static const char *const activation_names[] = {"linear", "relu", "sigmoid", "softmax", "tanh"};
@@ -110,6 +111,7 @@ void kiln_model_free(kiln_model *m) {
   for (int i = 0; i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
     weights_release(l->weights);
+    kiln_custom_release(l->custom);
     free(l->grad_kernel);
     free(l->grad_bias);
     free_batch_buffers(l);
@@ -327,6 +329,39 @@ kiln_status kiln_model_concatenate(kiln_model *m, const kiln_node *inputs, int n
   return KILN_OK;
 }
 
+kiln_status kiln_model_custom(kiln_model *m, kiln_node input, const kiln_layer_class *cls,
+                              void *ctx, const char *name, kiln_node *out, kiln_error *err) {
+  const char *what = name ? name : cls && cls->type ? cls->type : "custom layer";
+  kiln_status s = check_input_node(m, input, what, err);
+  char base[KILN_NAME_MAX];
+  kiln_layer *l = NULL;
+  if (!s && (!cls || !cls->type || !*cls->type))
+    s = kiln_error_set(err, KILN_E_INVALID, "custom layer %s: the kiln_layer_class %s", what,
+                       cls ? "lacks type (a class name)" : "is NULL");
+  if (!s) { /* Keras names a layer after its class, in lower case */
+    size_t k = 0;
+    for (const char *p = cls->type; *p && k + 1 < sizeof base; p++)
+      base[k++] = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+    base[k] = 0;
+    s = new_layer(m, KILN_LAYER_CUSTOM, name, base, &l, err);
+  }
+  if (s) {
+    if (cls && cls->destroy) cls->destroy(ctx);
+    return s;
+  }
+  int64_t units;
+  s = kiln_custom_create(cls, ctx, l->name, m->layers[input].out_features, &m->init_rng,
+                         &l->custom, &units, err);
+  if (s) return s; /* the layer was not counted: the next new_layer reuses its slot */
+  l->n_inputs = 1;
+  l->inputs[0] = input;
+  l->in_features = m->layers[input].out_features;
+  l->out_features = units;
+  m->last = m->n_layers++;
+  if (out) *out = m->last;
+  return KILN_OK;
+}
+
 static kiln_status check_not_compiled(const kiln_model *m, const char *what, kiln_error *err) {
   if (m->compiled)
     return kiln_error_set(err, KILN_E_INVALID,
@@ -525,6 +560,10 @@ kiln_status kiln_model_from_layers(const kiln_model *src, const kiln_node *input
       l->kernel = from->kernel;
       l->bias = from->bias;
     }
+    if (from->custom) { /* shared as Dense weights are: class, ctx and weights */
+      l->custom = from->custom;
+      kiln_custom_retain(l->custom);
+    }
     map[i] = m->n_layers++;
   }
   m->last = m->n_layers - 1;
@@ -595,6 +634,7 @@ int64_t kiln_model_param_count(const kiln_model *m) {
   for (int i = 0; i < m->n_layers; i++)
     if (m->layers[i].kind == KILN_LAYER_DENSE)
       n += m->layers[i].in_features * m->layers[i].out_features + m->layers[i].out_features;
+    else n += kiln_custom_param_count(m->layers[i].custom);
   return n;
 }
 
@@ -637,7 +677,13 @@ static int is_chain(const kiln_model *m) {
 }
 
 static int64_t layer_params(const kiln_layer *l) {
-  return l->kind == KILN_LAYER_DENSE ? l->in_features * l->out_features + l->out_features : 0;
+  return l->kind == KILN_LAYER_DENSE ? l->in_features * l->out_features + l->out_features
+                                     : kiln_custom_param_count(l->custom);
+}
+
+/* "Dense", ..., or a custom layer's class type. */
+static const char *layer_type(const kiln_layer *l) {
+  return l->custom ? l->custom->cls->type : kind_name(l->kind);
 }
 
 /* Keras' functional summary: a "Connected to" column naming each input as
@@ -645,7 +691,7 @@ static int64_t layer_params(const kiln_layer *l) {
 static void summary_functional(const kiln_model *m, FILE *out) {
   int w = 30;
   for (int i = 0; i < m->n_layers; i++) {
-    int n = (int)strlen(m->layers[i].name) + (int)strlen(kind_name(m->layers[i].kind)) + 4;
+    int n = (int)strlen(m->layers[i].name) + (int)strlen(layer_type(&m->layers[i])) + 4;
     w = n > w ? n : w;
   }
   int width = w + 1 + 18 + 1 + 11 + 2 + 40;
@@ -659,7 +705,7 @@ static void summary_functional(const kiln_model *m, FILE *out) {
   for (int i = 0; i < m->n_layers; i++) {
     const kiln_layer *l = &m->layers[i];
     char left[KILN_NAME_MAX + 32], shape[32];
-    snprintf(left, sizeof left, "%s (%s)", l->name, kind_name(l->kind));
+    snprintf(left, sizeof left, "%s (%s)", l->name, layer_type(l));
     snprintf(shape, sizeof shape, "(None, %lld)", (long long)l->out_features);
     int64_t p = layer_params(l);
     total += p;
@@ -690,7 +736,7 @@ void kiln_model_summary(const kiln_model *m, FILE *out) {
   for (int i = 0; i < m->n_layers; i++) {
     const kiln_layer *l = &m->layers[i];
     char left[96], shape[32];
-    snprintf(left, sizeof left, "%s (%s)", l->name, kind_name(l->kind));
+    snprintf(left, sizeof left, "%s (%s)", l->name, layer_type(l));
     snprintf(shape, sizeof shape, "(None, %lld)", (long long)l->out_features);
     int64_t p = layer_params(l);
     trainable += p;

@@ -41,6 +41,7 @@ typedef struct kiln_layer {
   float rate;
 
   kiln_weights *weights; /* Dense: owns kernel and bias (shared, refcounted) */
+  struct kiln_custom *custom; /* KILN_LAYER_CUSTOM: class, ctx, weights (custom_layer.h) */
   float *kernel; /* in_features x out_features (weights->kernel) */
   float *bias;   /* out_features (weights->bias) */
   float *grad_kernel;

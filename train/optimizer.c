@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "custom_layer.h"
 #include "model_internal.h"
 
 void kiln_optimizer_init(kiln_optimizer *opt, kiln_optimizer_kind kind) {
@@ -37,13 +38,21 @@ const char *kiln_optimizer_name(kiln_optimizer_kind kind) {
 kiln_status kiln_optimizer_prepare(kiln_model *m, kiln_error *err) {
   int n = 0;
   for (int i = 0; i < m->n_layers; i++)
-    n += m->layers[i].kind == KILN_LAYER_DENSE && m->layers[i].active ? 2 : 0;
+    n += !m->layers[i].active                   ? 0
+         : m->layers[i].kind == KILN_LAYER_DENSE ? 2
+         : m->layers[i].custom                   ? m->layers[i].custom->n_weights
+                                                 : 0;
   m->params = calloc((size_t)(n ? n : 1), sizeof *m->params);
   if (!m->params) return kiln_error_set(err, KILN_E_NOMEM, "optimizer: out of memory");
   int slots = m->opt.kind == KILN_OPTIMIZER_ADAM ? 2
               : (m->opt.kind == KILN_OPTIMIZER_SGD && m->opt.momentum == 0.0f) ? 0 : 1;
   for (int i = 0; i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
+    for (int w = 0; l->custom && l->active && w < l->custom->n_weights; w++) {
+      kiln_param c = {l->custom->w[w], l->custom->g[w], NULL, NULL, l->custom->sizes[w], {0, 0},
+                      i, 0};
+      m->params[m->n_params++] = c;
+    }
     if (l->kind != KILN_LAYER_DENSE || !l->active) continue; /* no output depends on it */
     kiln_param k = {l->kernel, l->grad_kernel, NULL, NULL, l->in_features * l->out_features,
                     l->reg, i, 0};
@@ -128,6 +137,8 @@ kiln_status kiln_model_trainable_weight(kiln_model *m, int i, kiln_weight_info *
   const kiln_param *p = &m->params[i];
   const kiln_layer *l = &m->layers[p->layer];
   memset(out, 0, sizeof *out);
+  if (l->custom) /* custom_layer.c: "<layer>/<declared name>", one row */
+    return kiln_custom_weight_info(l->custom, l->name, p->value, out, err);
   snprintf(out->name, sizeof out->name, "%s/%s", l->name, p->is_bias ? "bias" : "kernel");
   out->value = p->value;
   out->grad = p->grad;

@@ -38,7 +38,24 @@ typedef struct spec_layer {
   float constant;
   kiln_regularizer reg;
   float rate;
+  char *inputs[KILN_MAX_IO]; /* functional specs: the layers or inputs it takes, by name */
+  int n_inputs;              /* 0: the layer before it */
 } spec_layer;
+
+/* A functional spec's "inputs" entry (keras.Input(shape=..., name=...)). */
+typedef struct spec_input {
+  char *name;
+  int64_t features;
+} spec_input;
+
+/* Per-output compile settings (Keras' loss / loss_weights / metrics dicts). */
+typedef struct spec_output {
+  char *name; /* a layer name from "outputs" */
+  kiln_loss loss;
+  float loss_weight;
+  char **metrics;
+  int n_metrics;
+} spec_output;
 
 struct kiln_spec {
   char *source;
@@ -46,6 +63,12 @@ struct kiln_spec {
   int has_seed;
   uint64_t seed;
   int has_input; /* layers[0] is an Input (else one is added in front) */
+  spec_input *inputs; /* functional specs: the top-level "inputs" (n_inputs > 0) */
+  int n_inputs;
+  char **outputs; /* functional specs: "outputs" by layer name (0: the last layer) */
+  int n_outputs;
+  spec_output *per_output; /* compile with a loss dict or list: one per output */
+  int n_per_output;
   spec_layer *layers;
   int n_layers;
   kiln_optimizer optimizer;
@@ -406,11 +429,12 @@ static kiln_status parse_input(const parse_ctx *c, const cJSON *layer, const cha
   return parse_layer_name(c, layer, path, l);
 }
 
+/* functional: the layer may name its "inputs" (the last allowed key). */
 static kiln_status parse_dense(const parse_ctx *c, const cJSON *layer, const char *path,
-                               spec_layer *l) {
+                               spec_layer *l, int functional) {
   static const char *const keys[] = {"type", "name", "units", "activation", "kernel_initializer",
-                                     "kernel_regularizer"};
-  kiln_status s = check_keys(c, layer, path, keys, 6);
+                                     "kernel_regularizer", "inputs"};
+  kiln_status s = check_keys(c, layer, path, keys, functional ? 7 : 6);
   if (s) return s;
   char p[PATH_MAX_LEN];
   key_path(p, path, "units");
@@ -444,9 +468,9 @@ static kiln_status parse_dense(const parse_ctx *c, const cJSON *layer, const cha
 }
 
 static kiln_status parse_dropout(const parse_ctx *c, const cJSON *layer, const char *path,
-                                 spec_layer *l) {
-  static const char *const keys[] = {"type", "name", "rate"};
-  kiln_status s = check_keys(c, layer, path, keys, 3);
+                                 spec_layer *l, int functional) {
+  static const char *const keys[] = {"type", "name", "rate", "inputs"};
+  kiln_status s = check_keys(c, layer, path, keys, functional ? 4 : 3);
   if (s) return s;
   char p[PATH_MAX_LEN];
   key_path(p, path, "rate");
@@ -459,6 +483,175 @@ static kiln_status parse_dropout(const parse_ctx *c, const cJSON *layer, const c
   if (!(l->rate < 1.0f)) /* 0.99999999 rounds to 1 in float */
     return fail(c, KILN_E_INVALID, p, "expected a number in [0, 1), got %.17g", d);
   return parse_layer_name(c, layer, path, l);
+}
+
+static kiln_status parse_concatenate(const parse_ctx *c, const cJSON *layer, const char *path,
+                                     spec_layer *l) {
+  static const char *const keys[] = {"type", "name", "inputs", "axis"};
+  kiln_status s = check_keys(c, layer, path, keys, 4);
+  if (s) return s;
+  const cJSON *axis = cJSON_GetObjectItemCaseSensitive(layer, "axis");
+  if (axis) {
+    char p[PATH_MAX_LEN];
+    key_path(p, path, "axis");
+    int64_t a = 0;
+    if ((s = get_int(c, axis, p, -1, 1, "-1 or 1 (the feature axis)", &a))) return s;
+    if (a == 0)
+      return fail(c, KILN_E_UNSUPPORTED, p,
+                  "axis 0 joins rows; kiln concatenates features (axis -1 or 1)");
+  }
+  char p[PATH_MAX_LEN];
+  key_path(p, path, "inputs");
+  if (!cJSON_GetObjectItemCaseSensitive(layer, "inputs"))
+    return fail(c, KILN_E_FORMAT, p,
+                "missing (a Concatenate layer needs \"inputs\": the names of the layers it joins)");
+  return parse_layer_name(c, layer, path, l);
+}
+
+/* Whether name is a functional input or the name of layers[0..before). */
+static int spec_name_known(const kiln_spec *spec, const char *name, int before, int *is_input) {
+  for (int i = 0; i < spec->n_inputs; i++)
+    if (strcmp(spec->inputs[i].name, name) == 0) {
+      if (is_input) *is_input = 1;
+      return 1;
+    }
+  for (int i = 0; i < before; i++)
+    if (spec->layers[i].name && strcmp(spec->layers[i].name, name) == 0) {
+      if (is_input) *is_input = 0;
+      return 1;
+    }
+  return 0;
+}
+
+/* "known: title, text_body, dense" for messages. */
+static void known_names(const kiln_spec *spec, int before, char *out, size_t n) {
+  size_t at = 0;
+  out[0] = '\0';
+  for (int i = 0; i < spec->n_inputs && at < n; i++)
+    at += (size_t)snprintf(out + at, n - at, "%s%s", at ? ", " : "", spec->inputs[i].name);
+  for (int i = 0; i < before && at < n; i++)
+    if (spec->layers[i].name)
+      at += (size_t)snprintf(out + at, n - at, "%s%s", at ? ", " : "", spec->layers[i].name);
+}
+
+/* A layer's "inputs": names of the spec's inputs or of earlier layers. */
+static kiln_status parse_layer_inputs(const parse_ctx *c, const cJSON *layer, const char *path,
+                                      kiln_spec *spec, spec_layer *l) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(layer, "inputs");
+  if (!v) return KILN_OK;
+  char p[PATH_MAX_LEN], pi[PATH_MAX_LEN];
+  key_path(p, path, "inputs");
+  if (!spec->n_inputs)
+    return fail(c, KILN_E_INVALID, p,
+                "layer inputs by name need a functional spec (a top-level \"inputs\" array such "
+                "as [{\"name\": \"title\", \"shape\": [10000]}])");
+  const cJSON *one = v;
+  int n = 1;
+  if (cJSON_IsArray(v)) {
+    n = cJSON_GetArraySize(v);
+    one = v->child;
+  } else if (!cJSON_IsString(v)) {
+    return wrong_type(c, p, v, "a layer name or an array of layer names");
+  }
+  int max = l->kind == KILN_LAYER_CONCATENATE ? KILN_MAX_IO : 1;
+  if (n < 1 || n > max)
+    return fail(c, KILN_E_INVALID, p, "expected %s, got %d names",
+                max == 1 ? "one name (this layer takes one input)" : "1 to 8 names", n);
+  for (int i = 0; i < n; i++, one = one->next) {
+    if (cJSON_IsArray(v)) index_path(pi, p, i);
+    else snprintf(pi, sizeof pi, "%s", p);
+    const char *name = NULL;
+    kiln_status s = get_string(c, one, pi, &name);
+    if (s) return s;
+    if (!spec_name_known(spec, name, l->index, NULL)) {
+      char known[KILN_ERROR_MESSAGE_MAX / 2];
+      known_names(spec, l->index, known, sizeof known);
+      return fail(c, KILN_E_INVALID, pi,
+                  "\"%s\" is not an input or an earlier layer's name (known: %s)", name, known);
+    }
+    if ((s = dup_string(c, pi, name, &l->inputs[i]))) return s;
+    l->n_inputs = i + 1;
+  }
+  return KILN_OK;
+}
+
+/* The top-level "inputs" of a functional spec. */
+static kiln_status parse_inputs(const parse_ctx *c, const cJSON *v, kiln_spec *spec) {
+  static const char *const keys[] = {"name", "shape", "type"};
+  if (!cJSON_IsArray(v))
+    return wrong_type(c, "inputs", v, "an array such as [{\"name\": \"title\", \"shape\": [10000]}]");
+  int n = cJSON_GetArraySize(v);
+  if (n < 1 || n > KILN_MAX_IO)
+    return fail(c, KILN_E_INVALID, "inputs", "expected 1 to %d inputs, got %d", KILN_MAX_IO, n);
+  spec->inputs = calloc((size_t)n, sizeof *spec->inputs);
+  if (!spec->inputs) return fail(c, KILN_E_NOMEM, "inputs", "out of memory");
+  int i = 0;
+  for (const cJSON *it = v->child; it; it = it->next, i++) {
+    char path[PATH_MAX_LEN], p[PATH_MAX_LEN];
+    index_path(path, "inputs", i);
+    kiln_status s = get_object(c, it, path);
+    if (s || (s = check_keys(c, it, path, keys, 3))) return s;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "type");
+    if (type) {
+      key_path(p, path, "type");
+      const char *t = NULL;
+      if ((s = get_string(c, type, p, &t))) return s;
+      if (strcmp(t, "Input") != 0 && strcmp(t, "InputLayer") != 0)
+        return fail(c, KILN_E_INVALID, p, "expected \"Input\", got \"%s\"", t);
+    }
+    spec_layer tmp;
+    memset(&tmp, 0, sizeof tmp);
+    key_path(p, path, "name");
+    if (!cJSON_GetObjectItemCaseSensitive(it, "name"))
+      return fail(c, KILN_E_FORMAT, p, "missing (layers name their inputs by it)");
+    if ((s = parse_layer_name(c, it, path, &tmp))) return s;
+    spec->inputs[i].name = tmp.name;
+    spec->n_inputs = i + 1;
+    for (int j = 0; j < i; j++)
+      if (strcmp(spec->inputs[j].name, tmp.name) == 0)
+        return fail(c, KILN_E_INVALID, p, "\"%s\" is already the name of inputs[%d]", tmp.name, j);
+    key_path(p, path, "shape");
+    if (!cJSON_GetObjectItemCaseSensitive(it, "shape"))
+      return fail(c, KILN_E_FORMAT, p, "missing (an input needs its width, such as [10000])");
+    if ((s = parse_input(c, it, path, &tmp))) return s; /* the shape (and name again) */
+    free(tmp.name);
+    if (!tmp.features) return fail(c, KILN_E_FORMAT, p, "expected an array such as [10000]");
+    spec->inputs[i].features = tmp.features;
+  }
+  return KILN_OK;
+}
+
+static kiln_status parse_outputs(const parse_ctx *c, const cJSON *v, kiln_spec *spec) {
+  if (!spec->n_inputs)
+    return fail(c, KILN_E_INVALID, "outputs",
+                "\"outputs\" needs a functional spec (a top-level \"inputs\" array)");
+  if (!cJSON_IsArray(v)) return wrong_type(c, "outputs", v, "an array of layer names");
+  int n = cJSON_GetArraySize(v);
+  if (n < 1 || n > KILN_MAX_IO)
+    return fail(c, KILN_E_INVALID, "outputs", "expected 1 to %d layer names, got %d", KILN_MAX_IO, n);
+  spec->outputs = calloc((size_t)n, sizeof *spec->outputs);
+  if (!spec->outputs) return fail(c, KILN_E_NOMEM, "outputs", "out of memory");
+  int i = 0;
+  for (const cJSON *it = v->child; it; it = it->next, i++) {
+    char p[PATH_MAX_LEN];
+    index_path(p, "outputs", i);
+    const char *name = NULL;
+    int is_input = 0;
+    kiln_status s = get_string(c, it, p, &name);
+    if (s) return s;
+    if (!spec_name_known(spec, name, spec->n_layers, &is_input) || is_input) {
+      char known[KILN_ERROR_MESSAGE_MAX / 2];
+      known_names(spec, spec->n_layers, known, sizeof known);
+      return fail(c, KILN_E_INVALID, p, "\"%s\" is not the name of a layer (known: %s)", name,
+                  known);
+    }
+    for (int j = 0; j < i; j++)
+      if (strcmp(spec->outputs[j], name) == 0)
+        return fail(c, KILN_E_INVALID, p, "\"%s\" is given twice (also outputs[%d])", name, j);
+    if ((s = dup_string(c, p, name, &spec->outputs[i]))) return s;
+    spec->n_outputs = i + 1;
+  }
+  return KILN_OK;
 }
 
 static kiln_status parse_layers(const parse_ctx *c, const cJSON *v, kiln_spec *spec) {
@@ -482,22 +675,41 @@ static kiln_status parse_layers(const parse_ctx *c, const cJSON *v, kiln_spec *s
     if (!type) return fail(c, KILN_E_FORMAT, p, "missing (expected one of Input, Dense, Dropout)");
     const char *t = NULL;
     if ((s = get_string(c, type, p, &t))) return s;
+    if (!spec->n_inputs && cJSON_GetObjectItemCaseSensitive(layer, "inputs") &&
+        strcmp(t, "Concatenate") != 0) {
+      key_path(p, path, "inputs");
+      return fail(c, KILN_E_INVALID, p,
+                  "layer inputs by name need a functional spec (a top-level \"inputs\" array "
+                  "such as [{\"name\": \"title\", \"shape\": [10000]}])");
+    }
     if (strcmp(t, "Input") == 0 || strcmp(t, "InputLayer") == 0) {
       l->kind = KILN_LAYER_INPUT;
+      if (spec->n_inputs)
+        return fail(c, KILN_E_INVALID, p,
+                    "a functional spec declares its Inputs in the top-level \"inputs\"");
       if (i != 0) return fail(c, KILN_E_INVALID, p, "an Input can only be the first layer");
       spec->has_input = 1;
       s = parse_input(c, layer, path, l);
     } else if (strcmp(t, "Dense") == 0) {
       l->kind = KILN_LAYER_DENSE;
       n_dense++;
-      s = parse_dense(c, layer, path, l);
+      s = parse_dense(c, layer, path, l, spec->n_inputs > 0);
     } else if (strcmp(t, "Dropout") == 0) {
       l->kind = KILN_LAYER_DROPOUT;
-      s = parse_dropout(c, layer, path, l);
+      s = parse_dropout(c, layer, path, l, spec->n_inputs > 0);
+    } else if (strcmp(t, "Concatenate") == 0) {
+      l->kind = KILN_LAYER_CONCATENATE;
+      if (!spec->n_inputs)
+        return fail(c, KILN_E_INVALID, p,
+                    "Concatenate needs a functional spec (a top-level \"inputs\" array and "
+                    "\"inputs\" by name on the layers)");
+      s = parse_concatenate(c, layer, path, l);
     } else {
       return fail(c, KILN_E_INVALID, p,
-                  "unknown layer type \"%s\" (expected one of Input, Dense, Dropout)", t);
+                  "unknown layer type \"%s\" (expected one of Input, Dense, Dropout, "
+                  "Concatenate)", t);
     }
+    if (!s) s = parse_layer_inputs(c, layer, path, spec, l);
     if (s) return s;
     if (l->name)
       for (int j = 0; j < i; j++)
@@ -505,6 +717,11 @@ static kiln_status parse_layers(const parse_ctx *c, const cJSON *v, kiln_spec *s
           key_path(p, path, "name");
           return fail(c, KILN_E_INVALID, p, "\"%s\" is already the name of layers[%d]", l->name, j);
         }
+    int is_input = 0;
+    if (l->name && spec_name_known(spec, l->name, 0, &is_input) && is_input) {
+      key_path(p, path, "name");
+      return fail(c, KILN_E_INVALID, p, "\"%s\" is already the name of an input", l->name);
+    }
   }
   if (n_dense == 0) return fail(c, KILN_E_INVALID, "layers", "expected at least one Dense layer");
   return KILN_OK;
@@ -619,14 +836,15 @@ static kiln_status parse_optimizer(const parse_ctx *c, const cJSON *v, kiln_opti
   return KILN_OK;
 }
 
-static kiln_status parse_metrics(const parse_ctx *c, const cJSON *v, kiln_spec *spec) {
-  const char *path = "compile.metrics";
+/* A list of metric names for one loss, into *out_names / *out_n. */
+static kiln_status parse_metric_list(const parse_ctx *c, const cJSON *v, const char *path,
+                                     kiln_loss loss, char ***out_names, int *out_n) {
   if (!cJSON_IsArray(v)) return wrong_type(c, path, v, "an array of metric names");
   int n = cJSON_GetArraySize(v);
   if (n == 0) return KILN_OK;
-  spec->metrics = calloc((size_t)n, sizeof *spec->metrics);
+  *out_names = calloc((size_t)n, sizeof **out_names);
   char **names = calloc((size_t)n, sizeof *names); /* the names the metrics log under */
-  if (!spec->metrics || !names) {
+  if (!*out_names || !names) {
     free(names);
     return fail(c, KILN_E_NOMEM, path, "out of memory");
   }
@@ -638,29 +856,129 @@ static kiln_status parse_metrics(const parse_ctx *c, const cJSON *v, kiln_spec *
     const char *name = NULL;
     if ((s = get_string(c, it, p, &name))) break;
     kiln_metric *m = NULL;
-    if (kiln_metric_create(name, spec->loss, &m, c->err)) {
+    if (kiln_metric_create(name, loss, &m, c->err)) {
       s = with_place(c->source, p, c->err);
       break;
     }
     for (int j = 0; j < i && !s; j++)
       if (strcmp(names[j], m->name) == 0)
-        s = fail(c, KILN_E_INVALID, p, "metric \"%s\" is given twice (also compile.metrics[%d])",
-                 m->name, j);
+        s = fail(c, KILN_E_INVALID, p, "metric \"%s\" is given twice (also %s[%d])", m->name,
+                 path, j);
     if (!s && !(s = dup_string(c, p, m->name, &names[i])))
-      s = dup_string(c, p, name, &spec->metrics[i]);
+      s = dup_string(c, p, name, &(*out_names)[i]);
     kiln_metric_free(m);
-    if (!s) spec->n_metrics = i + 1;
+    if (!s) *out_n = i + 1;
   }
   for (int j = 0; j < n; j++) free(names[j]);
   free(names);
   return s;
 }
 
+/* The output names a per-output setting refers to: "outputs", or the last layer. */
+static const char *output_name(const kiln_spec *spec, int i) {
+  if (spec->n_outputs) return spec->outputs[i];
+  return spec->layers[spec->n_layers - 1].name;
+}
+
+/* A per-output setting given as a dict (by output name) or a list (in output order):
+ * the item for output i, or NULL when the dict leaves it out. Unknown keys and wrong
+ * lengths fail. */
+static kiln_status per_output_item(const parse_ctx *c, const cJSON *v, const char *path,
+                                   const kiln_spec *spec, int n_out, int i, const cJSON **item,
+                                   char *item_path) {
+  *item = NULL;
+  if (cJSON_IsArray(v)) {
+    if (cJSON_GetArraySize(v) != n_out)
+      return fail(c, KILN_E_INVALID, path, "expected one entry per output (%d), got %d", n_out,
+                  cJSON_GetArraySize(v));
+    *item = cJSON_GetArrayItem(v, i);
+    index_path(item_path, path, i);
+    return KILN_OK;
+  }
+  for (const cJSON *it = v->child; it; it = it->next) {
+    int found = 0;
+    for (int k = 0; k < n_out && !found; k++) found = output_name(spec, k) && strcmp(it->string, output_name(spec, k)) == 0;
+    if (!found) {
+      char p[PATH_MAX_LEN], list[KILN_ERROR_MESSAGE_MAX / 2];
+      size_t at = 0;
+      list[0] = '\0';
+      for (int k = 0; k < n_out && at < sizeof list; k++)
+        at += (size_t)snprintf(list + at, sizeof list - at, "%s%s", k ? ", " : "",
+                               output_name(spec, k) ? output_name(spec, k) : "(unnamed)");
+      key_path(p, path, it->string);
+      return fail(c, KILN_E_INVALID, p, "not an output of the model (outputs: %s)", list);
+    }
+  }
+  const char *name = output_name(spec, i);
+  if (name) *item = cJSON_GetObjectItemCaseSensitive(v, name);
+  key_path(item_path, path, name ? name : "?");
+  return KILN_OK;
+}
+
+/* Keras' dict (or list) forms of loss, loss_weights and metrics: one setting per output. */
+static kiln_status parse_per_output(const parse_ctx *c, const cJSON *v, kiln_spec *spec) {
+  const cJSON *loss = cJSON_GetObjectItemCaseSensitive(v, "loss");
+  const cJSON *weights = cJSON_GetObjectItemCaseSensitive(v, "loss_weights");
+  const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(v, "metrics");
+  int n_out = spec->n_outputs ? spec->n_outputs : 1;
+  if (!spec->n_inputs)
+    return fail(c, KILN_E_INVALID, cJSON_IsString(loss) ? "compile" : "compile.loss",
+                "per-output settings need a functional spec (top-level \"inputs\" and "
+                "\"outputs\")");
+  for (int i = 0; i < n_out; i++)
+    if (!output_name(spec, i) && (cJSON_IsObject(loss) || cJSON_IsObject(weights) || cJSON_IsObject(metrics)))
+      return fail(c, KILN_E_INVALID, "outputs",
+                  "a dict of per-output settings needs named outputs (\"outputs\": [\"priority\", ...])");
+  const char *wt_path = "compile.loss_weights";
+  if (weights && !cJSON_IsObject(weights) && !cJSON_IsArray(weights))
+    return wrong_type(c, wt_path, weights, "a dict of output name -> weight, or a list");
+  if (metrics && !cJSON_IsObject(metrics) && !cJSON_IsArray(metrics))
+    return wrong_type(c, "compile.metrics", metrics, "a list of metric names, a dict of output name -> list, or a list of lists");
+  spec->per_output = calloc((size_t)n_out, sizeof *spec->per_output);
+  if (!spec->per_output) return fail(c, KILN_E_NOMEM, "compile", "out of memory");
+  spec->n_per_output = n_out;
+  kiln_status s;
+  for (int i = 0; i < n_out; i++) {
+    spec_output *o = &spec->per_output[i];
+    o->loss_weight = 1.0f;
+    if (output_name(spec, i) && (s = dup_string(c, "outputs", output_name(spec, i), &o->name)))
+      return s;
+    char p[PATH_MAX_LEN];
+    const cJSON *item = loss;
+    snprintf(p, sizeof p, "compile.loss");
+    if (!cJSON_IsString(loss)) {
+      if ((s = per_output_item(c, loss, "compile.loss", spec, n_out, i, &item, p))) return s;
+      if (!item) return fail(c, KILN_E_INVALID, "compile.loss", "no loss for output \"%s\"", o->name);
+    }
+    const char *name = NULL;
+    if ((s = get_string(c, item, p, &name))) return s;
+    if (kiln_loss_parse(name, &o->loss, c->err)) return with_place(c->source, p, c->err);
+    if (weights) {
+      if ((s = per_output_item(c, weights, wt_path, spec, n_out, i, &item, p))) return s;
+      double d = 1.0;
+      if (item && (s = get_number(c, item, p, 0.0, FLT_MAX, 0, "a finite number >= 0", &d))) return s;
+      o->loss_weight = (float)d;
+    }
+    if (metrics) {
+      item = metrics;
+      snprintf(p, sizeof p, "compile.metrics");
+      int list_of_lists = cJSON_IsArray(metrics) && metrics->child && cJSON_IsArray(metrics->child);
+      if (cJSON_IsObject(metrics) || list_of_lists)
+        if ((s = per_output_item(c, metrics, "compile.metrics", spec, n_out, i, &item, p))) return s;
+      if (item && (s = parse_metric_list(c, item, p, o->loss, &o->metrics, &o->n_metrics)))
+        return s;
+    }
+  }
+  spec->loss = spec->per_output[0].loss;
+  return KILN_OK;
+}
+
 static kiln_status parse_compile(const parse_ctx *c, const cJSON *v, kiln_spec *spec) {
   static const char *const keys[] = {"optimizer", "learning_rate", "momentum", "nesterov",
-                                     "loss",      "metrics"};
+                                     "loss",      "metrics",       "loss_weights"};
   kiln_status s = get_object(c, v, "compile");
-  if (s || (s = check_keys(c, v, "compile", keys, 6))) return s;
+  /* loss_weights is a functional spec's (one per output). */
+  if (s || (s = check_keys(c, v, "compile", keys, spec->n_inputs ? 7 : 6))) return s;
 
   /* Keras' compile() default optimizer. */
   kiln_optimizer_init(&spec->optimizer, KILN_OPTIMIZER_RMSPROP);
@@ -675,12 +993,23 @@ static kiln_status parse_compile(const parse_ctx *c, const cJSON *v, kiln_spec *
 
   const cJSON *loss = cJSON_GetObjectItemCaseSensitive(v, "loss");
   if (!loss) return fail(c, KILN_E_FORMAT, "compile.loss", "missing (expected a loss name such as \"binary_crossentropy\")");
+  const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(v, "metrics");
+  if (spec->n_inputs && ((cJSON_IsObject(loss) || cJSON_IsArray(loss)) ||
+      cJSON_GetObjectItemCaseSensitive(v, "loss_weights") ||
+      (metrics && (cJSON_IsObject(metrics) || (cJSON_IsArray(metrics) && metrics->child &&
+                                               cJSON_IsArray(metrics->child)))) ||
+      spec->n_outputs > 1)) {
+    if (!cJSON_IsObject(loss) && !cJSON_IsArray(loss) && !cJSON_IsString(loss))
+      return wrong_type(c, "compile.loss", loss, "a loss name, a dict of output name -> loss, or a list");
+    return parse_per_output(c, v, spec);
+  }
   const char *name = NULL;
   if ((s = get_string(c, loss, "compile.loss", &name))) return s;
   if (kiln_loss_parse(name, &spec->loss, c->err)) return with_place(c->source, "compile.loss", c->err);
 
-  const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(v, "metrics");
-  if (metrics && (s = parse_metrics(c, metrics, spec))) return s;
+  if (metrics && (s = parse_metric_list(c, metrics, "compile.metrics", spec->loss, &spec->metrics,
+                                        &spec->n_metrics)))
+    return s;
   return KILN_OK;
 }
 
@@ -729,13 +1058,13 @@ static kiln_status parse_fit(const parse_ctx *c, const cJSON *v, kiln_spec *spec
 /* --- the spec -------------------------------------------------------------- */
 
 static kiln_status parse_top(const parse_ctx *c, const cJSON *root, kiln_spec *spec) {
-  static const char *const keys[] = {"name", "seed", "layers", "compile", "fit"};
+  static const char *const keys[] = {"name", "seed", "inputs", "layers", "outputs", "compile", "fit"};
   if (!cJSON_IsObject(root)) {
     char buf[96];
     return fail(c, KILN_E_FORMAT, NULL, "expected a JSON object at the top level, got %s",
                 json_type(root, buf, sizeof buf));
   }
-  kiln_status s = check_keys(c, root, "", keys, 5);
+  kiln_status s = check_keys(c, root, "", keys, 7);
   if (s) return s;
   const cJSON *it;
   if ((it = cJSON_GetObjectItemCaseSensitive(root, "name"))) {
@@ -750,9 +1079,13 @@ static kiln_status parse_top(const parse_ctx *c, const cJSON *root, kiln_spec *s
     spec->seed = (uint64_t)seed;
     spec->has_seed = 1;
   }
+  if ((it = cJSON_GetObjectItemCaseSensitive(root, "inputs")) && (s = parse_inputs(c, it, spec)))
+    return s;
   it = cJSON_GetObjectItemCaseSensitive(root, "layers");
   if (!it) return fail(c, KILN_E_FORMAT, "layers", "missing (a spec needs a \"layers\" array)");
   if ((s = parse_layers(c, it, spec))) return s;
+  if ((it = cJSON_GetObjectItemCaseSensitive(root, "outputs")) && (s = parse_outputs(c, it, spec)))
+    return s;
   it = cJSON_GetObjectItemCaseSensitive(root, "compile");
   if (!it) return fail(c, KILN_E_FORMAT, "compile", "missing (a spec needs \"compile\" with a \"loss\")");
   if ((s = parse_compile(c, it, spec))) return s;
@@ -788,8 +1121,21 @@ static kiln_status syntax_error(const parse_ctx *c, const char *json, const char
 
 void kiln_spec_free(kiln_spec *s) {
   if (!s) return;
-  for (int i = 0; i < s->n_layers; i++) free(s->layers[i].name);
+  for (int i = 0; i < s->n_layers; i++) {
+    free(s->layers[i].name);
+    for (int k = 0; k < s->layers[i].n_inputs; k++) free(s->layers[i].inputs[k]);
+  }
   free(s->layers);
+  for (int i = 0; i < s->n_inputs; i++) free(s->inputs[i].name);
+  free(s->inputs);
+  for (int i = 0; i < s->n_outputs; i++) free(s->outputs[i]);
+  free(s->outputs);
+  for (int i = 0; i < s->n_per_output; i++) {
+    free(s->per_output[i].name);
+    for (int k = 0; k < s->per_output[i].n_metrics; k++) free(s->per_output[i].metrics[k]);
+    free(s->per_output[i].metrics);
+  }
+  free(s->per_output);
   for (int i = 0; i < s->n_metrics; i++) free(s->metrics[i]);
   free(s->metrics);
   free(s->name);
@@ -883,6 +1229,96 @@ kiln_status kiln_spec_load(const char *path, kiln_spec **out, kiln_error *err) {
 
 /* --- building --------------------------------------------------------------- */
 
+/* The node of a name: an input's or a layer's (built before it). */
+static kiln_node node_named(const kiln_spec *s, const kiln_node *input_nodes,
+                            const kiln_node *layer_nodes, int before, const char *name) {
+  for (int i = 0; i < s->n_inputs; i++)
+    if (strcmp(s->inputs[i].name, name) == 0) return input_nodes[i];
+  for (int i = 0; i < before; i++)
+    if (s->layers[i].name && strcmp(s->layers[i].name, name) == 0) return layer_nodes[i];
+  return -1; /* the parser checked every name */
+}
+
+/* keras.Model(inputs=[...], outputs=[...]) from a functional spec, compiled. */
+static kiln_status build_functional(const kiln_spec *s, kiln_model *m, kiln_error *local) {
+  kiln_node in_nodes[KILN_MAX_IO], out_nodes[KILN_MAX_IO];
+  kiln_node *nodes = calloc((size_t)s->n_layers, sizeof *nodes);
+  char path[PATH_MAX_LEN];
+  kiln_status st = KILN_OK;
+  if (!nodes) return kiln_error_set(local, KILN_E_NOMEM, "%s: out of memory", s->source);
+  for (int i = 0; i < s->n_inputs && !st; i++) {
+    st = kiln_model_input(m, s->inputs[i].name, s->inputs[i].features, &in_nodes[i], local);
+    if (st) {
+      index_path(path, "inputs", i);
+      with_place(s->source, path, local);
+    }
+  }
+  kiln_node prev = s->n_inputs ? in_nodes[s->n_inputs - 1] : -1;
+  for (int i = 0; i < s->n_layers && !st; i++) {
+    const spec_layer *l = &s->layers[i];
+    kiln_node from[KILN_MAX_IO];
+    int n = l->n_inputs;
+    for (int k = 0; k < n; k++) from[k] = node_named(s, in_nodes, nodes, i, l->inputs[k]);
+    if (n == 0) {
+      from[0] = prev;
+      n = 1;
+    }
+    switch (l->kind) {
+      case KILN_LAYER_DENSE: {
+        kiln_dense_options o;
+        kiln_dense_options_init(&o);
+        o.activation = l->activation;
+        o.kernel_initializer = l->initializer;
+        o.kernel_constant = l->constant;
+        o.kernel_regularizer = l->reg;
+        o.name = l->name;
+        st = kiln_model_dense(m, from[0], l->units, &o, &nodes[i], local);
+        break;
+      }
+      case KILN_LAYER_DROPOUT:
+        st = kiln_model_dropout(m, from[0], l->rate, l->name, &nodes[i], local);
+        break;
+      case KILN_LAYER_CONCATENATE:
+        st = kiln_model_concatenate(m, from, n, l->name, &nodes[i], local);
+        break;
+      default:
+        st = kiln_error_set(local, KILN_E_UNSUPPORTED, "not a functional spec layer");
+    }
+    if (st) {
+      index_path(path, "layers", l->index);
+      with_place(s->source, path, local);
+    }
+    prev = nodes[i];
+  }
+  int n_out = s->n_outputs ? s->n_outputs : 1;
+  for (int i = 0; i < n_out; i++)
+    out_nodes[i] = s->n_outputs ? node_named(s, in_nodes, nodes, s->n_layers, s->outputs[i])
+                                : nodes[s->n_layers - 1];
+  free(nodes);
+  if (!st && (st = kiln_model_set_inputs(m, in_nodes, s->n_inputs, local)))
+    with_place(s->source, "inputs", local);
+  if (!st && (st = kiln_model_set_outputs(m, out_nodes, n_out, local)))
+    with_place(s->source, "outputs", local);
+  if (st) return st;
+  if (!s->n_per_output) {
+    st = kiln_model_compile(m, &s->optimizer, s->loss, (const char *const *)s->metrics,
+                            s->n_metrics, local);
+  } else {
+    kiln_output_config cfg[KILN_MAX_IO];
+    for (int i = 0; i < s->n_per_output; i++) {
+      kiln_output_config_init(&cfg[i]);
+      cfg[i].output = s->per_output[i].name;
+      cfg[i].loss = s->per_output[i].loss;
+      cfg[i].loss_weight = s->per_output[i].loss_weight;
+      cfg[i].metrics = (const char *const *)s->per_output[i].metrics;
+      cfg[i].n_metrics = s->per_output[i].n_metrics;
+    }
+    st = kiln_model_compile_outputs(m, &s->optimizer, cfg, s->n_per_output, local);
+  }
+  if (st) with_place(s->source, NULL, local);
+  return st;
+}
+
 kiln_status kiln_spec_build(const kiln_spec *s, int64_t input_features, uint64_t seed,
                             kiln_model **out, kiln_error *err) {
   kiln_error local = {0};
@@ -892,6 +1328,19 @@ kiln_status kiln_spec_build(const kiln_spec *s, int64_t input_features, uint64_t
   if (input_features < 0)
     return kiln_error_set(err, KILN_E_INVALID, "%s: input_features must be >= 0, got %lld",
                           s->source, (long long)input_features);
+  if (s->n_inputs) { /* a functional spec: every Input has its shape */
+    uint64_t sd = seed != KILN_SEED_FROM_SPEC ? seed : s->has_seed ? s->seed : SPEC_DEFAULT_SEED;
+    kiln_model *m = NULL;
+    kiln_status st = kiln_model_create(sd, &m, &local);
+    if (!st) st = build_functional(s, m, &local);
+    if (st) {
+      kiln_model_free(m);
+      if (err) *err = local;
+      return st;
+    }
+    *out = m;
+    return KILN_OK;
+  }
   const spec_layer *in = s->has_input ? &s->layers[0] : NULL;
   const char *width_path = in ? "layers[0].shape" : "layers";
   int64_t width = in && in->features ? in->features : input_features;

@@ -36,8 +36,8 @@ typedef struct kiln_early_stopping_config {
 void kiln_early_stopping_config_init(kiln_early_stopping_config *c);
 /* Stops fit at the end of epoch best + patience (0-based) unless a later epoch improves
  * on the best, as Keras (from the second epoch on). With restore_best_weights, every
- * Dense kernel and bias is copied when the monitored value improves and written back
- * in on_train_end. */
+ * Dense kernel and bias and every custom layer's weights are copied when the monitored
+ * value improves and written back in on_train_end. */
 kiln_status kiln_early_stopping_create(const kiln_early_stopping_config *c, kiln_callback *out,
                                        kiln_error *err);
 /* The epoch (0-based) fit was stopped at, or -1 when it ran to the end; the best

@@ -154,6 +154,66 @@ int64_t kiln_model_output_features(const kiln_model *m);
  * "title[0][0], text_body[0][0], tags[0][0]"). */
 void kiln_model_summary(const kiln_model *m, FILE *out);
 
+/* --- custom layers (a keras.layers.Layer subclass in C) ------------------- */
+
+#define KILN_LAYER_MAX_WEIGHTS 8
+
+/* One trainable weight a custom layer declares in build. kiln allocates it, fills it
+ * (from values, else with the initializer drawn from the model's seed), trains it with
+ * the model's optimizer (no regularization), counts it in the summary and saves it in
+ * checkpoints and training states. */
+typedef struct kiln_weight_decl {
+  const char *name;             /* e.g. "gamma" (copied; 1..63 characters, unique) */
+  int64_t size;                 /* number of floats, > 0 */
+  const float *values;          /* size initial values (copied), or NULL: the initializer */
+  kiln_initializer initializer; /* default glorot_uniform */
+  float constant;               /* for KILN_INIT_CONSTANT */
+  int64_t fan_in, fan_out;      /* for glorot_uniform / he_normal; 0: the layer's in / out
+                                   features */
+} kiln_weight_decl;
+
+/* What build declares: the output width and the weights (zeroed by kiln before build). */
+typedef struct kiln_layer_decl {
+  int64_t out_features; /* > 0 */
+  int n_weights;        /* 0..KILN_LAYER_MAX_WEIGHTS */
+  kiln_weight_decl weights[KILN_LAYER_MAX_WEIGHTS];
+} kiln_layer_decl;
+
+/* A layer class: stateless functions over the layer's ctx (its configuration) and the
+ * weights kiln holds for it, in the order declared. x is rows x in_features, y rows x
+ * out_features, row-major. forward writes y; training is 1 in fit, 0 in evaluate and
+ * predict. backward gets dy = dL/dy and ADDS dL/dx into dx (NULL when nothing upstream
+ * needs it) and dL/dw into weight_grads[i] (zeroed by kiln before the call); y is the
+ * forward's output for the same x. Neither may keep pointers past the call. */
+typedef struct kiln_layer_class {
+  const char *type; /* the class name, e.g. "Scale": summary, checkpoints, errors */
+  kiln_status (*build)(void *ctx, int64_t in_features, kiln_layer_decl *decl, kiln_error *err);
+  void (*forward)(void *ctx, float *const *weights, const float *x, int64_t rows,
+                  int64_t in_features, int64_t out_features, int training, float *y);
+  void (*backward)(void *ctx, float *const *weights, const float *x, const float *y,
+                   const float *dy, int64_t rows, int64_t in_features, int64_t out_features,
+                   float *dx, float *const *weight_grads);
+  void (*destroy)(void *ctx); /* frees ctx; may be NULL */
+} kiln_layer_class;
+
+/* Adds a layer of class cls on input (a dense node: not a CSR-fed Input). cls is
+ * borrowed and must outlive the model; the model takes ctx (also on failure: it calls
+ * cls->destroy(ctx)). build errors come back prefixed with the layer's name. name NULL:
+ * the class type in lower case, then "_1", "_2", ... kiln_model_from_layers shares the
+ * layer (ctx and weights) as it shares Dense weights. ONNX export refuses a model with a
+ * custom layer (KILN_E_UNSUPPORTED naming it); checkpoints: see kiln_model_load_custom. */
+kiln_status kiln_model_custom(kiln_model *m, kiln_node input, const kiln_layer_class *cls,
+                              void *ctx, const char *name, kiln_node *out, kiln_error *err);
+/* The weights of a custom layer (0 for other kinds), each as a kiln_weight_info (below:
+ * name "<layer>/<declared name>", value, grad, size, rows 1, cols size; owned by the
+ * model). They are also among kiln_model_trainable_weight's, in layer order. */
+typedef struct kiln_weight_info kiln_weight_info;
+int kiln_model_weight_count(const kiln_model *m, kiln_node node);
+kiln_status kiln_model_weight(const kiln_model *m, kiln_node node, int i, kiln_weight_info *out,
+                              kiln_error *err);
+/* The class of a custom layer, or NULL. */
+const kiln_layer_class *kiln_model_layer_class(const kiln_model *m, kiln_node node);
+
 /* --- compile ------------------------------------------------------------- */
 
 typedef enum kiln_loss {
@@ -268,12 +328,18 @@ typedef struct kiln_logs {
 /* The value of key, or NaN when absent. */
 double kiln_logs_get(const kiln_logs *logs, const char *key);
 
-/* Hooks called during fit. Any member may be NULL. A hook may call
- * kiln_model_stop_training to end fit after the current epoch. */
+/* Hooks called during fit, in Keras' order: on_train_begin; per epoch on_epoch_begin,
+ * then per batch on_batch_begin and on_batch_end (logs: the epoch's running "loss" and
+ * metrics), then on_epoch_end (logs: the epoch's figures, with "val_" ones when fit
+ * validates); on_train_end (the last epoch's logs). Any member may be NULL; build one
+ * with designated initializers. A hook may call kiln_model_stop_training to end fit
+ * after the current epoch. */
 typedef struct kiln_callback {
   void *ctx;
   void (*on_train_begin)(void *ctx, kiln_model *m);
   void (*on_epoch_begin)(void *ctx, kiln_model *m, int epoch);
+  /* Before each batch; batch is 0-based, of batches in the epoch. */
+  void (*on_batch_begin)(void *ctx, kiln_model *m, int64_t batch, int64_t batches);
   void (*on_batch_end)(void *ctx, kiln_model *m, int64_t batch, int64_t batches,
                        const kiln_logs *logs);
   void (*on_epoch_end)(void *ctx, kiln_model *m, int epoch, const kiln_logs *logs);
@@ -397,14 +463,14 @@ kiln_status kiln_model_compute_gradients(kiln_model *m, const kiln_io *x, const 
  * order (the optimizer's order). value and grad point into the model (valid until it
  * is recompiled or freed; value is shared with models made by kiln_model_from_layers);
  * grad may be changed before kiln_model_apply_gradients (e.g. clipped). */
-typedef struct kiln_weight_info {
+struct kiln_weight_info {
   char name[96];   /* Keras' variable path, e.g. "dense/kernel", "dense/bias" */
   float *value;
   float *grad;     /* d loss / d value from the last kiln_model_compute_gradients */
   int64_t size;    /* rows * cols */
   int64_t rows;    /* kernel: input width; bias: 1 */
   int64_t cols;    /* units */
-} kiln_weight_info;
+};
 int kiln_model_trainable_weight_count(const kiln_model *m); /* 0 until compiled */
 kiln_status kiln_model_trainable_weight(kiln_model *m, int i, kiln_weight_info *out,
                                         kiln_error *err);
@@ -429,6 +495,26 @@ kiln_status kiln_model_load(const char *path, kiln_model **out, kiln_error *err)
 kiln_status kiln_model_save_state(const kiln_model *m, const char *path, kiln_error *err);
 kiln_status kiln_model_load_state(const char *path, kiln_model **out, kiln_error *err);
 
+/* Custom layers in checkpoints: a file records each custom layer's class type, its
+ * weights' names and sizes, and their values (after the Dense weights, in layer order);
+ * not its functions or ctx. kiln_model_load / load_state refuse such a file with
+ * KILN_E_UNSUPPORTED naming the layer and its class; load it with the *_custom forms,
+ * giving the classes again (as Keras' custom_objects). For every custom layer the
+ * factory whose cls->type matches makes its ctx: make_ctx(user, layer name, &ctx, err),
+ * or ctx = user when make_ctx is NULL (the model then hands user to cls->destroy when
+ * freed, once per layer: leave destroy NULL for a shared ctx). build runs again and must
+ * declare the file's weights (same names and sizes), else KILN_E_FORMAT naming the layer;
+ * the file's values replace the initial ones. */
+typedef struct kiln_layer_factory {
+  const kiln_layer_class *cls;
+  kiln_status (*make_ctx)(void *user, const char *layer_name, void **ctx, kiln_error *err);
+  void *user;
+} kiln_layer_factory;
+kiln_status kiln_model_load_custom(const char *path, const kiln_layer_factory *classes,
+                                   int n_classes, kiln_model **out, kiln_error *err);
+kiln_status kiln_model_load_state_custom(const char *path, const kiln_layer_factory *classes,
+                                         int n_classes, kiln_model **out, kiln_error *err);
+
 /* --- JSON model specs (the `kiln train` format) --------------------------- */
 
 /* A spec is a JSON object whose keys follow Keras' config names:
@@ -440,8 +526,17 @@ kiln_status kiln_model_load_state(const char *path, kiln_model **out, kiln_error
  *    "compile": {"optimizer": "adam", "learning_rate": 0.001,
  *                "loss": "binary_crossentropy", "metrics": ["accuracy"]},
  *    "fit": {"epochs": 4, "batch_size": 512, "validation_split": 0.0}}
+ * A functional spec (keras.Model(inputs, outputs), listing 7.9) adds top-level
+ * "inputs": [{"name": "title", "shape": [10000]}, ...] (then "layers" holds no Input),
+ * layers that take "inputs": ["title", "text_body", "tags"] by name (inputs' or earlier
+ * layers'; default: the layer before), {"type": "Concatenate", "inputs": [...]},
+ * "outputs": ["priority", "department"] (default: the last layer), and in "compile"
+ * Keras' per-output dicts or lists: "loss": {"priority": "mean_squared_error", ...},
+ * "loss_weights": {"priority": 1.0, ...}, "metrics": {"priority": ["mae"], ...} (a
+ * plain loss or metric list applies to every output). See examples/specs/ticket.json;
+ * `kiln train SPEC --x INPUT=FILE.npy ... --y OUTPUT=FILE.npy ...` trains one.
  * Errors name the JSON key path, e.g. "spec.json: layers[1].units: expected a
- * positive integer". */
+ * positive integer", "spec.json: compile.loss.prio: not an output of the model". */
 typedef struct kiln_spec kiln_spec;
 kiln_status kiln_spec_parse(const char *json, const char *source_name, kiln_spec **out,
                             kiln_error *err);

@@ -87,6 +87,32 @@ static void test_fashion_mnist(void **state) {
   assert_true(field(line, "test_accuracy") >= 0.865);
 }
 
+/* Listing 7.18's custom RMSE next to accuracy (examples/custom_metric.c). */
+static void test_custom_metric(void **state) {
+  if (!have("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+    print_message("skipped: install dataset-fashion-mnist\n");
+    skip();
+  }
+  char line[4096];
+  run_example("custom_metric", "--seed 1", line, sizeof line);
+  assert_true(field(line, "test_accuracy") >= 0.84);
+  /* Probabilities against one-hot labels: sqrt(row sum of squares) is in (0, sqrt 2). */
+  double rmse = field(line, "test_rmse");
+  assert_true(rmse > 0.2 && rmse < 0.6);
+  assert_true(field(line, "val_rmse") < 0.6);
+}
+
+/* A custom layer (RMS normalization, examples/custom_layer.c) trains in the IMDB model:
+ * its 16 gains are counted, it learns, and it stays near the plain model. */
+static void test_custom_layer(void **state) {
+  skip_without("imdb/train.txt.gz");
+  char line[4096];
+  run_example("custom_layer", "--seed 1", line, sizeof line);
+  assert_true(field(line, "params") == field(line, "plain_params") + 16);
+  assert_true(field(line, "last_loss") < 0.5 * field(line, "first_loss"));
+  assert_true(field(line, "test_accuracy") >= 0.85);
+}
+
 /* Listings 7.21-7.24: the hand-written loop (compute_gradients + apply_gradients) learns
  * as fit does: 3 epochs of Adam at batch 32 (seed 1 measured 0.8498). */
 static void test_custom_loop(void **state) {
@@ -103,6 +129,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_imdb), cmocka_unit_test(test_reuters),
       cmocka_unit_test(test_housing), cmocka_unit_test(test_fashion_mnist),
+      cmocka_unit_test(test_custom_metric), cmocka_unit_test(test_custom_layer),
       cmocka_unit_test(test_custom_loop),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -549,6 +549,100 @@ static void test_bad_spec(void **state) {
                  "nospec.json");
 }
 
+/* Functional specs: one input and one output train from --data; several are shown by
+ * summary and refused by train with what to do instead. */
+static void test_functional_spec(void **state) {
+  (void)state;
+  write_spec("one.json",
+             "{'seed': 2, 'inputs': [{'name': 'x', 'shape': [4]}],"
+             " 'layers': [{'type': 'Dense', 'name': 'h', 'units': 8, 'activation': 'relu',"
+             "  'inputs': ['x']}, {'type': 'Dense', 'name': 'y', 'units': 1,"
+             "  'activation': 'sigmoid', 'inputs': ['h']}], 'outputs': ['y'],"
+             " 'compile': {'loss': 'binary_crossentropy', 'metrics': ['accuracy']},"
+             " 'fit': {'epochs': 2, 'verbose': 0}}");
+  result r = run_kiln((const char *[]){"train", "one.json", "--data", "data.csv", "--json", NULL});
+  if (r.code != 0) print_error("stderr: %s\n", r.err);
+  assert_int_equal(r.code, 0);
+  result_free(&r);
+  write_spec("ticket.json",
+             "{'inputs': [{'name': 'title', 'shape': [6]}, {'name': 'tags', 'shape': [2]}],"
+             " 'layers': [{'type': 'Concatenate', 'name': 'features', 'inputs': ['title', 'tags']},"
+             "  {'type': 'Dense', 'name': 'priority', 'units': 1, 'inputs': ['features']},"
+             "  {'type': 'Dense', 'name': 'department', 'units': 3, 'activation': 'softmax',"
+             "   'inputs': ['features']}], 'outputs': ['priority', 'department'],"
+             " 'compile': {'loss': {'priority': 'mse',"
+             "  'department': 'sparse_categorical_crossentropy'}}}");
+  r = run_kiln((const char *[]){"summary", "ticket.json", NULL});
+  assert_int_equal(r.code, 0);
+  expect_in(r.out, "features (Concatenate)", "kiln summary");
+  expect_in(r.out, "(None, 8)", "kiln summary");
+  result_free(&r);
+  expect_failure((const char *[]){"train", "ticket.json", "--data", "data.csv", NULL}, 2,
+                 "ticket.json: a functional spec with 2 inputs and 2 outputs: give each its "
+                 "data with --x");
+  /* Data by name (Keras' fit(x={...}, y={...})) from .npy files. */
+  kiln_matrix title, tags, prio, dept;
+  assert_int_equal(kiln_matrix_alloc(&title, 64, 6, NULL), KILN_OK);
+  assert_int_equal(kiln_matrix_alloc(&tags, 64, 2, NULL), KILN_OK);
+  assert_int_equal(kiln_matrix_alloc(&prio, 64, 1, NULL), KILN_OK);
+  assert_int_equal(kiln_matrix_alloc(&dept, 64, 1, NULL), KILN_OK);
+  for (int i = 0; i < 64; i++) {
+    for (int j = 0; j < 6; j++) title.values[i * 6 + j] = (float)((i * (j + 3)) % 5) / 4.0f;
+    tags.values[i * 2] = (float)(i % 2);
+    tags.values[i * 2 + 1] = (float)(i % 3 == 0);
+    prio.values[i] = 0.5f * title.values[i * 6];
+    dept.values[i] = (float)(i % 3);
+  }
+  assert_int_equal(kiln_npy_write(in_dir("title.npy"), &title, NULL), KILN_OK);
+  assert_int_equal(kiln_npy_write(in_dir("tags.npy"), &tags, NULL), KILN_OK);
+  assert_int_equal(kiln_npy_write(in_dir("prio.npy"), &prio, NULL), KILN_OK);
+  assert_int_equal(kiln_npy_write(in_dir("dept.npy"), &dept, NULL), KILN_OK);
+  kiln_matrix *ms[] = {&title, &tags, &prio, &dept};
+  for (int i = 0; i < 4; i++) kiln_matrix_free(ms[i]);
+  r = run_kiln((const char *[]){"train", "ticket.json", "--x", "tags=tags.npy", "--x",
+                                "title=title.npy", "--y", "department=dept.npy", "--y",
+                                "priority=prio.npy", "--epochs", "3", "--validation-split",
+                                "0.25", "--verbose", "0", "--history", "h.csv", "--output",
+                                "ticket.kiln", "--json", NULL});
+  if (r.code != 0) print_error("stderr: %s\n", r.err);
+  assert_int_equal(r.code, 0);
+  cJSON *j = last_line_json(r.out);
+  assert_int_equal((int)json_number(j, "epochs"), 3);
+  const cJSON *train = cJSON_GetObjectItemCaseSensitive(j, "train");
+  const cJSON *val = cJSON_GetObjectItemCaseSensitive(j, "val");
+  assert_true(json_number(train, "priority_loss") >= 0);
+  assert_true(json_number(val, "department_loss") >= 0);
+  cJSON_Delete(j);
+  result_free(&r);
+  assert_true(exists("h.csv"));
+  kiln_model *m = NULL;
+  assert_int_equal(kiln_model_load(in_dir("ticket.kiln"), &m, NULL), KILN_OK);
+  assert_int_equal(kiln_model_input_count(m), 2);
+  assert_int_equal(kiln_model_output_count(m), 2);
+  kiln_model_free(m);
+  /* Errors: a name the model lacks, a missing --y, combinations, ONNX. */
+  expect_failure((const char *[]){"train", "ticket.json", "--x", "tags=tags.npy", "--x",
+                                  "titel=title.npy", "--y", "department=dept.npy", "--y",
+                                  "priority=prio.npy", "--verbose", "0", NULL},
+                 2, "titel");
+  expect_failure((const char *[]){"train", "ticket.json", "--x", "tags=tags.npy", NULL}, 2,
+                 "--x and --y go together");
+  expect_failure((const char *[]){"train", "ticket.json", "--x", "tags", NULL}, 2,
+                 "--x: expected NAME=FILE.npy");
+  expect_failure((const char *[]){"train", "ticket.json", "--data", "data.csv", "--x",
+                                  "tags=tags.npy", "--y", "priority=prio.npy", NULL},
+                 2, "--data cannot be combined with --x/--y");
+  r = run_kiln((const char *[]){"train", "ticket.json", "--x", "tags=tags.npy", "--y",
+                                "priority=prio.npy", "--output", "m.onnx", NULL});
+  assert_int_equal(r.code, 2);
+  expect_in(r.err, ".kiln checkpoint", "stderr");
+  result_free(&r);
+  assert_false(exists("m.onnx"));
+  expect_failure((const char *[]){"train", "ticket.json", "--x", "tags=none.npy", "--y",
+                                  "priority=prio.npy", NULL},
+                 2, "--x tags");
+}
+
 static void test_missing_data_file(void **state) {
   (void)state;
   expect_failure((const char *[]){"train", "spec.json", "--data", "missing.csv", NULL}, 2,
@@ -679,6 +773,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_train_categorical_and_regression, setup, teardown),
       cmocka_unit_test_setup_teardown(test_train_prune, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_spec, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_functional_spec, setup, teardown),
       cmocka_unit_test_setup_teardown(test_missing_data_file, setup, teardown),
       cmocka_unit_test_setup_teardown(test_label_outside_range, setup, teardown),
       cmocka_unit_test_setup_teardown(test_wrong_width, setup, teardown),

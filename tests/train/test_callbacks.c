@@ -100,10 +100,19 @@ static void rec_epoch_end(void *ctx, kiln_model *m, int epoch, const kiln_logs *
   }
 }
 static void rec_train_end(void *ctx, kiln_model *m, const kiln_logs *logs) { rec_put(ctx, "T"); }
+static void rec_batch_begin(void *ctx, kiln_model *m, int64_t batch, int64_t batches) {
+  char b[32];
+  snprintf(b, sizeof b, "a%lld/%lld", (long long)batch, (long long)batches);
+  rec_put(ctx, b);
+}
 static kiln_callback rec_callback(recorder *r) {
   memset(r, 0, sizeof *r);
-  kiln_callback cb = {r, rec_train_begin, rec_epoch_begin, rec_batch_end, rec_epoch_end,
-                      rec_train_end, NULL};
+  kiln_callback cb = {.ctx = r,
+                      .on_train_begin = rec_train_begin,
+                      .on_epoch_begin = rec_epoch_begin,
+                      .on_batch_end = rec_batch_end,
+                      .on_epoch_end = rec_epoch_end,
+                      .on_train_end = rec_train_end};
   return cb;
 }
 static void rec_free(recorder *r) {
@@ -113,6 +122,10 @@ static void rec_free(recorder *r) {
 static int same_matrix(const kiln_matrix *a, const kiln_matrix *b) {
   return a->rows == b->rows && a->cols == b->cols &&
          memcmp(a->values, b->values, (size_t)(a->rows * a->cols) * sizeof(float)) == 0;
+}
+
+static void fail_at_second_batch(void *ctx, kiln_model *m, int64_t batch, int64_t batches) {
+  if (batch == 1) kiln_model_fail(m, KILN_E_IO, "batch %lld refused", (long long)batch);
 }
 
 static void test_hook_order(void **state) {
@@ -130,6 +143,15 @@ static void test_hook_order(void **state) {
   assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, NULL), KILN_OK);
   assert_string_equal(r.events, "B E0 b b b e0 E1 b b b e1 T ");
   assert_int_equal(kiln_model_epoch(m), 2);
+  /* on_batch_begin (Keras' order): before each batch, with its index and count. */
+  cb = rec_callback(&r);
+  cb.on_batch_begin = rec_batch_begin;
+  opt.epochs = 4;
+  opt.initial_epoch = 3;
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, NULL), KILN_OK);
+  assert_string_equal(r.events, "B E3 a0/3 b a1/3 b a2/3 b e3 T ");
+  opt.initial_epoch = 0;
+  opt.epochs = 2;
   /* initial_epoch: the epochs initial_epoch..epochs-1, numbered as such. */
   opt.initial_epoch = 2;
   opt.epochs = 3;
@@ -137,10 +159,114 @@ static void test_hook_order(void **state) {
   assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, NULL), KILN_OK);
   assert_string_equal(r.events, "B E2 b b b e2 T ");
   assert_int_equal(kiln_model_epoch(m), 3);
+  /* A failure in on_batch_begin stops fit before that batch runs. */
+  cb = rec_callback(&r);
+  cb.on_batch_begin = fail_at_second_batch;
+  kiln_error berr = {0};
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, &berr), KILN_E_IO);
+  assert_string_equal(berr.message, "batch 1 refused");
+  assert_string_equal(r.events, "B E2 b ");
   opt.initial_epoch = -1;
   kiln_error err = {0};
   assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, &err), KILN_E_INVALID);
   assert_non_null(strstr(err.message, "initial_epoch"));
+  kiln_model_free(m);
+  kiln_matrix_free(&x);
+  kiln_matrix_free(&y);
+}
+
+/* What each hook receives: batch indices and counts, the running figures of the
+ * epoch at every batch end (no val_ keys), the epoch's figures with validation at
+ * the epoch end (as the History), and the last epoch's at train end. */
+typedef struct logs_seen {
+  int64_t batches_seen, last_batch, batch_count, bad_batch_index;
+  int bad_batch_keys;
+  double batch_loss, batch_acc; /* the last batch end's */
+  int epochs_seen;
+  double epoch_loss[4], epoch_acc[4], epoch_vloss[4], epoch_vacc[4];
+  int bad_epoch_keys, batch_matches_epoch;
+  int train_end_calls, train_end_n;
+  double train_end_vloss;
+} logs_seen;
+static void seen_batch_end(void *ctx, kiln_model *m, int64_t batch, int64_t batches,
+                           const kiln_logs *logs) {
+  logs_seen *s = ctx;
+  if (batch != (s->last_batch + 1) % batches) s->bad_batch_index++;
+  s->last_batch = batch;
+  s->batch_count = batches;
+  s->batches_seen++;
+  if (logs->n != 2 || strcmp(logs->keys[0], "loss") || strcmp(logs->keys[1], "accuracy"))
+    s->bad_batch_keys++;
+  s->batch_loss = logs->values[0];
+  s->batch_acc = logs->values[1];
+}
+static void seen_epoch_begin(void *ctx, kiln_model *m, int epoch) {
+  logs_seen *s = ctx;
+  s->last_batch = -1;
+  assert_int_equal(epoch, s->epochs_seen);
+}
+static void seen_epoch_end(void *ctx, kiln_model *m, int epoch, const kiln_logs *logs) {
+  logs_seen *s = ctx;
+  static const char *const keys[] = {"loss", "accuracy", "val_loss", "val_accuracy"};
+  if (logs->n != 4) s->bad_epoch_keys++;
+  for (int i = 0; i < 4 && i < logs->n; i++) s->bad_epoch_keys += strcmp(logs->keys[i], keys[i]) != 0;
+  s->epoch_loss[epoch] = kiln_logs_get(logs, "loss");
+  s->epoch_acc[epoch] = kiln_logs_get(logs, "accuracy");
+  s->epoch_vloss[epoch] = kiln_logs_get(logs, "val_loss");
+  s->epoch_vacc[epoch] = kiln_logs_get(logs, "val_accuracy");
+  /* The training figures are the running means the last batch end reported. */
+  s->batch_matches_epoch += s->batch_loss == s->epoch_loss[epoch] &&
+                            s->batch_acc == s->epoch_acc[epoch] && s->last_batch == s->batch_count - 1;
+  s->epochs_seen++;
+}
+static void seen_train_end(void *ctx, kiln_model *m, const kiln_logs *logs) {
+  logs_seen *s = ctx;
+  s->train_end_calls++;
+  s->train_end_n = logs->n;
+  s->train_end_vloss = kiln_logs_get(logs, "val_loss");
+  int e = s->epochs_seen - 1;
+  assert_true(kiln_logs_get(logs, "loss") == s->epoch_loss[e]);
+  assert_true(kiln_logs_get(logs, "val_accuracy") == s->epoch_vacc[e]);
+}
+
+static void test_hook_logs(void **state) {
+  kiln_matrix x, y;
+  blobs(100, 4, 9, &x, &y);
+  kiln_model *m = binary_model(9, 0.01f);
+  logs_seen s;
+  memset(&s, 0, sizeof s);
+  s.last_batch = -1;
+  kiln_callback cb = {.ctx = &s,
+                      .on_epoch_begin = seen_epoch_begin,
+                      .on_batch_end = seen_batch_end,
+                      .on_epoch_end = seen_epoch_end,
+                      .on_train_end = seen_train_end};
+  kiln_fit_options opt;
+  kiln_fit_options_init(&opt);
+  opt.epochs = 3;
+  opt.batch_size = 16; /* 80 training rows: 5 batches an epoch */
+  opt.validation_split = 0.2;
+  opt.callbacks = &cb;
+  opt.n_callbacks = 1;
+  kiln_history h = {0};
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, &h, NULL), KILN_OK);
+  assert_int_equal(s.batches_seen, 15);
+  assert_int_equal(s.batch_count, 5);
+  assert_int_equal(s.bad_batch_index, 0);
+  assert_int_equal(s.bad_batch_keys, 0);
+  assert_int_equal(s.bad_epoch_keys, 0);
+  assert_int_equal(s.epochs_seen, 3);
+  assert_int_equal(s.batch_matches_epoch, 3);
+  for (int e = 0; e < 3; e++) {
+    assert_true(s.epoch_loss[e] == kiln_history_get(&h, "loss", e));
+    assert_true(s.epoch_acc[e] == kiln_history_get(&h, "accuracy", e));
+    assert_true(s.epoch_vloss[e] == kiln_history_get(&h, "val_loss", e));
+    assert_true(s.epoch_vacc[e] == kiln_history_get(&h, "val_accuracy", e));
+  }
+  assert_int_equal(s.train_end_calls, 1);
+  assert_int_equal(s.train_end_n, 4);
+  assert_true(s.train_end_vloss == kiln_history_get(&h, "val_loss", 2));
+  kiln_history_free(&h);
   kiln_model_free(m);
   kiln_matrix_free(&x);
   kiln_matrix_free(&y);
@@ -317,6 +443,77 @@ static void test_model_checkpoint_best_only(void **state) {
   assert_null(strstr(r.events, "T")); /* no on_train_end after a failure */
   kiln_callback_free(&cbs[1]);
   rec_free(&r);
+  remove_dir(dir);
+  kiln_model_free(m);
+  kiln_matrix_free(&x);
+  kiln_matrix_free(&y);
+}
+
+/* "auto" mode picks max for a key holding "acc" (ModelCheckpoint and ReduceLROnPlateau),
+ * and a fixed checkpoint path's stale temporaries (a killed run's) go when fit begins. */
+static void test_auto_max_and_stale_temporaries(void **state) {
+  kiln_matrix x, y;
+  blobs(64, 4, 10, &x, &y);
+  char dir[64], pattern[128], path[160];
+  make_dir(dir, sizeof dir, "auto");
+  static const double script[] = {0.5, 0.7, 0.6, 0.8};
+  kiln_model *m = binary_model(10, 0.01f);
+  scripted sc = {script, 4, 0};
+  kiln_metric metric = {"my_acc", &sc, scripted_reset, scripted_update, scripted_result, NULL};
+  assert_int_equal(kiln_model_add_metric(m, &metric, NULL), KILN_OK);
+  kiln_model_checkpoint_config c;
+  kiln_model_checkpoint_config_init(&c);
+  snprintf(pattern, sizeof pattern, "%s/m_{epoch}.kiln", dir);
+  c.filepath = pattern;
+  c.monitor = "my_acc";
+  c.save_best_only = 1;
+  kiln_reduce_lr_config rc;
+  kiln_reduce_lr_config_init(&rc);
+  rc.monitor = "my_acc";
+  rc.patience = 1;
+  rc.factor = 0.5;
+  rc.min_delta = 0;
+  kiln_callback cbs[3];
+  assert_int_equal(kiln_model_checkpoint_create(&c, &cbs[0], NULL), KILN_OK);
+  assert_int_equal(kiln_reduce_lr_create(&rc, &cbs[1], NULL), KILN_OK);
+  recorder r;
+  cbs[2] = rec_callback(&r);
+  kiln_fit_options opt;
+  kiln_fit_options_init(&opt);
+  opt.epochs = 4;
+  opt.callbacks = cbs;
+  opt.n_callbacks = 3;
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, NULL), KILN_OK);
+  static const int written[] = {1, 1, 0, 1}; /* 0.5, 0.7, (0.6), 0.8: higher is better */
+  for (int e = 0; e < 4; e++) {
+    snprintf(path, sizeof path, "%s/m_%d.kiln", dir, e + 1);
+    assert_int_equal(exists(path), written[e]);
+  }
+  /* 0.6 after 0.7: one epoch without improvement halves the rate. */
+  assert_true(r.lr[1] == 0.01f && r.lr[2] == 0.005f && r.lr[3] == 0.005f);
+  kiln_callback_free(&cbs[0]);
+  kiln_callback_free(&cbs[1]);
+  rec_free(&r);
+  /* A killed run left "last.kiln.tmpXXXXXX"; a file merely named alike stays. */
+  char stale[192], other[192];
+  snprintf(pattern, sizeof pattern, "%s/last.kiln", dir);
+  snprintf(stale, sizeof stale, "%s/last.kiln.tmpAb12Cd", dir);
+  snprintf(other, sizeof other, "%s/last.kiln.tmp.notes", dir);
+  FILE *f = fopen(stale, "w");
+  assert_non_null(f);
+  fclose(f);
+  assert_non_null(f = fopen(other, "w"));
+  fclose(f);
+  c.save_best_only = 0;
+  assert_int_equal(kiln_model_checkpoint_create(&c, &cbs[0], NULL), KILN_OK);
+  opt.callbacks = cbs;
+  opt.n_callbacks = 1;
+  opt.epochs = 1;
+  assert_int_equal(kiln_model_fit(m, &x, &y, &opt, NULL, NULL), KILN_OK);
+  assert_false(exists(stale));
+  assert_true(exists(other));
+  assert_true(exists(pattern));
+  kiln_callback_free(&cbs[0]);
   remove_dir(dir);
   kiln_model_free(m);
   kiln_matrix_free(&x);
@@ -651,8 +848,10 @@ static void test_missing_monitor_fails_fit(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_hook_order),
+      cmocka_unit_test(test_hook_logs),
       cmocka_unit_test(test_early_stopping),
       cmocka_unit_test(test_model_checkpoint_best_only),
+      cmocka_unit_test(test_auto_max_and_stale_temporaries),
       cmocka_unit_test(test_lr_scheduler),
       cmocka_unit_test(test_reduce_lr_on_plateau),
       cmocka_unit_test(test_csv_logger),

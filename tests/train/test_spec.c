@@ -413,7 +413,7 @@ static const bad_case bad_cases[] = {
     {"{'name': 'x',\n 'seed': 1,\n", 0, 0, 0, 0, KILN_E_FORMAT, "unexpected end of input"},
     {"[1, 2]", 0, 0, 0, 0, KILN_E_FORMAT, "spec.json: expected a JSON object at the top level, got an array"},
     /* top level */
-    {0, "'layer': []", 0, 0, 0, KILN_E_FORMAT, "spec.json: layer: unknown key (expected one of name, seed, layers, compile, fit)"},
+    {0, "'layer': []", 0, 0, 0, KILN_E_FORMAT, "spec.json: layer: unknown key (expected one of name, seed, inputs, layers, outputs, compile, fit)"},
     {0, "'seed': -1", 0, 0, 0, KILN_E_INVALID, "spec.json: seed: expected an integer in [0, 2^53], got -1"},
     {0, "'seed': 1.5", 0, 0, 0, KILN_E_INVALID, "spec.json: seed: "},
     {0, "'seed': '1'", 0, 0, 0, KILN_E_FORMAT, "spec.json: seed: expected an integer in [0, 2^53], got the string \"1\""},
@@ -428,7 +428,7 @@ static const bad_case bad_cases[] = {
     {0, 0, "[" INPUT ", 3]", 0, 0, KILN_E_FORMAT, "spec.json: layers[1]: expected an object, got the number 3"},
     {0, 0, "[" INPUT ", {'units': 3}]", 0, 0, KILN_E_FORMAT, "spec.json: layers[1].type: missing"},
     {0, 0, "[" INPUT ", {'type': 7}]", 0, 0, KILN_E_FORMAT, "spec.json: layers[1].type: expected a string"},
-    {0, 0, "[" INPUT ", {'type': 'Conv2D'}]", 0, 0, KILN_E_INVALID, "spec.json: layers[1].type: unknown layer type \"Conv2D\" (expected one of Input, Dense, Dropout)"},
+    {0, 0, "[" INPUT ", {'type': 'Conv2D'}]", 0, 0, KILN_E_INVALID, "spec.json: layers[1].type: unknown layer type \"Conv2D\" (expected one of Input, Dense, Dropout, Concatenate)"},
     {0, 0, "[" DENSE ", " INPUT "]", 0, 0, KILN_E_INVALID, "spec.json: layers[1].type: an Input can only be the first layer"},
     {0, 0, "[" INPUT ", {'type': 'Dense', 'unit': 3}]", 0, 0, KILN_E_FORMAT, "spec.json: layers[1].unit: unknown key (expected one of type, name, units, activation, kernel_initializer, kernel_regularizer)"},
     {0, 0, "[" INPUT ", {'type': 'Dense', 'units': 3, 'rate': 0.5}]", 0, 0, KILN_E_FORMAT, "spec.json: layers[1].rate: unknown key"},
