@@ -5,7 +5,8 @@
 # that one to int8 with its pruned weights stored compactly; run the int8 .onnx on the
 # test split with kiln's runtime (`kiln predict`); and print the drift report of the
 # pruned int8 model against the float one (`kiln drift`, failing beyond 1 accuracy
-# point). Outputs land in build/demo/.
+# point). It also draws the model and its training curves as SVG. Outputs land in
+# build/demo/.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -19,8 +20,10 @@ kiln=./build/tools/kiln
 echo "== 1. train (examples/specs/fashion_mnist.json: 784-512-10, rmsprop, batch 128, 5 epochs)"
 $kiln train examples/specs/fashion_mnist.json --data fashion_mnist \
   --history "$out/history.csv" --output "$out/fashion_mnist.onnx" --verbose 2
-echo "== 2. inspect the exported model"
+echo "== 2. inspect the exported model; draw it and its training curves"
 $kiln inspect "$out/fashion_mnist.onnx"
+$kiln plot-model "$out/fashion_mnist.onnx" -o "$out/model.svg" --show-shapes
+$kiln plot "$out/history.csv" -o "$out/curves.svg"
 echo "== 3. train again, pruning 80% of the weights during training (cubic ramp, then fine-tuning)"
 $kiln train examples/specs/fashion_mnist.json --data fashion_mnist --prune 0.8 \
   --output "$out/fashion_mnist_pruned.onnx" --verbose 2
@@ -34,4 +37,5 @@ echo "== 6. drift: pruned int8 against float on the test split"
 $kiln drift "$out/fashion_mnist.onnx" "$out/fashion_mnist_int8.onnx" --data fashion_mnist:test \
   --max-drop 0.01 --junit "$out/drift.xml"
 echo "demo: models in $out (float, pruned, int8), history $out/history.csv," \
-  "predictions $out/predictions.npy, drift report $out/drift.xml"
+  "predictions $out/predictions.npy, drift report $out/drift.xml," \
+  "pictures $out/model.svg and $out/curves.svg"
