@@ -2,6 +2,8 @@
 //   node run.js MODEL.onnx INPUT.npy OUTPUT.npy
 // INPUT.npy: a 2-D float32 array (C order, little-endian) fed to the model's first
 // input; OUTPUT.npy: the first output, float32. Exit 0 ok, 2 on any error.
+// KILN_ORT_OPTIMIZED=FILE also saves the graph ORT runs after its optimizations
+// (optimizedModelFilePath), to check which nodes it fused.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -46,10 +48,9 @@ async function main() {
     process.exit(2);
   }
   const ort = require('onnxruntime-node');
-  const session = await ort.InferenceSession.create(path.resolve(model), {
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: 1,
-  });
+  const opts = { graphOptimizationLevel: 'all', intraOpNumThreads: 1 };
+  if (process.env.KILN_ORT_OPTIMIZED) opts.optimizedModelFilePath = path.resolve(process.env.KILN_ORT_OPTIMIZED);
+  const session = await ort.InferenceSession.create(path.resolve(model), opts);
   const x = readNpy(input);
   const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', x.data, x.shape) };
   const results = await session.run(feeds);
