@@ -30,6 +30,8 @@ typedef struct builder {
   unsigned char *fused; /* nodes folded into an earlier step */
   struct qpat *qp;      /* per node: a fused int8 chain rooted at that Gemm/MatMul */
   int plan_only;        /* kiln_session_plan_bytes: no weight copies or packing */
+  kiln_ir_tensor *decoded; /* sparse weights decoded at create (session_sparse.c) */
+  int n_decoded;
   kiln_error *err;
   int cap_values, cap_steps;
 } builder;
@@ -1677,6 +1679,28 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
     }
     s->values[v].init = t;
   }
+  /* kiln's bitmap-packed pruned weights: decoded once, then initializers like the others */
+  if ((st = kiln_sparse_decode_chains(g, b.nodes, b.n_nodes, b.fused, &b.decoded, &b.n_decoded,
+                                      err)))
+    goto fail;
+  for (int i = 0; i < b.n_decoded; i++) {
+    const kiln_ir_tensor *t = &b.decoded[i];
+    kiln_shape sh;
+    memset(&sh, 0, sizeof sh);
+    sh.rank = t->rank;
+    for (int d = 0; d < t->rank; d++) sh.d[d] = t->dims[d];
+    if (val_find(s, t->name) >= 0) {
+      st = kiln_error_set(err, KILN_E_FORMAT, "sparse weight \"%s\" is also a graph input or an initializer",
+                          t->name);
+      goto fail;
+    }
+    int v = val_add(&b, t->name, t->dtype, &sh, KILN_VALUE_CONST);
+    if (v < 0) {
+      st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+      goto fail;
+    }
+    s->values[v].init = t;
+  }
   /* nodes */
   if (!(b.qp = calloc((size_t)(b.n_nodes ? b.n_nodes : 1), sizeof *b.qp))) {
     st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
@@ -1773,12 +1797,15 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
   free(b.nodes);
   free(b.fused);
   free(b.qp);
+  for (int i = 0; i < s->n_values; i++) s->values[i].init = NULL; /* create-time only */
+  kiln_sparse_decoded_free(b.decoded, b.n_decoded);
   *out = s;
   return KILN_OK;
 fail:
   free(b.nodes);
   free(b.fused);
   free(b.qp);
+  kiln_sparse_decoded_free(b.decoded, b.n_decoded);
   kiln_session_free(s);
   return st;
 }

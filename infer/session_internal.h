@@ -198,6 +198,15 @@ void kiln_exec_qlinear_matmul(kiln_session *s, const kiln_step *st, int64_t batc
 void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch);
 
 
+/* kiln's bitmap-packed pruned weights (kiln_sparse_pack's BitShift ... Reshape chain):
+ * finds each chain among nodes[0, n_nodes), computes its weight once into a new tensor
+ * named as the chain's output and marks the chain's 9 nodes in fused[]. *out (n_out
+ * tensors) is freed with kiln_sparse_decoded_free. session_sparse.c. */
+kiln_status kiln_sparse_decode_chains(const kiln_ir_graph *g, const kiln_ir_node *nodes,
+                                      int n_nodes, unsigned char *fused, kiln_ir_tensor **out,
+                                      int *n_out, kiln_error *err);
+void kiln_sparse_decoded_free(kiln_ir_tensor *t, int n);
+
 /* Numpy broadcasting of in (rank, dims) against out (rank, dims): element strides. */
 void kiln_broadcast_strides(int in_rank, const int64_t *in_dims, int out_rank,
                             const int64_t *out_dims, int64_t *strides);
