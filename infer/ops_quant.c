@@ -165,7 +165,11 @@ void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch) {
   t.g.K = q->K;
   t.g.N = q->N;
   t.g.M = q->K ? n / q->K : 0;
-  t.g.x = s->ptr[st->in[0]];
+  t.g.x = q->x_float ? NULL : s->ptr[st->in[0]];
+  t.g.xf = q->x_float ? s->ptr[st->in[0]] : NULL;
+  t.g.xf_scale = q->xf_scale;
+  t.g.xf_zp = q->xf_zp;
+  t.g.xf_row = s->quantize_row;
   t.g.x_unsigned = q->x_unsigned;
   t.g.pb = q->pb;
   t.g.bias = q->bias;

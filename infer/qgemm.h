@@ -126,13 +126,20 @@ typedef struct kiln_qgemm_args {
   int y_float;
   const float *yf_scale, *yf_bias;
   int yf_relu;
+  /* float input instead (the model's QuantizeLinear fused into the first layer): x is
+   * NULL and each row of xf [M, K] is quantized while A is packed, by xf_row (a path of
+   * kiln_quantize_row_*, all the same bytes) with xf_scale, xf_zp into x's type */
+  const float *xf;
+  float xf_scale;
+  int32_t xf_zp;
+  kiln_quantize_row_fn xf_row;
 } kiln_qgemm_args;
 
 /* bias_eff[n] for kernel k: bias_q[n] - zp_x * colsum[n], plus 128 * colsum[n] when the
  * kernel flips the activations' sign bit (int8 into u8: -128, uint8 into s8: +128). */
 void kiln_qgemm_bias(const kiln_qgemm_kernel *k, int x_unsigned, int64_t N, const int64_t *bias_q,
                      int32_t zp_x, const int32_t *colsum, int64_t *bias_eff);
-/* Bytes of per-thread workspace (an A block). */
+/* Bytes of per-thread workspace (an A block, and one quantized row for a float input). */
 size_t kiln_qgemm_workspace_bytes(const kiln_qgemm_kernel *k, int64_t K);
 /* Rows [m0, m1) of the product. */
 void kiln_qgemm_run(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,

@@ -51,15 +51,31 @@ static inline __attribute__((always_inline)) void qgemm_drive(
   int64_t K = g->K, kp = kiln_qgemm_kp(K), P = (g->N + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR;
   uint8_t flip = k->a_unsigned != g->x_unsigned ? 0x80 : 0;
   int32_t acc[KILN_QGEMM_MAX_MR * KILN_QGEMM_NR];
+  /* a float input is quantized straight into the kernel's signedness: x ^ 0x80 is
+   * x -+ 128, so zero point and range move by the same 128 */
+  int32_t adj = flip ? (k->a_unsigned ? 128 : -128) : 0;
+  int32_t qlo = (g->x_unsigned ? 0 : -128) + adj, qhi = (g->x_unsigned ? 255 : 127) + adj;
+  uint8_t *qrow = (uint8_t *)ws + (size_t)(k->mr * kp) * (k->a_int16 ? 2 : 1) + 64;
   for (int64_t m = m0; m < m1; m += k->mr) {
     int rows = (int)(m1 - m < k->mr ? m1 - m : k->mr);
     int trows = rows == 1 ? 1 : k->mr; /* a partial block computes zero rows */
     for (int r = 0; r < trows; r++) {
       const uint8_t *src = r < rows ? (const uint8_t *)g->x + (m + r) * K : NULL;
+      uint8_t f = flip;
+      if (g->xf && r < rows) {
+        uint8_t *dst = k->a_int16 ? qrow : (uint8_t *)ws + r * kp;
+        g->xf_row(g->xf + (m + r) * K, K, g->xf_scale, g->xf_zp + adj, qlo, qhi, dst);
+        if (!k->a_int16) {
+          for (int64_t kk = K; kk < kp; kk++) dst[kk] = 0;
+          continue;
+        }
+        src = qrow;
+        f = 0; /* already in the kernel's signedness */
+      }
       if (k->a_int16) { /* widened: the int8 value of x ^ flip */
         int16_t *dst = (int16_t *)(void *)ws + r * kp;
         int64_t n = r < rows ? K : 0;
-        for (int64_t kk = 0; kk < n; kk++) dst[kk] = (int8_t)(src[kk] ^ flip);
+        for (int64_t kk = 0; kk < n; kk++) dst[kk] = (int8_t)(src[kk] ^ f);
         for (int64_t kk = n; kk < kp; kk++) dst[kk] = 0;
         continue;
       }

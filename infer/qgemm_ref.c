@@ -122,7 +122,7 @@ void kiln_qgemm_bias(const kiln_qgemm_kernel *k, int x_unsigned, int64_t N, cons
 }
 
 size_t kiln_qgemm_workspace_bytes(const kiln_qgemm_kernel *k, int64_t K) {
-  return (size_t)(k->mr * kiln_qgemm_kp(K)) * (k->a_int16 ? 2 : 1) + 64;
+  return (size_t)(k->mr * kiln_qgemm_kp(K)) * (k->a_int16 ? 2 : 1) + (size_t)kiln_qgemm_kp(K) + 128;
 }
 
 void kiln_qgemm_run(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,

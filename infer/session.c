@@ -1103,6 +1103,9 @@ static kiln_status build_qlinear_matmul(builder *b, int ni) {
 typedef struct qpat {
   int active;
   int dqx, dqw, dqb, add, relu, q; /* node indices (-1: none) */
+  int qin;                         /* the QuantizeLinear of a float input, fused (-1: none) */
+  double sq;                       /* its scale */
+  int32_t zp_q;                    /* and zero point */
   int out_node;                    /* the node whose output 0 the step defines */
   kiln_dtype x_dt, y_dt;
   double sx, sy;
@@ -1189,7 +1192,7 @@ static kiln_dtype q_edge_dtype(const builder *b, const char *name) {
 static int match_qgemm(const builder *b, int gi, qpat *p) {
   const kiln_ir_node *n = &b->nodes[gi];
   memset(p, 0, sizeof *p);
-  p->dqx = p->dqw = p->dqb = p->add = p->relu = p->q = -1;
+  p->dqx = p->dqw = p->dqb = p->add = p->relu = p->q = p->qin = -1;
   int is_mm = node_is(b, gi, "MatMul");
   if (!is_mm && !node_is(b, gi, "Gemm")) return 0;
   if (n->n_inputs < 2 || !has_output(n, 0)) return 0;
@@ -1285,6 +1288,19 @@ static int match_qgemm(const builder *b, int gi, qpat *p) {
   } else {
     p->y_dt = KILN_DTYPE_FLOAT;
   }
+  /* x_q made by a per-tensor QuantizeLinear of a float tensor, read by this layer alone:
+   * the layer quantizes its float input itself while packing it (find_qgemms decides) */
+  int qi = producer(b, dqx->inputs[0]);
+  if (node_is(b, qi, "QuantizeLinear") && b->nodes[qi].n_inputs >= 2 &&
+      single_use(b, dqx->inputs[0]) && pos_scalar(init_of(b, b->nodes[qi].inputs[1]), &p->sq)) {
+    int v = val_find(b->s, b->nodes[qi].inputs[0]);
+    int32_t zq;
+    kiln_dtype zqt;
+    if ((v < 0 || b->s->values[v].dtype == KILN_DTYPE_FLOAT) && zp_of(b, &b->nodes[qi], &zq, &zqt)) {
+      p->qin = qi;
+      p->zp_q = zq;
+    }
+  }
   p->active = 1;
   return 1;
 }
@@ -1294,7 +1310,13 @@ static void find_qgemms(builder *b) {
   for (int i = 0; i < b->n_nodes; i++) {
     qpat *p = &b->qp[i];
     if (b->fused[i] || !match_qgemm(b, i, p)) continue;
-    if (single_use(b, b->nodes[i].inputs[0])) b->fused[p->dqx] = 1;
+    if (single_use(b, b->nodes[i].inputs[0])) {
+      b->fused[p->dqx] = 1;
+      if (p->qin >= 0 && !b->fused[p->qin]) b->fused[p->qin] = 1;
+      else p->qin = -1;
+    } else {
+      p->qin = -1;
+    }
     b->fused[p->dqw] = 1;
     if (p->dqb >= 0) b->fused[p->dqb] = 1;
     if (p->add >= 0) b->fused[p->add] = 1;
@@ -1308,11 +1330,12 @@ static kiln_status build_qgemm(builder *b, int ni) {
   const qpat *p = &b->qp[ni];
   kiln_session *s = b->s;
   kiln_status st;
-  const char *xq = b->nodes[p->dqx].inputs[0];
+  const char *xq = p->qin >= 0 ? b->nodes[p->qin].inputs[0] : b->nodes[p->dqx].inputs[0];
+  kiln_dtype xdt = p->qin >= 0 ? KILN_DTYPE_FLOAT : p->x_dt;
   int va = val_find(s, xq), vo = -1;
-  if (va < 0 || s->values[va].dtype != p->x_dt)
-    return node_err(b, n, KILN_E_FORMAT, "quantized input \"%s\" is missing or not %s", xq,
-                    kiln_dtype_name(p->x_dt));
+  if (va < 0 || s->values[va].dtype != xdt)
+    return node_err(b, n, KILN_E_FORMAT, "%s input \"%s\" is missing or not %s",
+                    p->qin >= 0 ? "the float" : "quantized", xq, kiln_dtype_name(xdt));
   kiln_shape out = s->values[va].shape;
   char sa[128];
   shape_str(&out, sa, sizeof sa);
@@ -1335,6 +1358,9 @@ static kiln_status build_qgemm(builder *b, int ni) {
   q->yf_relu = q->y_float && p->relu >= 0;
   q->zp_x = p->zp_x;
   q->zp_y = p->zp_y;
+  q->x_float = p->qin >= 0;
+  q->xf_scale = (float)p->sq;
+  q->xf_zp = p->zp_q;
   q8_range(p->y_dt, &q->lo, &q->hi);
   if (p->relu >= 0 && q->zp_y > q->lo) q->lo = q->zp_y; /* ReLU = clamp at zp_y */
   if (q->y_float) {

@@ -45,8 +45,15 @@ static int run_case(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K,
   assert_non_null(mult); assert_non_null(shift); assert_non_null(colsum); assert_non_null(y);
   assert_non_null(ref); assert_non_null(pb); assert_non_null(ws);
   for (int64_t i = 0; i < K * N; i++) w[i] = (int8_t)pick(&seed, -128, 127);
-  for (int64_t i = 0; i < M * K; i++) x[i] = (uint8_t)pick(&seed, xlo, xhi);
   int32_t zp_x = pick(&seed, xlo, xhi);
+  /* x is the quantization of float rows xf (scale sxf, zero point zp_x), so the float
+   * input path (the model's QuantizeLinear fused into the layer) has the same truth */
+  float *xf = malloc((size_t)(M * K + 1) * sizeof(float));
+  assert_non_null(xf);
+  float sxf = 0.01f + (float)(rnd(&seed) % 100) * 1e-3f;
+  for (int64_t i = 0; i < M * K; i++)
+    xf[i] = (float)(pick(&seed, -300, 300) - zp_x) * sxf + (float)((int32_t)(rnd(&seed) % 1001) - 500) * 1e-3f * sxf;
+  kiln_quantize_row_ref(xf, M * K, sxf, zp_x, xlo, xhi, x);
   int32_t zp_y = yu ? pick(&seed, 0, 255) : pick(&seed, -128, 127);
   double sx = 0.001 + (rnd(&seed) % 1000) * 1e-4;
   for (int64_t n = 0; n < N; n++) {
@@ -66,20 +73,33 @@ static int run_case(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K,
   if (relu && zp_y > lo) lo = zp_y;
   kiln_qgemm_pack(K, N, w, N, 1, pb, colsum);
   kiln_qgemm_bias(k, xu, N, use_bias ? bq : NULL, zp_x, colsum, be);
-  kiln_qgemm_args g = {M, N, K, x, xu, pb, be, mult, shift, zp_y, lo, hi, y, yu, 0, NULL, NULL, 0};
-  memset(y, 0x5a, (size_t)(M * N));
-  if (M > 2) {
-    kiln_qgemm_run(k, &g, 0, M / 3, ws);
-    kiln_qgemm_run(k, &g, M / 3, M, ws);
-  } else {
-    kiln_qgemm_run(k, &g, 0, M, ws);
-  }
+  kiln_qgemm_args g = {M, N, K, x, xu, pb, be, mult, shift, zp_y, lo, hi, y, yu, 0, NULL, NULL, 0,
+                       NULL, 0.0f, 0, NULL};
   kiln_qgemm_naive(M, N, K, x, xu, zp_x, w, use_bias ? bq : NULL, mult, shift, zp_y, lo, hi, ref, yu);
-  int bad = memcmp(y, ref, (size_t)(M * N)) != 0;
-  if (bad)
-    fprintf(stderr, "%s: M=%lld N=%lld K=%lld xu=%d yu=%d relu=%d bias=%d differs\n", k->name,
-            (long long)M, (long long)N, (long long)K, xu, yu, relu, use_bias);
-  free(w); free(x); free(bq); free(be); free(mult); free(shift); free(colsum); free(y); free(ref);
+  int bad = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass == 1) { /* float input, quantized while packing */
+      g.x = NULL;
+      g.xf = xf;
+      g.xf_scale = sxf;
+      g.xf_zp = zp_x;
+      g.xf_row = k->path != KILN_KERNEL_REF && kiln_quantize_row_avx2() ? kiln_quantize_row_avx2()
+                                                                        : kiln_quantize_row_ref;
+    }
+    memset(y, 0x5a, (size_t)(M * N));
+    if (M > 2) {
+      kiln_qgemm_run(k, &g, 0, M / 3, ws);
+      kiln_qgemm_run(k, &g, M / 3, M, ws);
+    } else {
+      kiln_qgemm_run(k, &g, 0, M, ws);
+    }
+    if (memcmp(y, ref, (size_t)(M * N)) != 0) {
+      bad = 1;
+      fprintf(stderr, "%s: M=%lld N=%lld K=%lld xu=%d yu=%d relu=%d bias=%d float_in=%d differs\n",
+              k->name, (long long)M, (long long)N, (long long)K, xu, yu, relu, use_bias, pass);
+    }
+  }
+  free(w); free(x); free(xf); free(bq); free(be); free(mult); free(shift); free(colsum); free(y); free(ref);
   free(pb); free(ws);
   return bad;
 }
@@ -196,6 +216,26 @@ static void test_quantize_rows(void **s) {
       f(x, N, scales[si], zp, lo, hi, b);
       assert_memory_equal(a, b, N);
     }
+  /* the multiply-by-reciprocal fast path: values on, just above and just below the
+   * rounding ties (k + 1/2) * scale, for scales of every kind (calibrated ones are not
+   * powers of two) and the extremes where it must divide */
+  for (int si = 0; si < 300; si++) {
+    float sc = si == 0 ? 1e-35f : si == 1 ? 1e35f : si == 2 ? 1e-30f
+             : (float)(1 + rnd(&seed) % 100000) * powf(10.0f, (float)((int)(rnd(&seed) % 9) - 7));
+    for (int i = 0; i < N; i++) {
+      float t = (float)((int)(rnd(&seed) % 1200) - 600) + 0.5f;
+      float v = t * sc;
+      uint32_t r = rnd(&seed) % 4;
+      x[i] = r == 0 ? v : r == 1 ? nextafterf(v, INFINITY) : r == 2 ? nextafterf(v, -INFINITY)
+           : ((float)(rnd(&seed) % 2000001) - 1000000.0f) * 1e-3f * sc;
+    }
+    for (int u = 0; u < 2; u++) {
+      int32_t lo = u ? 0 : -128, hi = u ? 255 : 127, zp = u ? (int32_t)(rnd(&seed) % 256) : -3;
+      kiln_quantize_row_ref(x, N, sc, zp, lo, hi, a);
+      f(x, N, sc, zp, lo, hi, b);
+      if (memcmp(a, b, N) != 0) fail_msg("quantize row differs at scale %g", (double)sc);
+    }
+  }
 }
 
 int main(void) {
