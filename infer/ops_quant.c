@@ -172,6 +172,7 @@ void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch) {
   t.g.xf_row = s->quantize_row;
   t.g.x_unsigned = q->x_unsigned;
   t.g.pb = q->pb;
+  t.g.sp = q->has_sp ? &q->sp : NULL;
   t.g.bias = q->bias;
   t.g.mult = q->mult;
   t.g.shift = q->shift;

@@ -46,7 +46,7 @@ static inline void qgemm_store_float(const kiln_qgemm_args *g, const int32_t *ac
 
 static inline __attribute__((always_inline)) void qgemm_drive(
     const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1, int8_t *ws,
-    kiln_qtile_fn tile,
+    kiln_qtile_fn tile, kiln_qstile_fn stile,
     void (*store_panel)(const kiln_qgemm_args *, const int32_t *, int64_t, int, int64_t)) {
   int64_t K = g->K, kp = kiln_qgemm_kp(K), P = (g->N + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR;
   uint8_t flip = k->a_unsigned != g->x_unsigned ? 0x80 : 0;
@@ -88,7 +88,13 @@ static inline __attribute__((always_inline)) void qgemm_drive(
       }
     }
     for (int64_t p = 0; p < P; p++) {
-      tile(kp, ws, trows, g->pb + p * kp * KILN_QGEMM_NR, acc);
+      if (stile && g->sp) {
+        int64_t a0 = g->sp->ps[p];
+        stile(kp, ws, trows, g->sp->gidx + a0, g->sp->ps[p + 1] - a0, g->sp->w + a0 * 4 * KILN_QGEMM_NR,
+              acc);
+      } else {
+        tile(kp, ws, trows, g->pb + p * kp * KILN_QGEMM_NR, acc);
+      }
       int64_t n0 = p * KILN_QGEMM_NR;
       int ncols = (int)(g->N - n0 < KILN_QGEMM_NR ? g->N - n0 : KILN_QGEMM_NR);
       if (g->y_float) qgemm_store_float(g, acc, m, rows, n0, ncols);

@@ -47,6 +47,34 @@ static void tile_vnni(int64_t kp, const int8_t *a, int rows, const int8_t *pb, i
   else tile8(kp, a, pb, acc);
 }
 
+/* Block-sparse: the non-zero groups only, their A bytes found through gidx. */
+static void stile_vnni(int64_t kp, const int8_t *a, int rows, const int32_t *gidx, int64_t ng,
+                       const int8_t *w, int32_t *acc) {
+  if (rows == 1) {
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0;
+    int64_t i = 0;
+    for (; i + 2 <= ng; i += 2) {
+      c0 = _mm512_dpbusd_epi32(c0, bcast4(a + (int64_t)gidx[i] * 4),
+                               _mm512_loadu_si512((const void *)(w + i * 4 * NR)));
+      c1 = _mm512_dpbusd_epi32(c1, bcast4(a + (int64_t)gidx[i + 1] * 4),
+                               _mm512_loadu_si512((const void *)(w + (i + 1) * 4 * NR)));
+    }
+    if (i < ng)
+      c0 = _mm512_dpbusd_epi32(c0, bcast4(a + (int64_t)gidx[i] * 4),
+                               _mm512_loadu_si512((const void *)(w + i * 4 * NR)));
+    _mm512_storeu_si512((void *)acc, _mm512_add_epi32(c0, c1));
+    return;
+  }
+  __m512i c[8];
+  for (int r = 0; r < 8; r++) c[r] = _mm512_setzero_si512();
+  for (int64_t i = 0; i < ng; i++) {
+    __m512i wv = _mm512_loadu_si512((const void *)(w + i * 4 * NR));
+    const int8_t *ak = a + (int64_t)gidx[i] * 4;
+    for (int r = 0; r < 8; r++) c[r] = _mm512_dpbusd_epi32(c[r], bcast4(ak + r * kp), wv);
+  }
+  for (int r = 0; r < 8; r++) _mm512_storeu_si512((void *)(acc + r * NR), c[r]);
+}
+
 /* The epilogue of qgemm_driver.h for a whole 16-column panel, 8 columns per vector in
  * 64-bit lanes: the same integer operations as kiln_q_mul, step for step. */
 static void store_panel(const kiln_qgemm_args *g, const int32_t *acc, int64_t m, int rows,
@@ -89,10 +117,10 @@ static void store_panel(const kiln_qgemm_args *g, const int32_t *acc, int64_t m,
 
 static void run_vnni(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
                      int8_t *ws) {
-  qgemm_drive(k, g, m0, m1, ws, tile_vnni, store_panel);
+  qgemm_drive(k, g, m0, m1, ws, tile_vnni, stile_vnni, store_panel);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_VNNI, "vnni", 8, 1, 0, tile_vnni, run_vnni};
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_VNNI, "vnni", 8, 1, 0, tile_vnni, run_vnni, stile_vnni};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_vnni(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_vnni(void) { return 0; }

@@ -1417,6 +1417,17 @@ static kiln_status build_qgemm(builder *b, int ni) {
   kiln_qgemm_bias(s->qkern, q->x_unsigned, N, bias_q, q->zp_x, colsum, q->bias);
   free(bias_q);
   free(colsum);
+  /* block-sparse weights (kiln_prune's 4 x 16 blocks are the packed groups): only the
+   * non-zero groups are kept and multiplied, on a path with a sparse tile */
+  if (s->qkern->stile && kiln_qgemm_zero_groups(K, N, q->pb) >= KILN_QGEMM_SPARSE_MIN) {
+    if (kiln_qgemm_sparsify(K, N, q->pb, &q->sp))
+      return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory packing int8 weights");
+    q->has_sp = 1;
+    free(q->pb);
+    q->pb = NULL;
+    pbytes = (size_t)q->sp.groups * 4 * KILN_QGEMM_NR + (size_t)q->sp.groups * sizeof(int32_t) +
+             (size_t)((N + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR + 1) * sizeof(int64_t);
+  }
   s->weight_bytes += pbytes + (size_t)N * (sizeof(int64_t) + 2 * sizeof(int32_t));
   if (K > s->max_qk) s->max_qk = K;
   if ((st = add_output(b, &b->nodes[p->out_node], 0, p->y_dt, &out, &vo))) return st;
@@ -1551,6 +1562,7 @@ void kiln_session_free(kiln_session *s) {
     kiln_qstep *q = s->steps[i].q;
     if (q) {
       free(q->scale); free(q->zp); free(q->pb); free(q->bias); free(q->mult); free(q->shift);
+      kiln_qgemm_sparse_free(&q->sp);
       free(q->zp_b); free(q->yf_scale); free(q->yf_bias);
       free(q);
     }

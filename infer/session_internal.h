@@ -85,6 +85,8 @@ typedef struct kiln_qstep {
   int in_azp, in_bzp;  /* MatMulInteger: positions in in[] of the zero points (-1: none) */
   float *yf_scale, *yf_bias; /* QGEMM with a float output: s_x * s_w[n], the float bias */
   int y_float, yf_relu;
+  kiln_qgemm_sparse sp;      /* QGEMM: W block-sparse (has_sp; pb is then NULL) */
+  int has_sp;
   int x_float;               /* QGEMM reading a float input it quantizes (xf_scale, xf_zp) */
   float xf_scale;
   int32_t xf_zp;

@@ -28,8 +28,17 @@ static int32_t pick(uint32_t *s, int lo, int hi) {
   return lo + (int32_t)(rnd(s) % (uint32_t)(hi - lo + 1));
 }
 
+static int run_case_b(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K, int xu, int yu,
+                      int relu, int use_bias, uint32_t seed, int blocks);
 static int run_case(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K, int xu, int yu,
                     int relu, int use_bias, uint32_t seed) {
+  return run_case_b(k, M, N, K, xu, yu, relu, use_bias, seed, 0);
+}
+
+/* blocks: about 80% of the aligned 4 x 16 blocks of W zero, and a third pass on the
+ * block-sparse tile where the path has one */
+static int run_case_b(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K, int xu, int yu,
+                      int relu, int use_bias, uint32_t seed, int blocks) {
   int xlo = xu ? 0 : -128, xhi = xu ? 255 : 127;
   int8_t *w = malloc((size_t)(K * N + 1));
   uint8_t *x = malloc((size_t)(M * K + 1));
@@ -45,6 +54,13 @@ static int run_case(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K,
   assert_non_null(mult); assert_non_null(shift); assert_non_null(colsum); assert_non_null(y);
   assert_non_null(ref); assert_non_null(pb); assert_non_null(ws);
   for (int64_t i = 0; i < K * N; i++) w[i] = (int8_t)pick(&seed, -128, 127);
+  if (blocks)
+    for (int64_t k0 = 0; k0 < K; k0 += 4)
+      for (int64_t n0 = 0; n0 < N; n0 += 16) {
+        if (rnd(&seed) % 5 == 0) continue;
+        for (int64_t kk = k0; kk < k0 + 4 && kk < K; kk++)
+          for (int64_t nn = n0; nn < n0 + 16 && nn < N; nn++) w[kk * N + nn] = 0;
+      }
   int32_t zp_x = pick(&seed, xlo, xhi);
   /* x is the quantization of float rows xf (scale sxf, zero point zp_x), so the float
    * input path (the model's QuantizeLinear fused into the layer) has the same truth */
@@ -74,10 +90,19 @@ static int run_case(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K,
   kiln_qgemm_pack(K, N, w, N, 1, pb, colsum);
   kiln_qgemm_bias(k, xu, N, use_bias ? bq : NULL, zp_x, colsum, be);
   kiln_qgemm_args g = {M, N, K, x, xu, pb, be, mult, shift, zp_y, lo, hi, y, yu, 0, NULL, NULL, 0,
-                       NULL, 0.0f, 0, NULL};
+                       NULL, 0.0f, 0, NULL, NULL};
   kiln_qgemm_naive(M, N, K, x, xu, zp_x, w, use_bias ? bq : NULL, mult, shift, zp_y, lo, hi, ref, yu);
   int bad = 0;
-  for (int pass = 0; pass < 2; pass++) {
+  kiln_qgemm_sparse sp;
+  memset(&sp, 0, sizeof sp);
+  int passes = blocks && k->stile ? 3 : 2;
+  if (passes == 3) assert_int_equal(kiln_qgemm_sparsify(K, N, pb, &sp), 0);
+  for (int pass = 0; pass < passes; pass++) {
+    if (pass == 2) { /* int8 input, block-sparse W */
+      g.x = x;
+      g.xf = NULL;
+      g.sp = &sp;
+    }
     if (pass == 1) { /* float input, quantized while packing */
       g.x = NULL;
       g.xf = xf;
@@ -99,6 +124,7 @@ static int run_case(const kiln_qgemm_kernel *k, int64_t M, int64_t N, int64_t K,
               k->name, (long long)M, (long long)N, (long long)K, xu, yu, relu, use_bias, pass);
     }
   }
+  kiln_qgemm_sparse_free(&sp);
   free(w); free(x); free(xf); free(bq); free(be); free(mult); free(shift); free(colsum); free(y); free(ref);
   free(pb); free(ws);
   return bad;
@@ -130,6 +156,17 @@ static void test_path(kiln_kernel_path path, const char *name) {
   bad += run_case(k, 9, 40, 4099, 0, 1, 1, 1, 98);
   bad += run_case(k, 1, 512, 784, 0, 0, 1, 1, 97);
   bad += run_case(k, 64, 10, 512, 1, 1, 0, 1, 96);
+  /* block-sparse W (the sparse tile where the path has one) */
+  int sparse_cases = 0;
+  for (size_t a = 0; a < sizeof Ms / sizeof *Ms; a++)
+    for (size_t c = 0; c < sizeof Ks / sizeof *Ks; c++) {
+      bad += run_case_b(k, Ms[a], Ns[(a + c) % (sizeof Ns / sizeof *Ns)], Ks[c], (int)(c & 1),
+                        (int)(a & 1), (int)(a % 3 == 0), 1, 500 + (uint32_t)(a * 31 + c), 1);
+      sparse_cases++;
+    }
+  bad += run_case_b(k, 33, 512, 784, 0, 0, 1, 1, 95, 1);
+  printf("int8 path %s: %d block-sparse cases%s\n", name, sparse_cases + 1,
+         k->stile ? " on its sparse tile" : " (dense tile: no sparse one)");
   printf("int8 path %s: %d cases + 4 large, all bit-identical to the truth\n", name, cases);
   assert_int_equal(bad, 0);
 }

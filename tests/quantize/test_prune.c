@@ -240,6 +240,76 @@ static void test_sparse_storage(void **state) {
   kiln_ir_free(g);
 }
 
+/* Block pruning: 4 x 16 blocks (the int8 runtime's packed groups) zeroed whole, the
+ * exact count of blocks per layer; the int8 model then runs on the block-sparse tile (ref,
+ * VNNI) and the dense one (AVX2) with the same bits; bad blocks are refused. */
+static void test_block_pruning(void **state) {
+  (void)state;
+  kiln_error err = {0};
+  kiln_ir_graph *g = q_trained_graph(512, 128, 64, 5, 1, &X, &Y, NULL);
+  kiln_prune_options po;
+  kiln_prune_options_init(&po);
+  po.sparsity = 0.8;
+  po.block_k = 4;
+  po.block_n = 16;
+  po.skip_last = 1;
+  kiln_prune_result r;
+  CHECK_E(kiln_prune(g, &po, &r, &err), &err);
+  assert_int_equal(r.n, 2);
+  for (int i = 0; i < r.n; i++) {
+    const kiln_ir_tensor *w = kiln_ir_find_initializer(g, r.layers[i].initializer);
+    assert_non_null(w);
+    int64_t K = w->dims[0], N = w->dims[1], blocks = (K / 4) * (N / 16), zb = 0;
+    const float *v = w->data;
+    for (int64_t k0 = 0; k0 < K; k0 += 4)
+      for (int64_t n0 = 0; n0 < N; n0 += 16) {
+        int zeros = 0;
+        for (int64_t k = k0; k < k0 + 4; k++)
+          for (int64_t n = n0; n < n0 + 16; n++) zeros += v[k * N + n] == 0.0f;
+        assert_true(zeros == 0 || zeros == 64 || zeros < 8); /* whole blocks (or a rare 0) */
+        zb += zeros == 64;
+      }
+    assert_int_equal(zb, (int64_t)floor(0.8 * (double)blocks + 1e-9));
+  }
+  kiln_prune_result_free(&r);
+  kiln_calibration cal = {0};
+  CHECK_E(kiln_calibrate(g, &X, NULL, &cal, &err), &err);
+  kiln_ir_graph *q = NULL;
+  CHECK_E(kiln_quantize(g, &cal, NULL, &q, NULL, &err), &err);
+  char path[512];
+  q_tmp(path, sizeof path, "block_int8.onnx");
+  CHECK_E(kiln_onnx_write_file(q, path, &err), &err);
+  kiln_matrix xt = {0}, a = {0}, b = {0};
+  CHECK_E(kiln_matrix_slice_rows(&X, 1000, 1300, &xt, &err), &err);
+  size_t wa = 0, wb = 0;
+  run_file(path, KILN_KERNEL_REF, &xt, &a, &wa);
+  static const kiln_kernel_path others[] = {KILN_KERNEL_AVX2, KILN_KERNEL_VNNI, KILN_KERNEL_AUTO};
+  for (int i = 0; i < 3; i++) {
+    kiln_session *s = NULL;
+    kiln_session_options so;
+    kiln_session_options_init(&so);
+    so.kernel = others[i];
+    if (kiln_session_create_from_file(path, &so, &s, &err)) continue; /* the CPU lacks it */
+    kiln_session_free(s);
+    run_file(path, others[i], &xt, &b, &wb);
+    assert_memory_equal(a.values, b.values, (size_t)(a.rows * a.cols) * sizeof(float));
+    kiln_matrix_free(&b);
+  }
+  print_message("4x16 blocks at 80%%: int8 weight bytes in the session %zu (ref, sparse)\n", wa);
+  po.block_k = 0;
+  po.block_n = 16;
+  assert_int_equal(kiln_prune(g, &po, NULL, &err), KILN_E_RANGE);
+  po.block_k = 4;
+  po.structured = 1;
+  assert_int_equal(kiln_prune(g, &po, NULL, &err), KILN_E_INVALID);
+  remove(path);
+  kiln_matrix_free(&xt);
+  kiln_matrix_free(&a);
+  kiln_calibration_free(&cal);
+  kiln_ir_free(q);
+  kiln_ir_free(g);
+}
+
 static void test_schedule_callback(void **state) {
   (void)state;
   kiln_error err = {0};
@@ -286,6 +356,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_prune_per_layer_global_structured),
       cmocka_unit_test(test_sparse_storage),
+      cmocka_unit_test(test_block_pruning),
       cmocka_unit_test(test_schedule_callback),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
