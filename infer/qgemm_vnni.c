@@ -75,10 +75,72 @@ static void stile_vnni(int64_t kp, const int8_t *a, int rows, const int32_t *gid
   for (int r = 0; r < 8; r++) _mm512_storeu_si512((void *)(acc + r * NR), c[r]);
 }
 
-/* The epilogue of qgemm_driver.h for a whole 16-column panel, 8 columns per vector in
- * 64-bit lanes: the same integer operations as kiln_q_mul, step for step. */
+/* trunc((p + nudge) / 2^31) of int64 lanes p (the quotient fits int32: low dwords) */
+static inline __m512i high_mul(__m512i p) {
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i s = _mm512_add_epi64(p, _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(p, zero),
+                                                         _mm512_set1_epi64((int64_t)1 << 30),
+                                                         _mm512_set1_epi64(1 - ((int64_t)1 << 30))));
+  s = _mm512_mask_add_epi64(s, _mm512_cmplt_epi64_mask(s, zero), s,
+                            _mm512_set1_epi64(((int64_t)1 << 31) - 1));
+  return _mm512_srai_epi64(s, 31);
+}
+
+static void store_panel64(const kiln_qgemm_args *g, const int32_t *acc, int64_t m, int rows,
+                          int64_t n0);
+
+/* The epilogue for a whole 16-column panel whose biases fit int32 and whose multipliers
+ * are below 1 (right shifts only; the usual case), 16 columns per vector in 32-bit lanes
+ * (64-bit products, even and odd lanes): the integer steps of kiln_q_mul, as the AVX2
+ * epilogue. Other panels take the 64-bit-lane one below. */
 static void store_panel(const kiln_qgemm_args *g, const int32_t *acc, int64_t m, int rows,
                         int64_t n0) {
+  const __m512i bias64a = _mm512_loadu_si512((const void *)(g->bias + n0));
+  const __m512i bias64b = _mm512_loadu_si512((const void *)(g->bias + n0 + 8));
+  const __m512i i32max = _mm512_set1_epi64(INT32_MAX), i32min = _mm512_set1_epi64(INT32_MIN);
+  __m512i sh = _mm512_loadu_si512((const void *)(g->shift + n0));
+  __mmask8 fits = _mm512_cmple_epi64_mask(bias64a, i32max) & _mm512_cmpge_epi64_mask(bias64a, i32min) &
+                  _mm512_cmple_epi64_mask(bias64b, i32max) & _mm512_cmpge_epi64_mask(bias64b, i32min);
+  if (fits != 0xff || _mm512_cmpgt_epi32_mask(sh, _mm512_setzero_si512())) {
+    store_panel64(g, acc, m, rows, n0);
+    return;
+  }
+  const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
+  const __m512i bias = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(bias64a)),
+                                          _mm512_cvtepi64_epi32(bias64b), 1);
+  const __m512i mult = _mm512_loadu_si512((const void *)(g->mult + n0));
+  const __m512i mult_odd = _mm512_srli_epi64(mult, 32);
+  const __m512i right = _mm512_sub_epi32(zero, sh);
+  const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+  const __m512i half = _mm512_srli_epi32(mask, 1);
+  const __m512i lo = _mm512_set1_epi32(g->lo - g->zp_y), hi = _mm512_set1_epi32(g->hi - g->zp_y);
+  const __m512i zp = _mm512_set1_epi32(g->zp_y), imax = _mm512_set1_epi32(INT32_MAX);
+  for (int r = 0; r < rows; r++) {
+    __m512i a = _mm512_loadu_si512((const void *)(acc + r * KILN_QGEMM_NR));
+    /* t = saturate_int32(a + bias): overflow when the signs agree and the sum's differs */
+    __m512i t = _mm512_add_epi32(a, bias);
+    __m512i ovf = _mm512_andnot_si512(_mm512_xor_si512(a, bias), _mm512_xor_si512(a, t));
+    __m512i sat = _mm512_xor_si512(_mm512_srai_epi32(a, 31), imax);
+    t = _mm512_mask_blend_epi32(_mm512_cmplt_epi32_mask(ovf, zero), t, sat);
+    /* SaturatingRoundingDoublingHighMul: even lanes, then odd lanes */
+    __m512i he = high_mul(_mm512_mul_epi32(t, mult));
+    __m512i ho = high_mul(_mm512_mul_epi32(_mm512_srli_epi64(t, 32), mult_odd));
+    __m512i hh = _mm512_mask_blend_epi32(0xaaaa, he, _mm512_slli_epi64(ho, 32));
+    /* RoundingDivideByPOT */
+    __m512i rem = _mm512_and_si512(hh, mask);
+    __m512i thr = _mm512_mask_add_epi32(half, _mm512_cmplt_epi32_mask(hh, zero), half, one);
+    __m512i res = _mm512_srav_epi32(hh, right);
+    res = _mm512_mask_add_epi32(res, _mm512_cmpgt_epi32_mask(rem, thr), res, one);
+    /* zp + clamp(res, lo - zp, hi - zp) == clamp(zp + res, lo, hi), without overflow */
+    __m512i v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(res, lo), hi), zp);
+    _mm_storeu_si128((__m128i *)((int8_t *)g->y + (m + r) * g->N + n0), _mm512_cvtepi32_epi8(v));
+  }
+}
+
+/* The epilogue of qgemm_driver.h for a whole 16-column panel, 8 columns per vector in
+ * 64-bit lanes: the same integer operations as kiln_q_mul, step for step. */
+static void store_panel64(const kiln_qgemm_args *g, const int32_t *acc, int64_t m, int rows,
+                          int64_t n0) {
   const __m512i zero = _mm512_setzero_si512(), one = _mm512_set1_epi64(1);
   const __m512i i32max = _mm512_set1_epi64(INT32_MAX), i32min = _mm512_set1_epi64(INT32_MIN);
   const __m512i nudge_pos = _mm512_set1_epi64((int64_t)1 << 30);
