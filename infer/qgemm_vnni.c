@@ -75,17 +75,10 @@ static void stile_vnni(int64_t kp, const int8_t *a, int rows, const int32_t *gid
   for (int r = 0; r < 8; r++) _mm512_storeu_si512((void *)(acc + r * NR), c[r]);
 }
 
-/* trunc((p + nudge) / 2^31) of int64 lanes p (the quotient fits int32: low dwords) */
-static inline __m512i high_mul(__m512i p) {
-  const __m512i zero = _mm512_setzero_si512();
-  __m512i s = _mm512_add_epi64(p, _mm512_mask_blend_epi64(_mm512_cmplt_epi64_mask(p, zero),
-                                                         _mm512_set1_epi64((int64_t)1 << 30),
-                                                         _mm512_set1_epi64(1 - ((int64_t)1 << 30))));
-  s = _mm512_mask_add_epi64(s, _mm512_cmplt_epi64_mask(s, zero), s,
-                            _mm512_set1_epi64(((int64_t)1 << 31) - 1));
-  return _mm512_srai_epi64(s, 31);
-}
-
+/* SaturatingRoundingDoublingHighMul's trunc((p + nudge) / 2^31), nudge = 2^30 for p >= 0
+ * and 1 - 2^30 below, is floor((p + 2^30) / 2^31) for every int64 p (for p < 0 the
+ * truncation adds 2^31 - 1, and 1 - 2^30 + 2^31 - 1 = 2^30): one add and an arithmetic
+ * shift. */
 static void store_panel64(const kiln_qgemm_args *g, const int32_t *acc, int64_t m, int rows,
                           int64_t n0);
 
@@ -115,17 +108,28 @@ static void store_panel(const kiln_qgemm_args *g, const int32_t *acc, int64_t m,
   const __m512i half = _mm512_srli_epi32(mask, 1);
   const __m512i lo = _mm512_set1_epi32(g->lo - g->zp_y), hi = _mm512_set1_epi32(g->hi - g->zp_y);
   const __m512i zp = _mm512_set1_epi32(g->zp_y), imax = _mm512_set1_epi32(INT32_MAX);
+  const __m512i half31 = _mm512_set1_epi64((int64_t)1 << 30);
+  /* |acc| <= K * 128 * 255 (u8 x s8, the widest case): with |bias| below 2^31 minus that,
+   * acc + bias cannot leave int32 and the saturation is skipped */
+  int64_t bmax = 0;
+  for (int j = 0; j < KILN_QGEMM_NR; j++) {
+    int64_t b = g->bias[n0 + j] < 0 ? -g->bias[n0 + j] : g->bias[n0 + j];
+    bmax = b > bmax ? b : bmax;
+  }
+  int no_sat = bmax + g->K * 128 * 255 < INT32_MAX;
   for (int r = 0; r < rows; r++) {
     __m512i a = _mm512_loadu_si512((const void *)(acc + r * KILN_QGEMM_NR));
-    /* t = saturate_int32(a + bias): overflow when the signs agree and the sum's differs */
     __m512i t = _mm512_add_epi32(a, bias);
-    __m512i ovf = _mm512_andnot_si512(_mm512_xor_si512(a, bias), _mm512_xor_si512(a, t));
-    __m512i sat = _mm512_xor_si512(_mm512_srai_epi32(a, 31), imax);
-    t = _mm512_mask_blend_epi32(_mm512_cmplt_epi32_mask(ovf, zero), t, sat);
-    /* SaturatingRoundingDoublingHighMul: even lanes, then odd lanes */
-    __m512i he = high_mul(_mm512_mul_epi32(t, mult));
-    __m512i ho = high_mul(_mm512_mul_epi32(_mm512_srli_epi64(t, 32), mult_odd));
-    __m512i hh = _mm512_mask_blend_epi32(0xaaaa, he, _mm512_slli_epi64(ho, 32));
+    if (!no_sat) { /* saturate_int32(a + bias): overflow when the signs agree and the sum's differs */
+      __m512i ovf = _mm512_andnot_si512(_mm512_xor_si512(a, bias), _mm512_xor_si512(a, t));
+      __m512i sat = _mm512_xor_si512(_mm512_srai_epi32(a, 31), imax);
+      t = _mm512_mask_blend_epi32(_mm512_cmplt_epi32_mask(ovf, zero), t, sat);
+    }
+    /* SaturatingRoundingDoublingHighMul, floor((t * mult + 2^30) / 2^31): even lanes take
+     * the low dword of the shifted sum, odd lanes the same bits shifted into the high one */
+    __m512i pe = _mm512_add_epi64(_mm512_mul_epi32(t, mult), half31);
+    __m512i po = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(t, 32), mult_odd), half31);
+    __m512i hh = _mm512_mask_blend_epi32(0xaaaa, _mm512_srli_epi64(pe, 31), _mm512_slli_epi64(po, 1));
     /* RoundingDivideByPOT */
     __m512i rem = _mm512_and_si512(hh, mask);
     __m512i thr = _mm512_mask_add_epi32(half, _mm512_cmplt_epi32_mask(hh, zero), half, one);
