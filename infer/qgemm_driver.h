@@ -46,11 +46,13 @@ static inline void qgemm_store_float(const kiln_qgemm_args *g, const int32_t *ac
 
 static inline __attribute__((always_inline)) void qgemm_drive(
     const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1, int8_t *ws,
-    kiln_qtile_fn tile, kiln_qstile_fn stile,
+    kiln_qtile_fn tile,
+    void (*tile2)(int64_t, const int8_t *, int, const int8_t *, const int8_t *, int32_t *, int32_t *),
+    kiln_qstile_fn stile,
     void (*store_panel)(const kiln_qgemm_args *, const int32_t *, int64_t, int, int64_t)) {
   int64_t K = g->K, kp = kiln_qgemm_kp(K), P = (g->N + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR;
   uint8_t flip = k->a_unsigned != g->x_unsigned ? 0x80 : 0;
-  int32_t acc[KILN_QGEMM_MAX_MR * KILN_QGEMM_NR];
+  int32_t acc[KILN_QGEMM_MAX_MR * KILN_QGEMM_NR], acc2[KILN_QGEMM_MAX_MR * KILN_QGEMM_NR];
   /* a float input is quantized straight into the kernel's signedness: x ^ 0x80 is
    * x -+ 128, so zero point and range move by the same 128 */
   int32_t adj = flip ? (k->a_unsigned ? 128 : -128) : 0;
@@ -88,6 +90,20 @@ static inline __attribute__((always_inline)) void qgemm_drive(
       }
     }
     for (int64_t p = 0; p < P; p++) {
+      /* two full panels at once where the kernel has a wider tile (dense W only) */
+      if (tile2 && !(stile && g->sp) && p + 1 < P && g->N - (p + 1) * KILN_QGEMM_NR >= KILN_QGEMM_NR) {
+        tile2(kp, ws, trows, g->pb + p * kp * KILN_QGEMM_NR, g->pb + (p + 1) * kp * KILN_QGEMM_NR, acc,
+              acc2);
+        for (int h = 0; h < 2; h++) {
+          const int32_t *ah = h ? acc2 : acc;
+          int64_t n0 = (p + h) * KILN_QGEMM_NR;
+          if (g->y_float) qgemm_store_float(g, ah, m, rows, n0, KILN_QGEMM_NR);
+          else if (store_panel) store_panel(g, ah, m, rows, n0);
+          else qgemm_store_scalar(g, ah, m, rows, n0, KILN_QGEMM_NR);
+        }
+        p++;
+        continue;
+      }
       if (stile && g->sp) {
         int64_t a0 = g->sp->ps[p];
         stile(kp, ws, trows, g->sp->gidx + a0, g->sp->ps[p + 1] - a0, g->sp->w + a0 * 4 * KILN_QGEMM_NR,

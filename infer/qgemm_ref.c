@@ -193,7 +193,7 @@ void kiln_qgemm_run(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_
 
 static void run_ref(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
                     int8_t *ws) {
-  qgemm_drive(k, g, m0, m1, ws, tile_ref, stile_ref, NULL);
+  qgemm_drive(k, g, m0, m1, ws, tile_ref, NULL, stile_ref, NULL);
 }
 
 void kiln_qgemm_naive(int64_t M, int64_t N, int64_t K, const void *x, int x_unsigned, int32_t zp_x,

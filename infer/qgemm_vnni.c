@@ -26,6 +26,39 @@ static void tile8(int64_t kp, const int8_t *a, const int8_t *pb, int32_t *acc) {
   for (int r = 0; r < 8; r++) _mm512_storeu_si512((void *)(acc + r * NR), c[r]);
 }
 
+static void tile1(int64_t kp, const int8_t *a, const int8_t *pb, int32_t *acc);
+
+/* Two panels at once (8 rows x 32 columns): each broadcast of 4 A bytes feeds two
+ * vpdpbusd, halving the broadcast loads per multiply. */
+static void tile8x2(int64_t kp, const int8_t *a, const int8_t *pb0, const int8_t *pb1, int32_t *acc0,
+                    int32_t *acc1) {
+  __m512i c[8], d[8];
+  for (int r = 0; r < 8; r++) c[r] = d[r] = _mm512_setzero_si512();
+  for (int64_t g = 0; g < kp / 4; g++) {
+    __m512i w0 = _mm512_loadu_si512((const void *)(pb0 + g * 4 * NR));
+    __m512i w1 = _mm512_loadu_si512((const void *)(pb1 + g * 4 * NR));
+    for (int r = 0; r < 8; r++) {
+      __m512i av = bcast4(a + r * kp + g * 4);
+      c[r] = _mm512_dpbusd_epi32(c[r], av, w0);
+      d[r] = _mm512_dpbusd_epi32(d[r], av, w1);
+    }
+  }
+  for (int r = 0; r < 8; r++) {
+    _mm512_storeu_si512((void *)(acc0 + r * NR), c[r]);
+    _mm512_storeu_si512((void *)(acc1 + r * NR), d[r]);
+  }
+}
+
+static void tile_vnni2(int64_t kp, const int8_t *a, int rows, const int8_t *pb0, const int8_t *pb1,
+                       int32_t *acc0, int32_t *acc1) {
+  if (rows == 1) {
+    tile1(kp, a, pb0, acc0);
+    tile1(kp, a, pb1, acc1);
+  } else {
+    tile8x2(kp, a, pb0, pb1, acc0, acc1);
+  }
+}
+
 static void tile1(int64_t kp, const int8_t *a, const int8_t *pb, int32_t *acc) {
   __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
   int64_t G = kp / 4, g = 0;
@@ -183,7 +216,7 @@ static void store_panel64(const kiln_qgemm_args *g, const int32_t *acc, int64_t 
 
 static void run_vnni(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
                      int8_t *ws) {
-  qgemm_drive(k, g, m0, m1, ws, tile_vnni, stile_vnni, store_panel);
+  qgemm_drive(k, g, m0, m1, ws, tile_vnni, tile_vnni2, stile_vnni, store_panel);
 }
 
 static const kiln_qgemm_kernel kernel = {KILN_KERNEL_VNNI, "vnni", 8, 1, 0, tile_vnni, run_vnni, stile_vnni};
