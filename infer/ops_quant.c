@@ -3,6 +3,7 @@
  * fused int8 Gemm step (the kernels of qgemm*.c, rows split across threads). */
 #include <limits.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "session_internal.h"
@@ -142,16 +143,25 @@ void kiln_exec_qlinear_matmul(kiln_session *s, const kiln_step *st, int64_t batc
 typedef struct qgemm_task {
   kiln_session *s;
   kiln_qgemm_args g;
+  atomic_llong next;  /* the next row block to claim */
+  int64_t chunk;      /* row blocks per claim */
 } qgemm_task;
 
+/* Threads claim chunks of row blocks until none is left: a thread the OS schedules late
+ * (another process on its core) does less, instead of holding up the others. Each row's
+ * result does not depend on who computes it. */
 static void qgemm_worker(void *arg, int tid, int n) {
   qgemm_task *t = arg;
   const kiln_qgemm_kernel *k = t->s->qkern;
   int64_t blocks = (t->g.M + k->mr - 1) / k->mr;
-  int64_t m0 = blocks * tid / n * k->mr, m1 = blocks * (tid + 1) / n * k->mr;
-  if (m0 > t->g.M) m0 = t->g.M;
-  if (m1 > t->g.M) m1 = t->g.M;
-  kiln_qgemm_run(k, &t->g, m0, m1, t->s->qws[tid]);
+  (void)n;
+  for (;;) {
+    int64_t b0 = (int64_t)atomic_fetch_add_explicit(&t->next, (long long)t->chunk, memory_order_relaxed);
+    if (b0 >= blocks) break;
+    int64_t m0 = b0 * k->mr, m1 = (b0 + t->chunk) * k->mr;
+    if (m1 > t->g.M) m1 = t->g.M;
+    kiln_qgemm_run(k, &t->g, m0, m1, t->s->qws[tid]);
+  }
 }
 
 void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch) {
@@ -161,6 +171,7 @@ void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch) {
   int64_t n = kiln_shape_eval(&iv->shape, batch, d);
   qgemm_task t;
   memset(&t, 0, sizeof t);
+  atomic_init(&t.next, 0);
   t.s = s;
   t.g.K = q->K;
   t.g.N = q->N;
@@ -187,8 +198,12 @@ void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch) {
   t.g.yf_relu = q->yf_relu;
   int nt = s->has_pool ? s->pool.n : 1;
   double work = (double)t.g.M * (double)t.g.N * (double)t.g.K;
-  if (nt > 1 && work >= 8.0e6 && t.g.M >= (int64_t)2 * s->qkern->mr * nt)
-    kiln_pool_run(&s->pool, qgemm_worker, &t);
-  else
+  int64_t blocks = (t.g.M + s->qkern->mr - 1) / s->qkern->mr;
+  if (nt > 1 && work >= 8.0e6 && t.g.M >= (int64_t)2 * s->qkern->mr * nt) {
+    t.chunk = blocks / (8 * nt) > 1 ? blocks / (8 * nt) : 1;
+    kiln_pool_run_dynamic(&s->pool, qgemm_worker, &t);
+  } else {
+    t.chunk = blocks > 0 ? blocks : 1;
     qgemm_worker(&t, 0, 1);
+  }
 }

@@ -133,10 +133,16 @@ typedef struct kiln_pool {
   int stop;
   kiln_task_fn fn;
   void *arg;
+  int dynamic, closed; /* kiln_pool_run_dynamic's task, and whether it is finished */
 } kiln_pool;
 
 kiln_status kiln_pool_create(kiln_pool *p, int threads, kiln_error *err);
 void kiln_pool_run(kiln_pool *p, kiln_task_fn fn, void *arg);
+/* For a task whose threads claim work from a shared counter until none is left (so any
+ * subset of them completes it): the caller works too, then returns without waiting for
+ * workers that had not started by the time it ran out of work (on a busy machine a
+ * sleeping worker can take milliseconds to be scheduled). */
+void kiln_pool_run_dynamic(kiln_pool *p, kiln_task_fn fn, void *arg);
 void kiln_pool_destroy(kiln_pool *p);
 
 struct kiln_session {
