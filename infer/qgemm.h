@@ -133,6 +133,7 @@ typedef void (*kiln_quantize_row_fn)(const float *x, int64_t n, float scale, int
 void kiln_quantize_row_ref(const float *x, int64_t n, float scale, int32_t zp, int32_t lo,
                            int32_t hi, uint8_t *y);
 kiln_quantize_row_fn kiln_quantize_row_avx2(void); /* NULL where not built */
+kiln_quantize_row_fn kiln_quantize_row_avx512(void); /* AVX-512F/BW; NULL where not built */
 
 /* One int8 GEMM as the session runs it. */
 typedef struct kiln_qgemm_args {

@@ -1634,6 +1634,8 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
   s->quantize_row = kiln_quantize_row_ref;
   if (s->qkern->path != KILN_KERNEL_REF && s->cpu.avx2_fma && kiln_quantize_row_avx2())
     s->quantize_row = kiln_quantize_row_avx2();
+  if (s->qkern->path == KILN_KERNEL_VNNI && s->cpu.avx512f && kiln_quantize_row_avx512())
+    s->quantize_row = kiln_quantize_row_avx512(); /* the same bytes, 16 per vector */
   int64_t opset = kiln_ir_opset_version(g, "");
   s->opset = opset ? (int)opset : OPSET_DEFAULT;
   if (s->opset < OPSET_MIN || s->opset > OPSET_MAX) {

@@ -230,48 +230,53 @@ static void test_quantize_rows(void **s) {
   (void)s;
   kiln_cpu cpu;
   kiln_cpu_detect(&cpu);
-  kiln_quantize_row_fn f = cpu.avx2_fma ? kiln_quantize_row_avx2() : NULL;
-  if (!f) {
-    printf("no vectorized quantize row on this CPU/build; skipped\n");
-    return;
-  }
-  enum { N = 4099 };
-  static float x[N];
-  static uint8_t a[N], b[N];
-  uint32_t seed = 11;
-  for (int i = 0; i < N; i++) {
-    uint32_t r = rnd(&seed) % 16;
-    x[i] = r == 0 ? NAN : r == 1 ? INFINITY : r == 2 ? -INFINITY : r == 3 ? 1e30f
-         : r == 4 ? (float)((int)(rnd(&seed) % 512) - 256) * 0.5f /* ties at scale 1 */
-         : ((float)(rnd(&seed) % 200000) - 100000.0f) * 1e-3f;
-  }
-  static const float scales[] = {1.0f, 0.5f, 0.0078125f, 0.037f, 3.0f};
-  for (size_t si = 0; si < sizeof scales / sizeof *scales; si++)
-    for (int u = 0; u < 2; u++) {
-      int32_t lo = u ? 0 : -128, hi = u ? 255 : 127, zp = u ? 128 : -5;
-      kiln_quantize_row_ref(x, N, scales[si], zp, lo, hi, a);
-      f(x, N, scales[si], zp, lo, hi, b);
-      assert_memory_equal(a, b, N);
+  kiln_quantize_row_fn fs[2] = {cpu.avx2_fma ? kiln_quantize_row_avx2() : NULL,
+                                 cpu.avx512f ? kiln_quantize_row_avx512() : NULL};
+  for (int fi = 0; fi < 2; fi++) {
+    kiln_quantize_row_fn f = fs[fi];
+    if (!f) {
+      printf("quantize row %s: not on this CPU/build; skipped\n", fi ? "avx512" : "avx2");
+      continue;
     }
-  /* the multiply-by-reciprocal fast path: values on, just above and just below the
-   * rounding ties (k + 1/2) * scale, for scales of every kind (calibrated ones are not
-   * powers of two) and the extremes where it must divide */
-  for (int si = 0; si < 300; si++) {
-    float sc = si == 0 ? 1e-35f : si == 1 ? 1e35f : si == 2 ? 1e-30f
-             : (float)(1 + rnd(&seed) % 100000) * powf(10.0f, (float)((int)(rnd(&seed) % 9) - 7));
+    enum { N = 4099 };
+    static float x[N];
+    static uint8_t a[N], b[N];
+    uint32_t seed = 11;
     for (int i = 0; i < N; i++) {
-      float t = (float)((int)(rnd(&seed) % 1200) - 600) + 0.5f;
-      float v = t * sc;
-      uint32_t r = rnd(&seed) % 4;
-      x[i] = r == 0 ? v : r == 1 ? nextafterf(v, INFINITY) : r == 2 ? nextafterf(v, -INFINITY)
-           : ((float)(rnd(&seed) % 2000001) - 1000000.0f) * 1e-3f * sc;
+      uint32_t r = rnd(&seed) % 16;
+      x[i] = r == 0 ? NAN : r == 1 ? INFINITY : r == 2 ? -INFINITY : r == 3 ? 1e30f
+           : r == 4 ? (float)((int)(rnd(&seed) % 512) - 256) * 0.5f /* ties at scale 1 */
+           : ((float)(rnd(&seed) % 200000) - 100000.0f) * 1e-3f;
     }
-    for (int u = 0; u < 2; u++) {
-      int32_t lo = u ? 0 : -128, hi = u ? 255 : 127, zp = u ? (int32_t)(rnd(&seed) % 256) : -3;
-      kiln_quantize_row_ref(x, N, sc, zp, lo, hi, a);
-      f(x, N, sc, zp, lo, hi, b);
-      if (memcmp(a, b, N) != 0) fail_msg("quantize row differs at scale %g", (double)sc);
+    static const float scales[] = {1.0f, 0.5f, 0.0078125f, 0.037f, 3.0f};
+    for (size_t si = 0; si < sizeof scales / sizeof *scales; si++)
+      for (int u = 0; u < 2; u++) {
+        int32_t lo = u ? 0 : -128, hi = u ? 255 : 127, zp = u ? 128 : -5;
+        kiln_quantize_row_ref(x, N, scales[si], zp, lo, hi, a);
+        f(x, N, scales[si], zp, lo, hi, b);
+        assert_memory_equal(a, b, N);
+      }
+    /* the multiply-by-reciprocal fast path: values on, just above and just below the
+     * rounding ties (k + 1/2) * scale, for scales of every kind (calibrated ones are not
+     * powers of two) and the extremes where it must divide */
+    for (int si = 0; si < 300; si++) {
+      float sc = si == 0 ? 1e-35f : si == 1 ? 1e35f : si == 2 ? 1e-30f
+               : (float)(1 + rnd(&seed) % 100000) * powf(10.0f, (float)((int)(rnd(&seed) % 9) - 7));
+      for (int i = 0; i < N; i++) {
+        float t = (float)((int)(rnd(&seed) % 1200) - 600) + 0.5f;
+        float v = t * sc;
+        uint32_t r = rnd(&seed) % 4;
+        x[i] = r == 0 ? v : r == 1 ? nextafterf(v, INFINITY) : r == 2 ? nextafterf(v, -INFINITY)
+             : ((float)(rnd(&seed) % 2000001) - 1000000.0f) * 1e-3f * sc;
+      }
+      for (int u = 0; u < 2; u++) {
+        int32_t lo = u ? 0 : -128, hi = u ? 255 : 127, zp = u ? (int32_t)(rnd(&seed) % 256) : -3;
+        kiln_quantize_row_ref(x, N, sc, zp, lo, hi, a);
+        f(x, N, sc, zp, lo, hi, b);
+        if (memcmp(a, b, N) != 0) fail_msg("quantize row differs at scale %g", (double)sc);
+      }
     }
+    printf("quantize row %s: the same bytes as the definition\n", fi ? "avx512" : "avx2");
   }
 }
 
