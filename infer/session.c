@@ -1768,6 +1768,23 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
       if (s->values[sp->out[k]].last_step < i) s->values[sp->out[k]].last_step = i;
     }
   }
+  /* a QGEMM chain runs row chunks through all its layers at once (kiln_exec_qgemm_chain):
+   * its values must not share memory with each other, so each lives to the chain's end */
+  for (int i = 0; i < s->n_steps;) {
+    int n = kiln_qgemm_chain_len(s, i);
+    if (n < 2) {
+      i++;
+      continue;
+    }
+    for (int j = i; j < i + n; j++) {
+      kiln_step *sp = &s->steps[j];
+      for (int k = 0; k < sp->n_in; k++)
+        if (s->values[sp->in[k]].last_step < i + n - 1) s->values[sp->in[k]].last_step = i + n - 1;
+      for (int k = 0; k < sp->n_out; k++)
+        if (s->values[sp->out[k]].last_step < i + n - 1) s->values[sp->out[k]].last_step = i + n - 1;
+    }
+    i += n;
+  }
   /* graph outputs */
   s->n_outputs = g->n_outputs;
   s->outputs = calloc((size_t)(g->n_outputs ? g->n_outputs : 1), sizeof *s->outputs);

@@ -207,6 +207,13 @@ void kiln_exec_dynquant(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_matmul_integer(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_qlinear_matmul(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch);
+/* Up to KILN_QCHAIN_MAX consecutive QGEMM steps from step i, each reading the previous
+ * one's output; run together (split across threads from KILN_QCHAIN_SPLIT_WORK
+ * multiply-adds in all) by kiln_exec_qgemm_chain. */
+#define KILN_QCHAIN_MAX 16
+#define KILN_QCHAIN_SPLIT_WORK 1.0e6
+int kiln_qgemm_chain_len(const kiln_session *s, int i);
+void kiln_exec_qgemm_chain(kiln_session *s, const kiln_step *st, int n, int64_t batch);
 
 
 /* kiln's bitmap-packed pruned weights (kiln_sparse_pack's BitShift ... Reshape chain):

@@ -132,7 +132,16 @@ kiln_status kiln_session_run(kiln_session *s, const kiln_tensor_view *inputs, in
   kiln_status st = check_outputs(s, outputs, n_outputs, err);
   int64_t batch = 1;
   if (st || (st = bind_inputs(s, inputs, n_inputs, &batch, err))) return st;
-  for (int i = 0; i < s->n_steps; i++) exec_step(s, &s->steps[i], batch);
+  for (int i = 0; i < s->n_steps;) {
+    int n = kiln_qgemm_chain_len(s, i);
+    if (n >= 2) {
+      kiln_exec_qgemm_chain(s, &s->steps[i], n, batch);
+      i += n;
+    } else {
+      exec_step(s, &s->steps[i], batch);
+      i++;
+    }
+  }
   return fill_outputs(s, batch, outputs, n_outputs);
 }
 
