@@ -72,6 +72,20 @@ if fl:
             rows.append([m, t, b, fmt(i8), fmt(f), f"{i8 / f:.2f}x", verdict])
     table(["model", "threads", "batch", "kiln int8", "kiln float", "int8/float", "target"], rows)
 
+sp = [m for m in models if speed.get(("kiln", "int8_b80", m, 1, 1024))]
+if sp:
+    print("sparse int8 vs dense int8 (kiln), rows/s, median of rounds; 80% pruned: unstructured (u80)"
+          " and in 4x16 blocks (b80, the block-sparse kernel)")
+    rows = []
+    for m in sp:
+        for t, b in cells:
+            d = med(speed[("kiln", "int8", m, t, b)])
+            u, bl = med(speed[("kiln", "int8_u80", m, t, b)]), med(speed[("kiln", "int8_b80", m, t, b)])
+            verdict = ("faster" if bl > d else "SLOWER") if b in (1, 1024) else ""
+            rows.append([m, t, b, fmt(d), fmt(u), f"{u / d:.2f}x", fmt(bl), f"{bl / d:.2f}x", verdict])
+    table(["model", "threads", "batch", "dense int8", "u80", "u80/dense", "b80 (4x16)", "b80/dense",
+           "blocks vs dense"], rows)
+
 if agree:
     print("output agreement on the 1024 benchmark rows (argmax; one-output models: > 0.5)")
     rows = [[a["model"], f'{100 * a["kiln_ort_agreement"]:.1f}%', f'{a["kiln_ort_max_abs_diff"]:.3g}',

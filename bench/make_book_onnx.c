@@ -13,7 +13,9 @@
  *       benchmark's inputs; then kiln_quantize, QDQ, opset 13).
  *   and DIR/NAME_int8u8.onnx: the same QDQ graph with uint8 activations (every activation
  *       zero point + 128, same scales; weights stay int8): ONNX Runtime's x86 format
- *       (U8S8), which its QDQ fusion takes where it leaves int8 activations unfused.
+ *       (U8S8; ORT also converts int8 activations to it itself);
+ *   and DIR/fashion_mnist_int8_{u,b}80.onnx: pruned to 80% (unstructured, 4 x 16 blocks),
+ *       QDQ, the weights packed as bitmap + non-zeros.
  * Usage: make_book_onnx DIR [SEED] [--int8] */
 #include <math.h>
 #include <stdint.h>
@@ -244,6 +246,30 @@ static void write_int8(const char *dir, const char *name) {
   }
   snprintf(path, sizeof path, "%s/%s_int8u8.onnx", dir, name);
   CHECK(kiln_onnx_write_file(q, path, &err));
+  /* Fashion-MNIST pruned to 80% (every layer) then int8, stored as kiln quantize --prune
+   * stores it (bitmap + non-zeros, decoded by the runtime at create): unstructured
+   * (NAME_int8_u80.onnx) and in 4 x 16 blocks (NAME_int8_b80.onnx), for the sparse rows */
+  for (int v = 0; v < 2 && strcmp(name, "fashion_mnist") == 0; v++) {
+    kiln_ir_graph *pg, *pq;
+    snprintf(path, sizeof path, "%s/%s.onnx", dir, name);
+    CHECK(kiln_onnx_read_file(path, &pg, &err));
+    kiln_prune_options po;
+    kiln_prune_options_init(&po);
+    po.sparsity = 0.8;
+    po.block_k = v ? 4 : 0;
+    po.block_n = v ? 16 : 0;
+    CHECK(kiln_prune(pg, &po, NULL, &err));
+    kiln_calibration pc;
+    CHECK(kiln_calibrate(pg, &x, &co, &pc, &err));
+    CHECK(kiln_quantize(pg, &pc, &qo, &pq, NULL, &err));
+    CHECK(kiln_sparse_pack(pq, 0.4, NULL, &err));
+    snprintf(path, sizeof path, "%s/%s_int8_%s80.onnx", dir, name, v ? "b" : "u");
+    CHECK(kiln_onnx_write_file(pq, path, &err));
+    fprintf(stderr, "%s: 80%% pruned (%s), QDQ, packed\n", path, v ? "4x16 blocks" : "unstructured");
+    kiln_calibration_free(&pc);
+    kiln_ir_free(pq);
+    kiln_ir_free(pg);
+  }
   kiln_quant_report_free(&rep);
   kiln_calibration_free(&cal);
   kiln_matrix_free(&x);

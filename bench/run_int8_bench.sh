@@ -8,9 +8,10 @@
 # Checks that kiln int8 and ORT int8 agree (argmax over the 1024 benchmark rows; for the
 # one-output models, the 0.5 threshold (IMDB) and the largest difference (housing)).
 # ORT also runs NAME_int8u8.onnx, the same graph with uint8 activations (zero points
-# + 128): on x86 ORT's QDQ fusion leaves int8 activations (S8S8) as float Gemm with
-# DequantizeLinear of the weights every run, and fuses U8S8 into its int8 kernels, so
-# that column is ORT's int8 at its best (kiln runs the int8-activation file).
+# + 128), the U8S8 format of ORT's x86 kernels (it fuses both files into QGemm, since
+# kiln's QDQ weights carry their zero points; docs/benchmarks-int8.md). Sparse rows:
+# kiln on Fashion-MNIST pruned to 80% unstructured (_int8_u80) and in 4x16 blocks
+# (_int8_b80), both packed as kiln quantize --prune writes them, vs dense int8.
 #
 #   bench/run_int8_bench.sh [--rounds N] [--min-time S] [--models "imdb reuters ..."]
 #                           [--markdown]
@@ -22,7 +23,7 @@
 # line is kept in BUILD/int8_bench.jsonl.
 set -u
 BENCH_NAME=run_int8_bench.sh
-BENCH_HELP_LINES='2,19p'
+BENCH_HELP_LINES='2,20p'
 . "$(dirname "$0")/bench_infer_common.sh"
 bench_parse_args "$@"
 bench_find_ort
@@ -83,7 +84,10 @@ for round in $(seq 1 "$ROUNDS"); do
     O() { node bench/bench_infer_ort.js speed "$MD/${m}_int8.onnx" "$m" --min-time "$MIN_TIME" | tag "$round" int8 >>"$OUT"
           node bench/bench_infer_ort.js speed "$MD/${m}_int8u8.onnx" "$m" --min-time "$MIN_TIME" | tag "$round" int8u8 >>"$OUT"; }
     F() { case "$m" in fashion_mnist)
-      "$BIN/bench_infer" speed "$MD/$m.onnx" "$m" --paths dense --min-time "$MIN_TIME" | tag "$round" float >>"$OUT" ;; esac; }
+      "$BIN/bench_infer" speed "$MD/$m.onnx" "$m" --paths dense --min-time "$MIN_TIME" | tag "$round" float >>"$OUT"
+      for sp in u80 b80; do
+        "$BIN/bench_infer" speed "$MD/${m}_int8_$sp.onnx" "$m" --paths dense --min-time "$MIN_TIME" | tag "$round" "int8_$sp" >>"$OUT"
+      done ;; esac; }
     if [ $((round % 2)) -eq 1 ]; then K; O; F; else F; O; K; fi
   done
 done

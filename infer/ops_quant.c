@@ -3,6 +3,7 @@
  * fused int8 Gemm step (the kernels of qgemm*.c, rows split across threads). */
 #include <limits.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "session_internal.h"
@@ -142,48 +143,130 @@ void kiln_exec_qlinear_matmul(kiln_session *s, const kiln_step *st, int64_t batc
 typedef struct qgemm_task {
   kiln_session *s;
   kiln_qgemm_args g;
+  atomic_llong next;  /* the next row block to claim */
+  int64_t chunk;      /* row blocks per claim */
 } qgemm_task;
 
+/* Threads claim chunks of row blocks until none is left: a thread the OS schedules late
+ * (another process on its core) does less, instead of holding up the others. Each row's
+ * result does not depend on who computes it. */
 static void qgemm_worker(void *arg, int tid, int n) {
   qgemm_task *t = arg;
   const kiln_qgemm_kernel *k = t->s->qkern;
   int64_t blocks = (t->g.M + k->mr - 1) / k->mr;
-  int64_t m0 = blocks * tid / n * k->mr, m1 = blocks * (tid + 1) / n * k->mr;
-  if (m0 > t->g.M) m0 = t->g.M;
-  if (m1 > t->g.M) m1 = t->g.M;
-  kiln_qgemm_run(k, &t->g, m0, m1, t->s->qws[tid]);
+  (void)n;
+  for (;;) {
+    int64_t b0 = (int64_t)atomic_fetch_add_explicit(&t->next, (long long)t->chunk, memory_order_relaxed);
+    if (b0 >= blocks) break;
+    int64_t m0 = b0 * k->mr, m1 = (b0 + t->chunk) * k->mr;
+    if (m1 > t->g.M) m1 = t->g.M;
+    kiln_qgemm_run(k, &t->g, m0, m1, t->s->qws[tid]);
+  }
 }
 
-void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch) {
+/* The arguments of one QGEMM step at this batch. */
+static void qgemm_args_of(kiln_session *s, const kiln_step *st, int64_t batch, kiln_qgemm_args *g) {
   const kiln_qstep *q = st->q;
   const kiln_rt_value *iv = &s->values[st->in[0]];
   int64_t d[KILN_IR_MAX_RANK];
   int64_t n = kiln_shape_eval(&iv->shape, batch, d);
+  memset(g, 0, sizeof *g);
+  g->K = q->K;
+  g->N = q->N;
+  g->M = q->K ? n / q->K : 0;
+  g->x = q->x_float ? NULL : s->ptr[st->in[0]];
+  g->xf = q->x_float ? s->ptr[st->in[0]] : NULL;
+  g->xf_scale = q->xf_scale;
+  g->xf_zp = q->xf_zp;
+  g->xf_row = s->quantize_row;
+  g->x_unsigned = q->x_unsigned;
+  g->pb = q->pb;
+  g->sp = q->has_sp ? &q->sp : NULL;
+  g->bias = q->bias;
+  g->mult = q->mult;
+  g->shift = q->shift;
+  g->zp_y = q->zp_y;
+  g->lo = q->lo;
+  g->hi = q->hi;
+  g->y = s->ptr[st->out[0]];
+  g->y_unsigned = q->y_unsigned;
+  g->y_float = q->y_float;
+  g->yf_scale = q->yf_scale;
+  g->yf_bias = q->yf_bias;
+  g->yf_relu = q->yf_relu;
+}
+
+void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch) {
   qgemm_task t;
   memset(&t, 0, sizeof t);
+  atomic_init(&t.next, 0);
   t.s = s;
-  t.g.K = q->K;
-  t.g.N = q->N;
-  t.g.M = q->K ? n / q->K : 0;
-  t.g.x = s->ptr[st->in[0]];
-  t.g.x_unsigned = q->x_unsigned;
-  t.g.pb = q->pb;
-  t.g.bias = q->bias;
-  t.g.mult = q->mult;
-  t.g.shift = q->shift;
-  t.g.zp_y = q->zp_y;
-  t.g.lo = q->lo;
-  t.g.hi = q->hi;
-  t.g.y = s->ptr[st->out[0]];
-  t.g.y_unsigned = q->y_unsigned;
-  t.g.y_float = q->y_float;
-  t.g.yf_scale = q->yf_scale;
-  t.g.yf_bias = q->yf_bias;
-  t.g.yf_relu = q->yf_relu;
+  qgemm_args_of(s, st, batch, &t.g);
   int nt = s->has_pool ? s->pool.n : 1;
   double work = (double)t.g.M * (double)t.g.N * (double)t.g.K;
-  if (nt > 1 && work >= 8.0e6 && t.g.M >= (int64_t)2 * s->qkern->mr * nt)
-    kiln_pool_run(&s->pool, qgemm_worker, &t);
-  else
+  int64_t blocks = (t.g.M + s->qkern->mr - 1) / s->qkern->mr;
+  if (nt > 1 && work >= 8.0e6 && t.g.M >= (int64_t)2 * s->qkern->mr * nt) {
+    t.chunk = blocks / (8 * nt) > 1 ? blocks / (8 * nt) : 1;
+    kiln_pool_run_dynamic(&s->pool, qgemm_worker, &t);
+  } else {
+    t.chunk = blocks > 0 ? blocks : 1;
     qgemm_worker(&t, 0, 1);
+  }
+}
+
+/* Consecutive QGEMM steps, each reading the one before (an int8 MLP), run as one task:
+ * each claimed chunk of rows goes through every layer in turn (row r of a layer needs
+ * only row r of the one before), so small layers share the threads with one wake-up and
+ * no barrier between layers. */
+typedef struct qchain_task {
+  kiln_session *s;
+  int n;
+  kiln_qgemm_args g[KILN_QCHAIN_MAX];
+  atomic_llong next;
+  int64_t chunk;
+} qchain_task;
+
+static void qchain_worker(void *arg, int tid, int nt) {
+  qchain_task *t = arg;
+  const kiln_qgemm_kernel *k = t->s->qkern;
+  int64_t M = t->g[0].M, blocks = (M + k->mr - 1) / k->mr;
+  (void)nt;
+  for (;;) {
+    int64_t b0 = (int64_t)atomic_fetch_add_explicit(&t->next, (long long)t->chunk, memory_order_relaxed);
+    if (b0 >= blocks) break;
+    int64_t m0 = b0 * k->mr, m1 = (b0 + t->chunk) * k->mr;
+    if (m1 > M) m1 = M;
+    for (int l = 0; l < t->n; l++) kiln_qgemm_run(k, &t->g[l], m0, m1, t->s->qws[tid]);
+  }
+}
+
+int kiln_qgemm_chain_len(const kiln_session *s, int i) {
+  int n = 0;
+  while (i + n < s->n_steps && n < KILN_QCHAIN_MAX && s->steps[i + n].op == KILN_OP_QGEMM &&
+         (n == 0 || s->steps[i + n].in[0] == s->steps[i + n - 1].out[0]))
+    n++;
+  return n;
+}
+
+void kiln_exec_qgemm_chain(kiln_session *s, const kiln_step *st, int n, int64_t batch) {
+  int nt = s->has_pool ? s->pool.n : 1;
+  qchain_task t;
+  memset(&t, 0, sizeof t);
+  atomic_init(&t.next, 0);
+  t.s = s;
+  t.n = n;
+  double work = 0;
+  int same_m = 1;
+  for (int l = 0; l < n; l++) {
+    qgemm_args_of(s, &st[l], batch, &t.g[l]);
+    work += (double)t.g[l].M * (double)t.g[l].N * (double)t.g[l].K;
+    same_m &= t.g[l].M == t.g[0].M;
+  }
+  int64_t M = t.g[0].M, blocks = (M + s->qkern->mr - 1) / s->qkern->mr;
+  if (nt > 1 && same_m && work >= KILN_QCHAIN_SPLIT_WORK && M >= (int64_t)2 * s->qkern->mr * nt) {
+    t.chunk = blocks / (8 * nt) > 1 ? blocks / (8 * nt) : 1;
+    kiln_pool_run_dynamic(&s->pool, qchain_worker, &t);
+    return;
+  }
+  for (int l = 0; l < n; l++) kiln_exec_qgemm(s, &st[l], batch);
 }

@@ -36,6 +36,21 @@
 typedef void (*kiln_qtile_fn)(int64_t kp, const int8_t *a, int rows, const int8_t *pb,
                               int32_t *acc);
 
+/* Block-sparse packed W: the packed layout's 64-byte groups (4 k x 16 columns of a
+ * panel) that are not all zero, panel by panel: panel p holds groups gidx[ps[p] ..
+ * ps[p + 1]) (their k / 4), whose bytes are w + 64 * ps[p] on. Skipping an all-zero
+ * group skips exact zero products, so the int32 sums (and outputs) are the dense ones. */
+typedef struct kiln_qgemm_sparse {
+  int64_t *ps;   /* panels + 1 */
+  int32_t *gidx;
+  int8_t *w;
+  int64_t groups; /* non-zero groups in all */
+} kiln_qgemm_sparse;
+
+/* As kiln_qtile_fn over the ng non-zero groups gidx[0..ng) of one panel, bytes w. */
+typedef void (*kiln_qstile_fn)(int64_t kp, const int8_t *a, int rows, const int32_t *gidx,
+                               int64_t ng, const int8_t *w, int32_t *acc);
+
 struct kiln_qgemm_args;
 struct kiln_qgemm_kernel;
 /* Rows [m0, m1) of the product (the driver of qgemm_driver.h built with the kernel). */
@@ -50,6 +65,7 @@ typedef struct kiln_qgemm_kernel {
   int a_int16;    /* the driver widens A to int16 (rows of kp int16) for the tile */
   kiln_qtile_fn tile;
   kiln_qrun_fn run;
+  kiln_qstile_fn stile; /* block-sparse tile, NULL: the path runs dense only */
 } kiln_qgemm_kernel;
 
 const kiln_qgemm_kernel *kiln_qgemm_kernel_ref(void);
@@ -69,6 +85,15 @@ size_t kiln_qgemm_packed_bytes(int64_t K, int64_t N);
 /* Packs W(k,n) = w[k*rsw + n*csw] (int8) and writes colsum[n] = sum_k W(k,n). */
 void kiln_qgemm_pack(int64_t K, int64_t N, const int8_t *w, int64_t rsw, int64_t csw, int8_t *pb,
                      int32_t *colsum);
+
+/* The share of all-zero groups in packed W (0 for an empty W). */
+double kiln_qgemm_zero_groups(int64_t K, int64_t N, const int8_t *pb);
+/* Block-sparse copy of packed W; 0, or -1 out of memory. Free with kiln_qgemm_sparse_free. */
+int kiln_qgemm_sparsify(int64_t K, int64_t N, const int8_t *pb, kiln_qgemm_sparse *sp);
+void kiln_qgemm_sparse_free(kiln_qgemm_sparse *sp);
+/* A layer runs block-sparse when at least this share of its groups is zero and its path has
+ * a sparse tile (measured: docs/int8.md). */
+#define KILN_QGEMM_SPARSE_MIN 0.5
 
 /* The fixed-point multiplier of a real multiplier m > 0: m ~= mult * 2^(shift - 31),
  * mult in [2^30, 2^31). m too small to represent gives mult = 0. */
@@ -108,6 +133,7 @@ typedef void (*kiln_quantize_row_fn)(const float *x, int64_t n, float scale, int
 void kiln_quantize_row_ref(const float *x, int64_t n, float scale, int32_t zp, int32_t lo,
                            int32_t hi, uint8_t *y);
 kiln_quantize_row_fn kiln_quantize_row_avx2(void); /* NULL where not built */
+kiln_quantize_row_fn kiln_quantize_row_avx512(void); /* AVX-512F/BW; NULL where not built */
 
 /* One int8 GEMM as the session runs it. */
 typedef struct kiln_qgemm_args {
@@ -126,13 +152,21 @@ typedef struct kiln_qgemm_args {
   int y_float;
   const float *yf_scale, *yf_bias;
   int yf_relu;
+  /* float input instead (the model's QuantizeLinear fused into the first layer): x is
+   * NULL and each row of xf [M, K] is quantized while A is packed, by xf_row (a path of
+   * kiln_quantize_row_*, all the same bytes) with xf_scale, xf_zp into x's type */
+  const float *xf;
+  float xf_scale;
+  int32_t xf_zp;
+  kiln_quantize_row_fn xf_row;
+  const kiln_qgemm_sparse *sp; /* block-sparse W instead of pb (the kernel has stile) */
 } kiln_qgemm_args;
 
 /* bias_eff[n] for kernel k: bias_q[n] - zp_x * colsum[n], plus 128 * colsum[n] when the
  * kernel flips the activations' sign bit (int8 into u8: -128, uint8 into s8: +128). */
 void kiln_qgemm_bias(const kiln_qgemm_kernel *k, int x_unsigned, int64_t N, const int64_t *bias_q,
                      int32_t zp_x, const int32_t *colsum, int64_t *bias_eff);
-/* Bytes of per-thread workspace (an A block). */
+/* Bytes of per-thread workspace (an A block, and one quantized row for a float input). */
 size_t kiln_qgemm_workspace_bytes(const kiln_qgemm_kernel *k, int64_t K);
 /* Rows [m0, m1) of the product. */
 void kiln_qgemm_run(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,

@@ -111,10 +111,10 @@ static void store_panel(const kiln_qgemm_args *g, const int32_t *acc, int64_t m,
 
 static void run_avx2(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
                      int8_t *ws) {
-  qgemm_drive(k, g, m0, m1, ws, tile_avx2, store_panel);
+  qgemm_drive(k, g, m0, m1, ws, tile_avx2, NULL, NULL, store_panel);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_AVX2, "avx2", MR, 0, 1, tile_avx2, run_avx2};
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_AVX2, "avx2", MR, 0, 1, tile_avx2, run_avx2, NULL};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_avx2(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_avx2(void) { return 0; }

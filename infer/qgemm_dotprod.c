@@ -43,10 +43,10 @@ static void tile_dotprod(int64_t kp, const int8_t *a, int rows, const int8_t *pb
 
 static void run_dotprod(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
                    int8_t *ws) {
-  qgemm_drive(k, g, m0, m1, ws, tile_dotprod, NULL);
+  qgemm_drive(k, g, m0, m1, ws, tile_dotprod, NULL, NULL, NULL);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_DOTPROD, "dotprod", 4, 0, 0, tile_dotprod, run_dotprod};
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_DOTPROD, "dotprod", 4, 0, 0, tile_dotprod, run_dotprod, NULL};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_dotprod(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_dotprod(void) { return 0; }

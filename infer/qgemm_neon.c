@@ -47,10 +47,10 @@ static void tile_neon(int64_t kp, const int8_t *a, int rows, const int8_t *pb, i
 
 static void run_neon(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
                    int8_t *ws) {
-  qgemm_drive(k, g, m0, m1, ws, tile_neon, NULL);
+  qgemm_drive(k, g, m0, m1, ws, tile_neon, NULL, NULL, NULL);
 }
 
-static const kiln_qgemm_kernel kernel = {KILN_KERNEL_NEON, "neon", 4, 0, 0, tile_neon, run_neon};
+static const kiln_qgemm_kernel kernel = {KILN_KERNEL_NEON, "neon", 4, 0, 0, tile_neon, run_neon, NULL};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_neon(void) { return &kernel; }
 #else
 const kiln_qgemm_kernel *kiln_qgemm_kernel_neon(void) { return 0; }

@@ -4,6 +4,7 @@
  * they sum exact int32 products), the int8 path selection and the naive truth. */
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "qgemm_driver.h"
@@ -18,9 +19,22 @@ static void tile_ref(int64_t kp, const int8_t *a, int rows, const int8_t *pb, in
     }
 }
 
+/* The block-sparse tile: the same sums over the non-zero groups only. */
+static void stile_ref(int64_t kp, const int8_t *a, int rows, const int32_t *gidx, int64_t ng,
+                      const int8_t *w, int32_t *acc) {
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < KILN_QGEMM_NR; j++) {
+      int32_t s = 0;
+      for (int64_t i = 0; i < ng; i++)
+        for (int t = 0; t < 4; t++)
+          s += (int32_t)a[r * kp + (int64_t)gidx[i] * 4 + t] * (int32_t)w[i * 4 * KILN_QGEMM_NR + j * 4 + t];
+      acc[r * KILN_QGEMM_NR + j] = s;
+    }
+}
+
 static void run_ref(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
                     int8_t *ws);
-static const kiln_qgemm_kernel ref_kernel = {KILN_KERNEL_REF, "ref", 4, 0, 0, tile_ref, run_ref};
+static const kiln_qgemm_kernel ref_kernel = {KILN_KERNEL_REF, "ref", 4, 0, 0, tile_ref, run_ref, stile_ref};
 const kiln_qgemm_kernel *kiln_qgemm_kernel_ref(void) { return &ref_kernel; }
 
 const kiln_qgemm_kernel *kiln_qgemm_select(const kiln_cpu *cpu, kiln_kernel_path path,
@@ -84,6 +98,53 @@ void kiln_qgemm_pack(int64_t K, int64_t N, const int8_t *w, int64_t rsw, int64_t
   }
 }
 
+static int group_zero(const int8_t *grp) {
+  for (int i = 0; i < 4 * KILN_QGEMM_NR; i++)
+    if (grp[i]) return 0;
+  return 1;
+}
+
+double kiln_qgemm_zero_groups(int64_t K, int64_t N, const int8_t *pb) {
+  int64_t G = kiln_qgemm_kp(K) / 4, P = (N + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR, z = 0;
+  for (int64_t i = 0; i < P * G; i++) z += group_zero(pb + i * 4 * KILN_QGEMM_NR);
+  return P * G > 0 ? (double)z / (double)(P * G) : 0.0;
+}
+
+int kiln_qgemm_sparsify(int64_t K, int64_t N, const int8_t *pb, kiln_qgemm_sparse *sp) {
+  int64_t G = kiln_qgemm_kp(K) / 4, P = (N + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR, nz = 0;
+  memset(sp, 0, sizeof *sp);
+  for (int64_t i = 0; i < P * G; i++) nz += !group_zero(pb + i * 4 * KILN_QGEMM_NR);
+  sp->ps = malloc((size_t)(P + 1) * sizeof(int64_t));
+  sp->gidx = malloc((size_t)(nz ? nz : 1) * sizeof(int32_t));
+  sp->w = aligned_alloc(64, (size_t)(nz ? nz : 1) * 4 * KILN_QGEMM_NR);
+  if (!sp->ps || !sp->gidx || !sp->w) {
+    kiln_qgemm_sparse_free(sp);
+    return -1;
+  }
+  int64_t c = 0;
+  for (int64_t p = 0; p < P; p++) {
+    sp->ps[p] = c;
+    for (int64_t gi = 0; gi < G; gi++) {
+      const int8_t *grp = pb + (p * G + gi) * 4 * KILN_QGEMM_NR;
+      if (group_zero(grp)) continue;
+      sp->gidx[c] = (int32_t)gi;
+      memcpy(sp->w + c * 4 * KILN_QGEMM_NR, grp, 4 * KILN_QGEMM_NR);
+      c++;
+    }
+  }
+  sp->ps[P] = c;
+  sp->groups = c;
+  return 0;
+}
+
+void kiln_qgemm_sparse_free(kiln_qgemm_sparse *sp) {
+  if (!sp) return;
+  free(sp->ps);
+  free(sp->gidx);
+  free(sp->w);
+  memset(sp, 0, sizeof *sp);
+}
+
 /* --- requantization: the definition ------------------------------------------- */
 
 void kiln_q_multiplier(double m, int32_t *mult, int *shift) {
@@ -122,7 +183,7 @@ void kiln_qgemm_bias(const kiln_qgemm_kernel *k, int x_unsigned, int64_t N, cons
 }
 
 size_t kiln_qgemm_workspace_bytes(const kiln_qgemm_kernel *k, int64_t K) {
-  return (size_t)(k->mr * kiln_qgemm_kp(K)) * (k->a_int16 ? 2 : 1) + 64;
+  return (size_t)(k->mr * kiln_qgemm_kp(K)) * (k->a_int16 ? 2 : 1) + (size_t)kiln_qgemm_kp(K) + 128;
 }
 
 void kiln_qgemm_run(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
@@ -132,7 +193,7 @@ void kiln_qgemm_run(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_
 
 static void run_ref(const kiln_qgemm_kernel *k, const kiln_qgemm_args *g, int64_t m0, int64_t m1,
                     int8_t *ws) {
-  qgemm_drive(k, g, m0, m1, ws, tile_ref, NULL);
+  qgemm_drive(k, g, m0, m1, ws, tile_ref, NULL, stile_ref, NULL);
 }
 
 void kiln_qgemm_naive(int64_t M, int64_t N, int64_t K, const void *x, int x_unsigned, int32_t zp_x,

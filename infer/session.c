@@ -30,6 +30,8 @@ typedef struct builder {
   unsigned char *fused; /* nodes folded into an earlier step */
   struct qpat *qp;      /* per node: a fused int8 chain rooted at that Gemm/MatMul */
   int plan_only;        /* kiln_session_plan_bytes: no weight copies or packing */
+  kiln_ir_tensor *decoded; /* sparse weights decoded at create (session_sparse.c) */
+  int n_decoded;
   kiln_error *err;
   int cap_values, cap_steps;
 } builder;
@@ -1101,6 +1103,9 @@ static kiln_status build_qlinear_matmul(builder *b, int ni) {
 typedef struct qpat {
   int active;
   int dqx, dqw, dqb, add, relu, q; /* node indices (-1: none) */
+  int qin;                         /* the QuantizeLinear of a float input, fused (-1: none) */
+  double sq;                       /* its scale */
+  int32_t zp_q;                    /* and zero point */
   int out_node;                    /* the node whose output 0 the step defines */
   kiln_dtype x_dt, y_dt;
   double sx, sy;
@@ -1187,7 +1192,7 @@ static kiln_dtype q_edge_dtype(const builder *b, const char *name) {
 static int match_qgemm(const builder *b, int gi, qpat *p) {
   const kiln_ir_node *n = &b->nodes[gi];
   memset(p, 0, sizeof *p);
-  p->dqx = p->dqw = p->dqb = p->add = p->relu = p->q = -1;
+  p->dqx = p->dqw = p->dqb = p->add = p->relu = p->q = p->qin = -1;
   int is_mm = node_is(b, gi, "MatMul");
   if (!is_mm && !node_is(b, gi, "Gemm")) return 0;
   if (n->n_inputs < 2 || !has_output(n, 0)) return 0;
@@ -1283,6 +1288,19 @@ static int match_qgemm(const builder *b, int gi, qpat *p) {
   } else {
     p->y_dt = KILN_DTYPE_FLOAT;
   }
+  /* x_q made by a per-tensor QuantizeLinear of a float tensor, read by this layer alone:
+   * the layer quantizes its float input itself while packing it (find_qgemms decides) */
+  int qi = producer(b, dqx->inputs[0]);
+  if (node_is(b, qi, "QuantizeLinear") && b->nodes[qi].n_inputs >= 2 &&
+      single_use(b, dqx->inputs[0]) && pos_scalar(init_of(b, b->nodes[qi].inputs[1]), &p->sq)) {
+    int v = val_find(b->s, b->nodes[qi].inputs[0]);
+    int32_t zq;
+    kiln_dtype zqt;
+    if ((v < 0 || b->s->values[v].dtype == KILN_DTYPE_FLOAT) && zp_of(b, &b->nodes[qi], &zq, &zqt)) {
+      p->qin = qi;
+      p->zp_q = zq;
+    }
+  }
   p->active = 1;
   return 1;
 }
@@ -1292,7 +1310,13 @@ static void find_qgemms(builder *b) {
   for (int i = 0; i < b->n_nodes; i++) {
     qpat *p = &b->qp[i];
     if (b->fused[i] || !match_qgemm(b, i, p)) continue;
-    if (single_use(b, b->nodes[i].inputs[0])) b->fused[p->dqx] = 1;
+    if (single_use(b, b->nodes[i].inputs[0])) {
+      b->fused[p->dqx] = 1;
+      if (p->qin >= 0 && !b->fused[p->qin]) b->fused[p->qin] = 1;
+      else p->qin = -1;
+    } else {
+      p->qin = -1;
+    }
     b->fused[p->dqw] = 1;
     if (p->dqb >= 0) b->fused[p->dqb] = 1;
     if (p->add >= 0) b->fused[p->add] = 1;
@@ -1306,11 +1330,12 @@ static kiln_status build_qgemm(builder *b, int ni) {
   const qpat *p = &b->qp[ni];
   kiln_session *s = b->s;
   kiln_status st;
-  const char *xq = b->nodes[p->dqx].inputs[0];
+  const char *xq = p->qin >= 0 ? b->nodes[p->qin].inputs[0] : b->nodes[p->dqx].inputs[0];
+  kiln_dtype xdt = p->qin >= 0 ? KILN_DTYPE_FLOAT : p->x_dt;
   int va = val_find(s, xq), vo = -1;
-  if (va < 0 || s->values[va].dtype != p->x_dt)
-    return node_err(b, n, KILN_E_FORMAT, "quantized input \"%s\" is missing or not %s", xq,
-                    kiln_dtype_name(p->x_dt));
+  if (va < 0 || s->values[va].dtype != xdt)
+    return node_err(b, n, KILN_E_FORMAT, "%s input \"%s\" is missing or not %s",
+                    p->qin >= 0 ? "the float" : "quantized", xq, kiln_dtype_name(xdt));
   kiln_shape out = s->values[va].shape;
   char sa[128];
   shape_str(&out, sa, sizeof sa);
@@ -1333,6 +1358,9 @@ static kiln_status build_qgemm(builder *b, int ni) {
   q->yf_relu = q->y_float && p->relu >= 0;
   q->zp_x = p->zp_x;
   q->zp_y = p->zp_y;
+  q->x_float = p->qin >= 0;
+  q->xf_scale = (float)p->sq;
+  q->xf_zp = p->zp_q;
   q8_range(p->y_dt, &q->lo, &q->hi);
   if (p->relu >= 0 && q->zp_y > q->lo) q->lo = q->zp_y; /* ReLU = clamp at zp_y */
   if (q->y_float) {
@@ -1389,6 +1417,17 @@ static kiln_status build_qgemm(builder *b, int ni) {
   kiln_qgemm_bias(s->qkern, q->x_unsigned, N, bias_q, q->zp_x, colsum, q->bias);
   free(bias_q);
   free(colsum);
+  /* block-sparse weights (kiln_prune's 4 x 16 blocks are the packed groups): only the
+   * non-zero groups are kept and multiplied, on a path with a sparse tile */
+  if (s->qkern->stile && kiln_qgemm_zero_groups(K, N, q->pb) >= KILN_QGEMM_SPARSE_MIN) {
+    if (kiln_qgemm_sparsify(K, N, q->pb, &q->sp))
+      return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory packing int8 weights");
+    q->has_sp = 1;
+    free(q->pb);
+    q->pb = NULL;
+    pbytes = (size_t)q->sp.groups * 4 * KILN_QGEMM_NR + (size_t)q->sp.groups * sizeof(int32_t) +
+             (size_t)((N + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR + 1) * sizeof(int64_t);
+  }
   s->weight_bytes += pbytes + (size_t)N * (sizeof(int64_t) + 2 * sizeof(int32_t));
   if (K > s->max_qk) s->max_qk = K;
   if ((st = add_output(b, &b->nodes[p->out_node], 0, p->y_dt, &out, &vo))) return st;
@@ -1523,6 +1562,7 @@ void kiln_session_free(kiln_session *s) {
     kiln_qstep *q = s->steps[i].q;
     if (q) {
       free(q->scale); free(q->zp); free(q->pb); free(q->bias); free(q->mult); free(q->shift);
+      kiln_qgemm_sparse_free(&q->sp);
       free(q->zp_b); free(q->yf_scale); free(q->yf_bias);
       free(q);
     }
@@ -1594,6 +1634,8 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
   s->quantize_row = kiln_quantize_row_ref;
   if (s->qkern->path != KILN_KERNEL_REF && s->cpu.avx2_fma && kiln_quantize_row_avx2())
     s->quantize_row = kiln_quantize_row_avx2();
+  if (s->qkern->path == KILN_KERNEL_VNNI && s->cpu.avx512f && kiln_quantize_row_avx512())
+    s->quantize_row = kiln_quantize_row_avx512(); /* the same bytes, 16 per vector */
   int64_t opset = kiln_ir_opset_version(g, "");
   s->opset = opset ? (int)opset : OPSET_DEFAULT;
   if (s->opset < OPSET_MIN || s->opset > OPSET_MAX) {
@@ -1677,6 +1719,28 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
     }
     s->values[v].init = t;
   }
+  /* kiln's bitmap-packed pruned weights: decoded once, then initializers like the others */
+  if ((st = kiln_sparse_decode_chains(g, b.nodes, b.n_nodes, b.fused, &b.decoded, &b.n_decoded,
+                                      err)))
+    goto fail;
+  for (int i = 0; i < b.n_decoded; i++) {
+    const kiln_ir_tensor *t = &b.decoded[i];
+    kiln_shape sh;
+    memset(&sh, 0, sizeof sh);
+    sh.rank = t->rank;
+    for (int d = 0; d < t->rank; d++) sh.d[d] = t->dims[d];
+    if (val_find(s, t->name) >= 0) {
+      st = kiln_error_set(err, KILN_E_FORMAT, "sparse weight \"%s\" is also a graph input or an initializer",
+                          t->name);
+      goto fail;
+    }
+    int v = val_add(&b, t->name, t->dtype, &sh, KILN_VALUE_CONST);
+    if (v < 0) {
+      st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
+      goto fail;
+    }
+    s->values[v].init = t;
+  }
   /* nodes */
   if (!(b.qp = calloc((size_t)(b.n_nodes ? b.n_nodes : 1), sizeof *b.qp))) {
     st = kiln_error_set(err, KILN_E_NOMEM, "session: out of memory");
@@ -1703,6 +1767,23 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
       s->values[sp->out[k]].def_step = i;
       if (s->values[sp->out[k]].last_step < i) s->values[sp->out[k]].last_step = i;
     }
+  }
+  /* a QGEMM chain runs row chunks through all its layers at once (kiln_exec_qgemm_chain):
+   * its values must not share memory with each other, so each lives to the chain's end */
+  for (int i = 0; i < s->n_steps;) {
+    int n = kiln_qgemm_chain_len(s, i);
+    if (n < 2) {
+      i++;
+      continue;
+    }
+    for (int j = i; j < i + n; j++) {
+      kiln_step *sp = &s->steps[j];
+      for (int k = 0; k < sp->n_in; k++)
+        if (s->values[sp->in[k]].last_step < i + n - 1) s->values[sp->in[k]].last_step = i + n - 1;
+      for (int k = 0; k < sp->n_out; k++)
+        if (s->values[sp->out[k]].last_step < i + n - 1) s->values[sp->out[k]].last_step = i + n - 1;
+    }
+    i += n;
   }
   /* graph outputs */
   s->n_outputs = g->n_outputs;
@@ -1773,12 +1854,15 @@ static kiln_status build(const kiln_ir_graph *g, const kiln_session_options *opt
   free(b.nodes);
   free(b.fused);
   free(b.qp);
+  for (int i = 0; i < s->n_values; i++) s->values[i].init = NULL; /* create-time only */
+  kiln_sparse_decoded_free(b.decoded, b.n_decoded);
   *out = s;
   return KILN_OK;
 fail:
   free(b.nodes);
   free(b.fused);
   free(b.qp);
+  kiln_sparse_decoded_free(b.decoded, b.n_decoded);
   kiln_session_free(s);
   return st;
 }

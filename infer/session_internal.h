@@ -85,6 +85,11 @@ typedef struct kiln_qstep {
   int in_azp, in_bzp;  /* MatMulInteger: positions in in[] of the zero points (-1: none) */
   float *yf_scale, *yf_bias; /* QGEMM with a float output: s_x * s_w[n], the float bias */
   int y_float, yf_relu;
+  kiln_qgemm_sparse sp;      /* QGEMM: W block-sparse (has_sp; pb is then NULL) */
+  int has_sp;
+  int x_float;               /* QGEMM reading a float input it quantizes (xf_scale, xf_zp) */
+  float xf_scale;
+  int32_t xf_zp;
 } kiln_qstep;
 
 #define KILN_STEP_MAX_IN 16
@@ -128,10 +133,16 @@ typedef struct kiln_pool {
   int stop;
   kiln_task_fn fn;
   void *arg;
+  int dynamic, closed; /* kiln_pool_run_dynamic's task, and whether it is finished */
 } kiln_pool;
 
 kiln_status kiln_pool_create(kiln_pool *p, int threads, kiln_error *err);
 void kiln_pool_run(kiln_pool *p, kiln_task_fn fn, void *arg);
+/* For a task whose threads claim work from a shared counter until none is left (so any
+ * subset of them completes it): the caller works too, then returns without waiting for
+ * workers that had not started by the time it ran out of work (on a busy machine a
+ * sleeping worker can take milliseconds to be scheduled). */
+void kiln_pool_run_dynamic(kiln_pool *p, kiln_task_fn fn, void *arg);
 void kiln_pool_destroy(kiln_pool *p);
 
 struct kiln_session {
@@ -196,7 +207,23 @@ void kiln_exec_dynquant(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_matmul_integer(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_qlinear_matmul(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_qgemm(kiln_session *s, const kiln_step *st, int64_t batch);
+/* Up to KILN_QCHAIN_MAX consecutive QGEMM steps from step i, each reading the previous
+ * one's output; run together (split across threads from KILN_QCHAIN_SPLIT_WORK
+ * multiply-adds in all) by kiln_exec_qgemm_chain. */
+#define KILN_QCHAIN_MAX 16
+#define KILN_QCHAIN_SPLIT_WORK 1.0e6
+int kiln_qgemm_chain_len(const kiln_session *s, int i);
+void kiln_exec_qgemm_chain(kiln_session *s, const kiln_step *st, int n, int64_t batch);
 
+
+/* kiln's bitmap-packed pruned weights (kiln_sparse_pack's BitShift ... Reshape chain):
+ * finds each chain among nodes[0, n_nodes), computes its weight once into a new tensor
+ * named as the chain's output and marks the chain's 9 nodes in fused[]. *out (n_out
+ * tensors) is freed with kiln_sparse_decoded_free. session_sparse.c. */
+kiln_status kiln_sparse_decode_chains(const kiln_ir_graph *g, const kiln_ir_node *nodes,
+                                      int n_nodes, unsigned char *fused, kiln_ir_tensor **out,
+                                      int *n_out, kiln_error *err);
+void kiln_sparse_decoded_free(kiln_ir_tensor *t, int n);
 
 /* Numpy broadcasting of in (rank, dims) against out (rank, dims): element strides. */
 void kiln_broadcast_strides(int in_rank, const int64_t *in_dims, int out_rank,

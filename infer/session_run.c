@@ -31,6 +31,22 @@ static void exec_step(kiln_session *s, const kiln_step *st, int64_t batch) {
   }
 }
 
+/* Steps [begin, end) in order; consecutive int8 GEMMs run as one chain (one hand-out
+ * of rows to the workers for the whole chain). */
+static void run_steps(kiln_session *s, int begin, int end, int64_t batch) {
+  for (int i = begin; i < end;) {
+    int n = kiln_qgemm_chain_len(s, i);
+    if (n > end - i) n = end - i;
+    if (n >= 2) {
+      kiln_exec_qgemm_chain(s, &s->steps[i], n, batch);
+      i += n;
+    } else {
+      exec_step(s, &s->steps[i], batch);
+      i++;
+    }
+  }
+}
+
 static void declared_shape(const kiln_ir_value *v, char *buf, size_t cap) {
   size_t used = (size_t)snprintf(buf, cap, "[");
   for (int i = 0; i < v->rank && used < cap; i++) {
@@ -172,7 +188,7 @@ kiln_status kiln_session_run(kiln_session *s, const kiln_tensor_view *inputs, in
   int64_t batch = 1;
   if (st || (st = bind_inputs(s, inputs, n_inputs, -1, &batch, err))) return st;
   if (batch < 0) batch = 1;
-  for (int i = 0; i < s->n_steps; i++) exec_step(s, &s->steps[i], batch);
+  run_steps(s, 0, s->n_steps, batch);
   return fill_outputs(s, batch, outputs, n_outputs);
 }
 
@@ -286,14 +302,12 @@ kiln_status kiln_session_run_tokens_io(kiln_session *s, const char *token_input,
                           (long long)rows, decl->name, (long long)batch);
   if (batch < 0) batch = tb >= 0 ? tb : 1;
   s->ptr[s->input_val[t]] = NULL; /* never read: the token step takes the ids */
-  for (int i = 0; i < s->n_steps; i++) {
-    if (i != step)
-      exec_step(s, &s->steps[i], batch);
-    else if (concat)
-      exec_concat_tokens(s, &s->steps[i], rows, s->input_val[t], offsets, tokens);
-    else
-      kiln_exec_gemm_tokens(s, &s->steps[i], rows, offsets, tokens);
-  }
+  run_steps(s, 0, step, batch);
+  if (concat)
+    exec_concat_tokens(s, &s->steps[step], rows, s->input_val[t], offsets, tokens);
+  else
+    kiln_exec_gemm_tokens(s, &s->steps[step], rows, offsets, tokens);
+  run_steps(s, step + 1, s->n_steps, batch);
   return fill_outputs(s, batch, outputs, n_outputs);
 }
 

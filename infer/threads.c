@@ -20,6 +20,11 @@ static void *worker_main(void *p) {
     while (!pool->stop && pool->generation == seen) pthread_cond_wait(&pool->start, &pool->mu);
     if (pool->stop) break;
     seen = pool->generation;
+    if (pool->dynamic) {
+      /* the caller may have done all the work and closed the task: then its arg is gone */
+      if (pool->closed) continue;
+      pool->pending++;
+    }
     kiln_task_fn fn = pool->fn;
     void *arg = pool->arg;
     pthread_mutex_unlock(&pool->mu);
@@ -60,10 +65,28 @@ kiln_status kiln_pool_create(kiln_pool *p, int threads, kiln_error *err) {
   return KILN_OK;
 }
 
+void kiln_pool_run_dynamic(kiln_pool *p, kiln_task_fn fn, void *arg) {
+  pthread_mutex_lock(&p->mu);
+  p->fn = fn;
+  p->arg = arg;
+  p->dynamic = 1;
+  p->closed = 0;
+  p->pending = 0;
+  p->generation++;
+  pthread_cond_broadcast(&p->start);
+  pthread_mutex_unlock(&p->mu);
+  fn(arg, 0, p->n);
+  pthread_mutex_lock(&p->mu);
+  p->closed = 1; /* workers not started yet skip it; wait for those that did */
+  while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+}
+
 void kiln_pool_run(kiln_pool *p, kiln_task_fn fn, void *arg) {
   pthread_mutex_lock(&p->mu);
   p->fn = fn;
   p->arg = arg;
+  p->dynamic = 0;
   p->pending = p->n - 1;
   p->generation++;
   pthread_cond_broadcast(&p->start);

@@ -46,6 +46,41 @@ typedef struct ptarget {
 
 /* Zeroes the entries (or columns) whose score is below thr, and at most `budget`
  * entries with score == thr (ties), so the count is exact. */
+/* Blocks of block_k inputs x block_n outputs of a weight: W(k, n) is v[k * N + n] for a
+ * [K, N] weight (axis 1), v[n * K + k] for a transB [N, K] one. Block b covers inputs
+ * from (b / nbn) * block_k and outputs from (b % nbn) * block_n (edge blocks smaller). */
+static int64_t n_blocks(const ptarget *t, const kiln_prune_options *o) {
+  int64_t K = t->w->dims[t->axis == 1 ? 0 : 1], N = t->w->dims[t->axis == 1 ? 1 : 0];
+  return ((K + o->block_k - 1) / o->block_k) * ((N + o->block_n - 1) / o->block_n);
+}
+
+/* Visits block b: adds its squares to *ss (if given), zeroes it (if zero); returns its size. */
+static int64_t block_each(const ptarget *t, const kiln_prune_options *o, int64_t b, double *ss,
+                          int zero) {
+  int64_t K = t->w->dims[t->axis == 1 ? 0 : 1], N = t->w->dims[t->axis == 1 ? 1 : 0];
+  int64_t nbn = (N + o->block_n - 1) / o->block_n;
+  int64_t k0 = (b / nbn) * o->block_k, n0 = (b % nbn) * o->block_n, cnt = 0;
+  float *v = t->w->data;
+  for (int64_t k = k0; k < k0 + o->block_k && k < K; k++)
+    for (int64_t n = n0; n < n0 + o->block_n && n < N; n++) {
+      int64_t e = t->axis == 1 ? k * N + n : n * K + k;
+      if (ss) *ss += (double)v[e] * (double)v[e];
+      if (zero) v[e] = 0.0f;
+      cnt++;
+    }
+  return cnt;
+}
+
+static double block_rms(const ptarget *t, const kiln_prune_options *o, int64_t b) {
+  double ss = 0;
+  int64_t cnt = block_each(t, o, b, &ss, 0);
+  return cnt ? sqrt(ss / (double)cnt) : 0.0;
+}
+
+static void block_zero(const ptarget *t, const kiln_prune_options *o, int64_t b) {
+  block_each(t, o, b, NULL, 1);
+}
+
 kiln_status kiln_prune(kiln_ir_graph *g, const kiln_prune_options *opt,
                        kiln_prune_result *result, kiln_error *err) {
   if (result) memset(result, 0, sizeof *result);
@@ -53,6 +88,12 @@ kiln_status kiln_prune(kiln_ir_graph *g, const kiln_prune_options *opt,
   if (!(opt->sparsity >= 0.0 && opt->sparsity < 1.0))
     return kiln_error_set(err, KILN_E_RANGE, "prune: sparsity %g is outside [0, 1)",
                           opt->sparsity);
+  int block = opt->block_k > 0 || opt->block_n > 0;
+  if (block && (opt->block_k < 1 || opt->block_n < 1 || opt->block_k > 65536 || opt->block_n > 65536))
+    return kiln_error_set(err, KILN_E_RANGE, "prune: block %d x %d: both sides must be in [1, 65536]",
+                          opt->block_k, opt->block_n);
+  if (block && opt->structured)
+    return kiln_error_set(err, KILN_E_INVALID, "prune: block and structured pruning exclude each other");
   ptarget *t = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *t);
   if (!t) return kiln_error_set(err, KILN_E_NOMEM, "prune: out of memory");
   int nt = 0;
@@ -71,7 +112,8 @@ kiln_status kiln_prune(kiln_ir_graph *g, const kiln_prune_options *opt,
   /* scores: |w| per entry, or the RMS of a column (structured) */
   int64_t total = 0;
   for (int k = 0; k < nt; k++)
-    total += opt->structured ? t[k].w->dims[t[k].axis] : kiln_ir_tensor_numel(t[k].w);
+    total += block ? n_blocks(&t[k], opt) : opt->structured ? t[k].w->dims[t[k].axis]
+                                                             : kiln_ir_tensor_numel(t[k].w);
   double *score = malloc((size_t)(total ? total : 1) * sizeof *score);
   if (!score) {
     free(t);
@@ -81,7 +123,11 @@ kiln_status kiln_prune(kiln_ir_graph *g, const kiln_prune_options *opt,
   for (int k = 0; k < nt; k++) {
     const float *v = t[k].w->data;
     int64_t R = t[k].w->dims[0], C = t[k].w->dims[1];
-    if (!opt->structured) {
+    if (block) {
+      int64_t nb = n_blocks(&t[k], opt);
+      for (int64_t b = 0; b < nb; b++) score[off + b] = block_rms(&t[k], opt, b);
+      off += nb;
+    } else if (!opt->structured) {
       for (int64_t e = 0; e < R * C; e++) score[off + e] = fabs((double)v[e]);
       off += R * C;
     } else {
@@ -119,7 +165,7 @@ kiln_status kiln_prune(kiln_ir_graph *g, const kiln_prune_options *opt,
   for (int k = 0; k < nt; k++) {
     float *v = t[k].w->data;
     int64_t R = t[k].w->dims[0], C = t[k].w->dims[1];
-    int64_t n = opt->structured ? (t[k].axis == 1 ? C : R) : R * C;
+    int64_t n = block ? n_blocks(&t[k], opt) : opt->structured ? (t[k].axis == 1 ? C : R) : R * C;
     double thr = gthr;
     int64_t budget = gbudget, *bp = &gbudget;
     if (!opt->global) {
@@ -139,7 +185,8 @@ kiln_status kiln_prune(kiln_ir_graph *g, const kiln_prune_options *opt,
       int cut = sc < thr || (sc == thr && *bp > 0);
       if (sc == thr && *bp > 0) (*bp)--;
       if (!cut) continue;
-      if (!opt->structured) v[e] = 0.0f;
+      if (block) block_zero(&t[k], opt, e);
+      else if (!opt->structured) v[e] = 0.0f;
       else if (t[k].axis == 1)
         for (int64_t r = 0; r < R; r++) v[r * C + e] = 0.0f;
       else

@@ -174,10 +174,11 @@ static kiln_status weight(qctx *c, const kiln_ir_tensor *w, int axis, wq *out,
   if ((s = add_init(c, out->q, KILN_DTYPE_INT8, w->dims, 2, q)) ||
       (s = add_init(c, out->scale, KILN_DTYPE_FLOAT, &ch, 1, out->scales)))
     goto done;
-  /* DequantizeLinear's zero point is optional (0, of x's type): QDQ omits it */
-  if (c->opt.dynamic || c->opt.format == KILN_QFORMAT_QOPERATOR)
-    s = add_init(c, out->zp, KILN_DTYPE_INT8, &ch, 1, zps);
-  else out->zp[0] = '\0';
+  /* The zero point (all 0) is written although ONNX makes it optional: ONNX Runtime's
+   * QDQ -> QGemm/QLinearMatMul fusion moves a weight DequantizeLinear's inputs by
+   * position and declines one without it (then it runs float Gemm on weights it
+   * dequantizes every call). One byte per channel. */
+  s = add_init(c, out->zp, KILN_DTYPE_INT8, &ch, 1, zps);
 done:
   free(q);
   free(zps);
@@ -187,10 +188,10 @@ done:
 static kiln_status weight_dq(qctx *c, const wq *w, int axis) {
   char name[320];
   snprintf(name, sizeof name, "%s_DequantizeLinear", w->q);
-  const char *in[2] = {w->q, w->scale};
+  const char *in[3] = {w->q, w->scale, w->zp};
   const char *out[1] = {w->dq};
   kiln_ir_node *n = NULL;
-  kiln_status s = add_node(c, "DequantizeLinear", name, in, 2, out, 1, &n);
+  kiln_status s = add_node(c, "DequantizeLinear", name, in, 3, out, 1, &n);
   if (!s) s = kiln_ir_node_set_int(n, "axis", axis, c->err);
   return s;
 }
@@ -225,7 +226,7 @@ static kiln_status bias_int32(qctx *c, const kiln_ir_tensor *b, float sx, const 
   if ((s = add_init(c, qn, KILN_DTYPE_INT32, &n, 1, q)) ||
       (s = add_init(c, sn, KILN_DTYPE_FLOAT, &n, 1, sc)))
     goto done;
-  const char *in[2] = {qn, sn}; /* zero point omitted: 0 of int32 */
+  const char *in[2] = {qn, sn}; /* zero point omitted: 0 of int32 (ORT fuses this) */
   const char *out[1] = {dq};
   kiln_ir_node *node = NULL;
   if (!(s = add_node(c, "DequantizeLinear", name, in, 2, out, 1, &node)))

@@ -13,7 +13,6 @@
 #include "kiln/atomic_file.h"
 #include "kiln/data.h"
 #include "kiln/infer.h"
-#include "kiln/quantize.h"
 
 static const char *const CMD = "predict";
 
@@ -645,11 +644,7 @@ int cmd_predict(int argc, char **argv) {
   memset(&in, 0, sizeof in);
   float *out = NULL, *mean = NULL, *std = NULL, *scratch = NULL;
   if (kiln_onnx_read_file(a.model, &g, &err)) return cli_kiln_error(CMD, &err);
-  /* Pruned weights stored compactly (kiln quantize --prune) become dense again. */
-  if (kiln_sparse_unpack(g, NULL, &err)) {
-    kiln_ir_free(g);
-    return cli_kiln_error(CMD, &err);
-  }
+  /* Pruned weights stored compactly (kiln quantize --prune) are decoded by the session. */
   kiln_session_options so;
   kiln_session_options_init(&so);
   so.max_batch = a.batch;

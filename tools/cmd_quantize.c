@@ -37,6 +37,8 @@ void cmd_quantize_usage(FILE *out) {
           "  --prune S           magnitude-prune the weights to sparsity S in [0, 1) first and\n"
           "                      store them as bitmap + non-zeros (see docs/quantization.md)\n"
           "  --structured        prune whole neurons (output columns) instead of weights\n"
+          "  --prune-block KxN   prune whole blocks of K inputs x N outputs (4x16: what the\n"
+          "                      int8 runtime's block-sparse kernel skips)\n"
           "  --global            one pruning threshold over all layers\n"
           "\n"
           "Softmax (and a Sigmoid probability output) stay float; the report lists every\n"
@@ -168,6 +170,12 @@ int cmd_quantize(int argc, char **argv) {
       if (r < 0 || cli_parse_double(CMD, "--prune", v, 0.0, 1.0, 1, &po.sparsity))
         return CLI_EXIT_ERROR;
       prune = 1;
+    } else if ((r = cli_option(CMD, argc, argv, &i, "--prune-block", &v)) != 0) {
+      char tail = 0;
+      if (r < 0) return CLI_EXIT_ERROR;
+      if (sscanf(v, "%dx%d%c", &po.block_k, &po.block_n, &tail) != 2 || po.block_k < 1 ||
+          po.block_n < 1 || po.block_k > 65536 || po.block_n > 65536)
+        return cli_usage_error(CMD, "--prune-block %s: expected KxN with K, N in [1, 65536], e.g. 4x16", v);
     } else if ((r = cli_flag(CMD, argv[i], "--dynamic")) != 0) {
       if (r < 0) return CLI_EXIT_ERROR;
       qo.dynamic = 1;
@@ -190,8 +198,10 @@ int cmd_quantize(int argc, char **argv) {
   if (!in || !out) return cli_usage_error(CMD, "expected IN.onnx and OUT.onnx");
   if (!calib && !qo.dynamic)
     return cli_usage_error(CMD, "--calibrate DATASET|FILE is required (or use --dynamic)");
-  if ((po.structured || po.global) && !prune)
-    return cli_usage_error(CMD, "--structured and --global need --prune SPARSITY");
+  if ((po.structured || po.global || po.block_k) && !prune)
+    return cli_usage_error(CMD, "--structured, --global and --prune-block need --prune SPARSITY");
+  if (po.structured && po.block_k)
+    return cli_usage_error(CMD, "--structured and --prune-block exclude each other");
   if (cli_check_output_path(CMD, "OUT.onnx", out)) return CLI_EXIT_ERROR;
   co.max_rows = rows;
 
@@ -274,7 +284,7 @@ int cmd_quantize(int argc, char **argv) {
   printf("%s -> %s\n", in, out);
   if (prune)
     printf("pruned to %.1f%% sparsity (%s, %s); pruned weights stored as bitmap + non-zeros\n",
-           100.0 * po.sparsity, po.structured ? "structured" : "unstructured",
+           100.0 * po.sparsity, po.structured ? "structured" : po.block_k ? "blocks" : "unstructured",
            po.global ? "global" : "per layer");
   if (kiln_quant_report_print(&rep, stdout, &err)) {
     rc = cli_kiln_error(CMD, &err);

@@ -166,6 +166,11 @@ typedef struct kiln_prune_options {
   int structured;  /* zero whole output columns (neurons) by L2 norm instead of weights */
   int global;      /* one threshold over all layers (structured: over column RMS) */
   int skip_last;   /* leave the last matrix product (the classifier) alone; default 0 */
+  /* block pruning (0, 0: off): zero whole blocks of block_k consecutive inputs (rows of a
+   * [K, N] weight) x block_n consecutive outputs, aligned at multiples of the block, the
+   * blocks with the least RMS first. 4 x 16 is the int8 runtime's packed group, which its
+   * block-sparse kernel skips (docs/int8.md). Not with structured. */
+  int block_k, block_n;
 } kiln_prune_options;
 void kiln_prune_options_init(kiln_prune_options *opt);
 

@@ -24,6 +24,48 @@ static int teardown(void **state) {
   return 0;
 }
 
+/* A session straight from the file (kiln's bitmap-packed weights decoded at create, no
+ * kiln_sparse_unpack) on kernel path `path`: its output on x and its weight bytes. */
+static void run_file(const char *path, kiln_kernel_path kp, const kiln_matrix *x, kiln_matrix *y,
+                     size_t *weight_bytes) {
+  kiln_error err = {0};
+  kiln_session *s = NULL;
+  kiln_session_options so;
+  kiln_session_options_init(&so);
+  so.max_batch = x->rows;
+  so.kernel = kp;
+  CHECK_E(kiln_session_create_from_file(path, &so, &s, &err), &err);
+  kiln_tensor_view in = {0}, out = {0};
+  in.dtype = KILN_DTYPE_FLOAT;
+  in.rank = 2;
+  in.dims[0] = x->rows;
+  in.dims[1] = x->cols;
+  in.data = x->values;
+  CHECK_E(kiln_session_run(s, &in, 1, &out, 1, &err), &err);
+  CHECK_E(kiln_matrix_alloc(y, out.dims[0], out.dims[1], &err), &err);
+  memcpy(y->values, out.data, (size_t)(out.dims[0] * out.dims[1]) * sizeof(float));
+  *weight_bytes = kiln_session_weight_bytes(s);
+  kiln_session_free(s);
+}
+
+/* The runtime runs bitmap-packed files itself: the same bits and the same packed weights
+ * as the unpacked model, float and int8, on the reference and the best int8 path. */
+static void check_packed_runs(const char *dense_path, const char *packed_path, const kiln_matrix *x) {
+  static const kiln_kernel_path paths[] = {KILN_KERNEL_REF, KILN_KERNEL_AUTO};
+  for (int i = 0; i < 2; i++) {
+    kiln_matrix a = {0}, b = {0};
+    size_t wa = 0, wb = 0;
+    run_file(dense_path, paths[i], x, &a, &wa);
+    run_file(packed_path, paths[i], x, &b, &wb);
+    assert_int_equal(a.rows, b.rows);
+    assert_int_equal(a.cols, b.cols);
+    assert_memory_equal(a.values, b.values, (size_t)(a.rows * a.cols) * sizeof(float));
+    assert_int_equal(wa, wb); /* the chain is decoded, not kept beside the weights */
+    kiln_matrix_free(&a);
+    kiln_matrix_free(&b);
+  }
+}
+
 static void test_prune_per_layer_global_structured(void **state) {
   (void)state;
   kiln_error err = {0};
@@ -87,7 +129,8 @@ static void test_sparse_storage(void **state) {
   (void)state;
   kiln_error err = {0};
   kiln_ir_graph *g = q_trained_graph(512, 128, 64, 5, 3, &X, &Y, NULL);
-  char fpath[512], ppath[512], qpath[512], spath[512], runjs[1024];
+  char fpath[512], ppath[512], qpath[512], spath[512], dpath[512], runjs[1024];
+  q_tmp(dpath, sizeof dpath, "pruned_dense.onnx");
   q_tmp(fpath, sizeof fpath, "float.onnx");
   q_tmp(ppath, sizeof ppath, "pruned_sparse.onnx");
   q_tmp(qpath, sizeof qpath, "int8.onnx");
@@ -129,6 +172,27 @@ static void test_sparse_storage(void **state) {
   kiln_matrix back_out = {0};
   q_kiln_run(back, &xt, &back_out);
   assert_memory_equal(back_out.values, pruned_out.values, (size_t)(xt.rows * 5) * sizeof(float));
+  CHECK_E(kiln_onnx_write_file(g, dpath, &err), &err);
+  check_packed_runs(dpath, ppath, &xt);
+  remove(dpath);
+  {
+    /* packed values cut short: the session names the Gather and the weight */
+    char nm[512];
+    kiln_ir_tensor *v = NULL;
+    for (int i = 0; i < packed->n_initializers && !v; i++)
+      if (strstr(packed->initializers[i].name, ".kiln_sparse_values")) v = &packed->initializers[i];
+    assert_non_null(v);
+    snprintf(nm, sizeof nm, "%s", v->name);
+    v->dims[0] -= 3;
+    v->bytes -= 3 * sizeof(float);
+    kiln_session *bad = NULL;
+    assert_int_equal(kiln_session_create(packed, NULL, &bad, &err), KILN_E_FORMAT);
+    print_message("cut values: %s\n", err.message);
+    assert_non_null(strstr(err.message, "more set bits than"));
+    assert_non_null(strstr(err.message, nm));
+    v->dims[0] += 3;
+    v->bytes += 3 * sizeof(float);
+  }
 
   /* int8, dense and sparse */
   kiln_calibration cal = {0};
@@ -140,6 +204,7 @@ static void test_sparse_storage(void **state) {
   assert_int_equal(n, 2);
   CHECK_E(kiln_onnx_write_file(q, spath, &err), &err);
   q_onnx_check(spath);
+  check_packed_runs(qpath, spath, &xt);
   int64_t fb = q_file_size(fpath), pb = q_file_size(ppath), qb = q_file_size(qpath),
           sb = q_file_size(spath);
   print_message("sizes: float %lld, float 80%% sparse %lld (%.3f), int8 %lld (%.3f), "
@@ -172,6 +237,76 @@ static void test_sparse_storage(void **state) {
   kiln_matrix_free(&pruned_out);
   kiln_matrix_free(&ref);
   kiln_matrix_free(&xt);
+  kiln_ir_free(g);
+}
+
+/* Block pruning: 4 x 16 blocks (the int8 runtime's packed groups) zeroed whole, the
+ * exact count of blocks per layer; the int8 model then runs on the block-sparse tile (ref,
+ * VNNI) and the dense one (AVX2) with the same bits; bad blocks are refused. */
+static void test_block_pruning(void **state) {
+  (void)state;
+  kiln_error err = {0};
+  kiln_ir_graph *g = q_trained_graph(512, 128, 64, 5, 1, &X, &Y, NULL);
+  kiln_prune_options po;
+  kiln_prune_options_init(&po);
+  po.sparsity = 0.8;
+  po.block_k = 4;
+  po.block_n = 16;
+  po.skip_last = 1;
+  kiln_prune_result r;
+  CHECK_E(kiln_prune(g, &po, &r, &err), &err);
+  assert_int_equal(r.n, 2);
+  for (int i = 0; i < r.n; i++) {
+    const kiln_ir_tensor *w = kiln_ir_find_initializer(g, r.layers[i].initializer);
+    assert_non_null(w);
+    int64_t K = w->dims[0], N = w->dims[1], blocks = (K / 4) * (N / 16), zb = 0;
+    const float *v = w->data;
+    for (int64_t k0 = 0; k0 < K; k0 += 4)
+      for (int64_t n0 = 0; n0 < N; n0 += 16) {
+        int zeros = 0;
+        for (int64_t k = k0; k < k0 + 4; k++)
+          for (int64_t n = n0; n < n0 + 16; n++) zeros += v[k * N + n] == 0.0f;
+        assert_true(zeros == 0 || zeros == 64 || zeros < 8); /* whole blocks (or a rare 0) */
+        zb += zeros == 64;
+      }
+    assert_int_equal(zb, (int64_t)floor(0.8 * (double)blocks + 1e-9));
+  }
+  kiln_prune_result_free(&r);
+  kiln_calibration cal = {0};
+  CHECK_E(kiln_calibrate(g, &X, NULL, &cal, &err), &err);
+  kiln_ir_graph *q = NULL;
+  CHECK_E(kiln_quantize(g, &cal, NULL, &q, NULL, &err), &err);
+  char path[512];
+  q_tmp(path, sizeof path, "block_int8.onnx");
+  CHECK_E(kiln_onnx_write_file(q, path, &err), &err);
+  kiln_matrix xt = {0}, a = {0}, b = {0};
+  CHECK_E(kiln_matrix_slice_rows(&X, 1000, 1300, &xt, &err), &err);
+  size_t wa = 0, wb = 0;
+  run_file(path, KILN_KERNEL_REF, &xt, &a, &wa);
+  static const kiln_kernel_path others[] = {KILN_KERNEL_AVX2, KILN_KERNEL_VNNI, KILN_KERNEL_AUTO};
+  for (int i = 0; i < 3; i++) {
+    kiln_session *s = NULL;
+    kiln_session_options so;
+    kiln_session_options_init(&so);
+    so.kernel = others[i];
+    if (kiln_session_create_from_file(path, &so, &s, &err)) continue; /* the CPU lacks it */
+    kiln_session_free(s);
+    run_file(path, others[i], &xt, &b, &wb);
+    assert_memory_equal(a.values, b.values, (size_t)(a.rows * a.cols) * sizeof(float));
+    kiln_matrix_free(&b);
+  }
+  print_message("4x16 blocks at 80%%: int8 weight bytes in the session %zu (ref, sparse)\n", wa);
+  po.block_k = 0;
+  po.block_n = 16;
+  assert_int_equal(kiln_prune(g, &po, NULL, &err), KILN_E_RANGE);
+  po.block_k = 4;
+  po.structured = 1;
+  assert_int_equal(kiln_prune(g, &po, NULL, &err), KILN_E_INVALID);
+  remove(path);
+  kiln_matrix_free(&xt);
+  kiln_matrix_free(&a);
+  kiln_calibration_free(&cal);
+  kiln_ir_free(q);
   kiln_ir_free(g);
 }
 
@@ -221,6 +356,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_prune_per_layer_global_structured),
       cmocka_unit_test(test_sparse_storage),
+      cmocka_unit_test(test_block_pruning),
       cmocka_unit_test(test_schedule_callback),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -315,6 +315,12 @@ static double ort_variant(fixture *f, const char *runjs, const kiln_quantize_opt
     q_ort_run(runjs, path, xt, &out);
     agree = q_agreement(ref, &out);
     kiln_matrix_free(&out);
+    if (!qo->dynamic && qo->format == KILN_QFORMAT_QDQ) {
+      /* ORT fuses every QDQ Gemm into its int8 QGemm: no DequantizeLinear is left (it
+       * declined weight DequantizeLinear nodes without a zero point) */
+      assert_true(q_ort_optimized_has(runjs, path, xt, "QGemm"));
+      assert_false(q_ort_optimized_has(runjs, path, xt, "DequantizeLinear"));
+    }
   }
   print_message("%s: argmax agreement with float %.4f, file %lld / %lld bytes = %.3f\n", name,
                 agree, (long long)q_file_size(path), (long long)float_bytes,

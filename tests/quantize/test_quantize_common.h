@@ -95,6 +95,36 @@ static inline int q_ort_run(const char *runjs, const char *model, const kiln_mat
   return 0;
 }
 
+/* Whether ONNX Runtime's optimized graph of model (what it runs: optimizedModelFilePath)
+ * holds the bytes of op type `op` (e.g. "QGemm", "DequantizeLinear"). */
+static inline int q_ort_optimized_has(const char *runjs, const char *model, const kiln_matrix *x,
+                                      const char *op) {
+  char in[512], out[512], opt[512], cmd[4096];
+  q_tmp(in, sizeof in, "ortopt_in.npy");
+  q_tmp(out, sizeof out, "ortopt_out.npy");
+  q_tmp(opt, sizeof opt, "ortopt_model.onnx");
+  kiln_error err = {0};
+  if (kiln_npy_write(in, x, &err)) fail_msg("%s", err.message);
+  snprintf(cmd, sizeof cmd, "KILN_ORT_OPTIMIZED='%s' node '%s' '%s' '%s' '%s'", opt, runjs, model,
+           in, out);
+  int rc = q_run(cmd);
+  if (rc != 0) fail_msg("ONNX Runtime failed on %s (exit %d)", model, rc);
+  FILE *f = fopen(opt, "rb");
+  if (!f) fail_msg("ONNX Runtime wrote no optimized model %s", opt);
+  size_t cap = (size_t)q_file_size(opt), n, len = strlen(op);
+  char *buf = malloc(cap + 1);
+  if (!buf) fail_msg("out of memory");
+  n = fread(buf, 1, cap, f);
+  fclose(f);
+  int found = 0;
+  for (size_t i = 0; !found && i + len <= n; i++) found = memcmp(buf + i, op, len) == 0;
+  free(buf);
+  remove(in);
+  remove(out);
+  remove(opt);
+  return found;
+}
+
 static inline int64_t q_argmax(const float *row, int64_t n) {
   int64_t b = 0;
   for (int64_t i = 1; i < n; i++)

@@ -531,6 +531,23 @@ static void test_train_prune(void **state) {
   expect_in(r.err, "--prune", "stderr");
   assert_false(exists("m.kiln"));
   result_free(&r);
+
+  /* kiln quantize --prune-block: KxN, with --prune, not with --structured */
+  const char *b1[] = {"quantize", "in.onnx", "q.onnx", "--calibrate", "data.csv", "--prune", "0.8",
+                      "--prune-block", "4x", NULL};
+  const char *b2[] = {"quantize", "in.onnx", "q.onnx", "--calibrate", "data.csv", "--prune-block",
+                      "4x16", NULL};
+  const char *b3[] = {"quantize", "in.onnx", "q.onnx", "--calibrate", "data.csv", "--prune", "0.8",
+                      "--prune-block", "4x16", "--structured", NULL};
+  const char **bads[] = {b1, b2, b3};
+  const char *says[] = {"expected KxN", "need --prune", "exclude each other"};
+  for (int i = 0; i < 3; i++) {
+    r = run_kiln(bads[i]);
+    assert_int_equal(r.code, 2);
+    expect_in(r.err, says[i], "stderr");
+    assert_false(exists("q.onnx"));
+    result_free(&r);
+  }
 }
 
 static void test_bad_spec(void **state) {

@@ -5,6 +5,8 @@
 //   node run.js MODEL.onnx --input NAME=X.npy ... --output NAME=Y.npy ...
 // several inputs and outputs by graph name (every graph input must be given; the
 // outputs named are written). Exit 0 ok, 2 on any error.
+// KILN_ORT_OPTIMIZED=FILE also saves the graph ORT runs after its optimizations
+// (optimizedModelFilePath), to check which nodes it fused.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -86,10 +88,9 @@ async function main() {
     process.exit(2);
   }
   const ort = require('onnxruntime-node');
-  const session = await ort.InferenceSession.create(path.resolve(model), {
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: 1,
-  });
+  const opts = { graphOptimizationLevel: 'all', intraOpNumThreads: 1 };
+  if (process.env.KILN_ORT_OPTIMIZED) opts.optimizedModelFilePath = path.resolve(process.env.KILN_ORT_OPTIMIZED);
+  const session = await ort.InferenceSession.create(path.resolve(model), opts);
   if (input.startsWith('--')) {
     await runNamed(ort, session, process.argv.slice(3));
     return;
