@@ -184,6 +184,16 @@ kiln_status kiln_model_gradients_io(kiln_model *m, const kiln_io *x, const kiln_
                                     int training, double *loss, double *per_output,
                                     kiln_error *err);
 
+/* model.c — freeing what a model owns (weights are refcounted: from_layers shares them). */
+void kiln_layer_free_batch_buffers(kiln_layer *l);
+void kiln_model_free_compile_state(kiln_model *m);
+void kiln_weights_release(kiln_weights *w);
+/* layer_build.c — Keras' class name of a built-in layer kind ("Dense", ...). */
+const char *kiln_layer_kind_name(kiln_layer_kind k);
+/* layer_build.c — KILN_E_INVALID naming `what` unless input is a node of m. */
+kiln_status kiln_model_check_input_node(const kiln_model *m, kiln_node input, const char *what,
+                                        kiln_error *err);
+
 /* A batch of rows gathered from the caller's x: dense rows land in the Input
  * layer's buffer, CSR rows in `csr` (arrays sized for the largest batch). */
 typedef struct batch_source {
