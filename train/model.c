@@ -342,3 +342,11 @@ const char *kiln_model_metric_name(const kiln_model *m, int i) {
   return i >= 0 && i < m->n_metric_names ? m->metric_names[i] : NULL;
 }
 kiln_node kiln_model_output(const kiln_model *m) { return output_node(m); }
+int kiln_model_output_metric_count(const kiln_model *m, int output) {
+  return output >= 0 && output < m->n_outs ? m->outs[output].n_metric_names : 0;
+}
+const char *kiln_model_output_metric_name(const kiln_model *m, int output, int i) {
+  if (output < 0 || output >= m->n_outs) return NULL;
+  const kiln_output *o = &m->outs[output];
+  return i >= 0 && i < o->n_metric_names ? o->metric_names[i] : NULL;
+}
