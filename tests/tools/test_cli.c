@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -620,7 +621,7 @@ static void test_functional_spec(void **state) {
   assert_int_equal(kiln_model_input_count(m), 2);
   assert_int_equal(kiln_model_output_count(m), 2);
   kiln_model_free(m);
-  /* Errors: a name the model lacks, a missing --y, combinations, ONNX. */
+  /* Errors: a name the model lacks, a missing --y, combinations. */
   expect_failure((const char *[]){"train", "ticket.json", "--x", "tags=tags.npy", "--x",
                                   "titel=title.npy", "--y", "department=dept.npy", "--y",
                                   "priority=prio.npy", "--verbose", "0", NULL},
@@ -632,12 +633,51 @@ static void test_functional_spec(void **state) {
   expect_failure((const char *[]){"train", "ticket.json", "--data", "data.csv", "--x",
                                   "tags=tags.npy", "--y", "priority=prio.npy", NULL},
                  2, "--data cannot be combined with --x/--y");
-  r = run_kiln((const char *[]){"train", "ticket.json", "--x", "tags=tags.npy", "--y",
-                                "priority=prio.npy", "--output", "m.onnx", NULL});
-  assert_int_equal(r.code, 2);
-  expect_in(r.err, ".kiln checkpoint", "stderr");
+  /* ONNX: the same training (same seed) written as .onnx runs in kiln's runtime (kiln
+   * predict) with the outputs predict_io gives on the .kiln. */
+  const char *outs[2] = {"t.kiln", "t.onnx"};
+  for (int k = 0; k < 2; k++) {
+    r = run_kiln((const char *[]){"train", "ticket.json", "--x", "tags=tags.npy", "--x",
+                                  "title=title.npy", "--y", "department=dept.npy", "--y",
+                                  "priority=prio.npy", "--epochs", "2", "--seed", "3",
+                                  "--verbose", "0", "--output", outs[k], NULL});
+    if (r.code != 0) print_error("stderr: %s\n", r.err);
+    assert_int_equal(r.code, 0);
+    result_free(&r);
+  }
+  r = run_kiln((const char *[]){"predict", "t.onnx", "--input", "title=title.npy", "--input",
+                                "tags=tags.npy", "--output-dir", "t_out", NULL});
+  if (r.code != 0) print_error("stderr: %s\n", r.err);
+  assert_int_equal(r.code, 0);
   result_free(&r);
-  assert_false(exists("m.onnx"));
+  assert_int_equal(kiln_model_load(in_dir("t.kiln"), &m, NULL), KILN_OK);
+  kiln_matrix xs[2], want[2];
+  assert_int_equal(kiln_npy_read(in_dir("title.npy"), &xs[0], NULL), KILN_OK);
+  assert_int_equal(kiln_npy_read(in_dir("tags.npy"), &xs[1], NULL), KILN_OK);
+  kiln_io xio;
+  memset(&xio, 0, sizeof xio);
+  xio.n = 2;
+  xio.names[0] = "title";
+  xio.names[1] = "tags";
+  xio.data[0] = &xs[0];
+  xio.data[1] = &xs[1];
+  memset(want, 0, sizeof want);
+  assert_int_equal(kiln_model_predict_io(m, &xio, 64, want, NULL), KILN_OK);
+  const char *npys[2] = {"t_out/priority.npy", "t_out/department.npy"};
+  for (int k = 0; k < 2; k++) {
+    kiln_matrix got;
+    assert_int_equal(kiln_npy_read(in_dir(npys[k]), &got, NULL), KILN_OK);
+    assert_int_equal(got.rows, want[k].rows);
+    assert_int_equal(got.cols, want[k].cols);
+    for (int64_t i = 0; i < got.rows * got.cols; i++)
+      assert_true(fabsf(got.values[i] - want[k].values[i]) <= 1e-5f);
+    kiln_matrix_free(&got);
+    kiln_matrix_free(&want[k]);
+    kiln_matrix_free(&xs[k]);
+    unlink(in_dir(npys[k]));
+  }
+  rmdir(in_dir("t_out")); /* teardown removes files only */
+  kiln_model_free(m);
   expect_failure((const char *[]){"train", "ticket.json", "--x", "tags=none.npy", "--y",
                                   "priority=prio.npy", NULL},
                  2, "--x tags");
