@@ -27,6 +27,7 @@ void example_parse(int argc, char **argv, const char *usage, example_args *a) {
     if (strcmp(f, "--data-dir") == 0) a->data_dir = v;
     else if (strcmp(f, "--variant") == 0) a->variant = v;
     else if (strcmp(f, "--output") == 0) a->output = v;
+    else if (strcmp(f, "--mae-history") == 0) a->mae_history = v;
     else if (strcmp(f, "--seed") == 0) {
       a->seed = strtoull(v, &end, 10);
       if (*end || !*v) usage_exit(usage, "--seed takes a whole number");

@@ -13,6 +13,7 @@ typedef struct example_args {
   int verbose;          /* --verbose 0|1|2, default 0 */
   const char *variant;  /* --variant NAME, for examples with several models */
   const char *output;   /* --output FILE, for examples that save their model (NULL: none) */
+  const char *mae_history; /* --mae-history FILE (housing: K-fold mean val MAE per epoch) */
 } example_args;
 
 /* Parses argv; prints usage and exits 2 on a bad flag. */

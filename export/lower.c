@@ -29,24 +29,31 @@ typedef struct compile_info {
   int output;    /* the output node */
 } compile_info;
 
+/* Output k's metric names, comma-separated, in *out (malloc'd; NULL when none). */
+static kiln_status join_metrics(const kiln_model *m, int k, char **out, kiln_error *err) {
+  *out = NULL;
+  size_t total = 0;
+  int n = kiln_model_output_metric_count(m, k);
+  for (int i = 0; i < n; i++) total += strlen(kiln_model_output_metric_name(m, k, i)) + 1;
+  if (!total) return KILN_OK;
+  char *s = malloc(total);
+  if (!s) return kiln_error_set(err, KILN_E_NOMEM, "lower: out of memory");
+  s[0] = '\0';
+  for (int i = 0; i < n; i++) {
+    if (i) strcat(s, ",");
+    strcat(s, kiln_model_output_metric_name(m, k, i));
+  }
+  *out = s;
+  return KILN_OK;
+}
+
 static kiln_status read_compile_info(const kiln_model *m, compile_info *ci, kiln_error *err) {
   memset(ci, 0, sizeof *ci);
   ci->output = kiln_model_output(m);
   if (!kiln_model_is_compiled(m)) return KILN_OK;
   ci->compiled = 1;
   snprintf(ci->loss, sizeof ci->loss, "%s", kiln_loss_name(kiln_model_loss(m)));
-  size_t total = 0;
-  int n = kiln_model_metric_count(m);
-  for (int i = 0; i < n; i++) total += strlen(kiln_model_metric_name(m, i)) + 1;
-  if (!total) return KILN_OK;
-  ci->metrics = malloc(total);
-  if (!ci->metrics) return kiln_error_set(err, KILN_E_NOMEM, "lower: out of memory");
-  ci->metrics[0] = '\0';
-  for (int i = 0; i < n; i++) {
-    if (i) strcat(ci->metrics, ",");
-    strcat(ci->metrics, kiln_model_metric_name(m, i));
-  }
-  return KILN_OK;
+  return join_metrics(m, 0, &ci->metrics, err);
 }
 
 /* --- small string builders ------------------------------------------------------ */
@@ -247,10 +254,8 @@ static kiln_status check_options(const kiln_export_options *opt, int64_t in_feat
 }
 
 /* Multi-output metadata: kiln.loss.<output>, kiln.loss_weight.<output> per output and
- * kiln.metrics.<output> where the trainer says which metrics (its public accessors give
- * the first output's). See docs/multi-io.md. */
-static kiln_status set_output_metadata(kiln_ir_graph *g, const kiln_model *m,
-                                       const compile_info *ci, kiln_error *err) {
+ * kiln.metrics.<output> for each output with metrics. See docs/multi-io.md. */
+static kiln_status set_output_metadata(kiln_ir_graph *g, const kiln_model *m, kiln_error *err) {
   kiln_status s;
   int n = kiln_model_output_count(m);
   for (int k = 0; k < n; k++) {
@@ -262,9 +267,13 @@ static kiln_status set_output_metadata(kiln_ir_graph *g, const kiln_model *m,
     snprintf(key, sizeof key, "kiln.loss_weight.%s", l.name);
     snprintf(num, sizeof num, "%.9g", (double)kiln_model_output_loss_weight(m, k));
     if ((s = kiln_ir_set_meta(g, key, num, err))) return s;
-    if (k == 0 && ci->metrics) {
+    char *metrics;
+    if ((s = join_metrics(m, k, &metrics, err))) return s;
+    if (metrics) {
       snprintf(key, sizeof key, "kiln.metrics.%s", l.name);
-      if ((s = kiln_ir_set_meta(g, key, ci->metrics, err))) return s;
+      s = kiln_ir_set_meta(g, key, metrics, err);
+      free(metrics);
+      if (s) return s;
     }
   }
   return KILN_OK;
@@ -365,8 +374,15 @@ kiln_status kiln_model_lower(const kiln_model *m, const kiln_export_options *opt
       }
       value[i] = l.name;
     } else {
-      s = kiln_error_set(err, KILN_E_UNSUPPORTED, "lower: layer '%s': kind %d has no ONNX form",
-                         l.name, (int)l.kind);
+      const kiln_layer_class *cls = kiln_model_layer_class(m, i);
+      if (cls)
+        s = kiln_error_set(err, KILN_E_UNSUPPORTED,
+                           "lower: layer '%s' is a custom layer (class \"%s\"), which has no "
+                           "ONNX form; export a model without it (kiln_model_from_layers) or "
+                           "replace it with built-in layers", l.name, cls->type ? cls->type : "?");
+      else
+        s = kiln_error_set(err, KILN_E_UNSUPPORTED, "lower: layer '%s': kind %d has no ONNX form",
+                           l.name, (int)l.kind);
       goto done;
     }
   }
@@ -436,7 +452,7 @@ kiln_status kiln_model_lower(const kiln_model *m, const kiln_export_options *opt
     if ((s = set_metadata(g, &ci, opt, err))) goto done;
   } else {
     if ((s = set_metadata(g, &(compile_info){0}, opt, err))) goto done;
-    if (ci.compiled && (s = set_output_metadata(g, m, &ci, err))) goto done;
+    if (ci.compiled && (s = set_output_metadata(g, m, err))) goto done;
   }
   *out = g;
   g = NULL;

@@ -85,7 +85,8 @@ void cmd_train_usage(FILE *out) {
           "  --output MODEL.kiln     write the trained model (a kiln checkpoint)\n"
           "  --output MODEL.onnx     or export it as ONNX (opset 13, Gemm; the --standardize\n"
           "                          mean and std recorded as kiln.input_mean/input_std;\n"
-          "                          see kiln export for other forms)\n"
+          "                          see kiln export for other forms); a functional spec\n"
+          "                          trained from --x/--y exports all its inputs/outputs\n"
           "  --json                  print one JSON object with the final figures as the last\n"
           "                          line of stdout\n"
           "\n"
@@ -262,10 +263,6 @@ static int parse_args(int argc, char **argv, train_args *a) {
                              single);
     if (!a->n_x || !a->n_y)
       return cli_usage_error(CMD, "--x and --y go together (every input's and output's data)");
-    if (a->output_path && is_onnx_name(a->output_path))
-      return cli_usage_error(CMD, "--output %s: a model trained from --x/--y is written as a "
-                                  ".kiln checkpoint (ONNX export takes one input)",
-                             a->output_path);
   } else if (!a->data) {
     return cli_usage_error(CMD, "missing --data NAME|FILE (or --x/--y for a functional spec)");
   }
@@ -680,7 +677,7 @@ static int run_by_name(const train_args *a, train_run *t, kiln_fit_options *fit)
   if (!t->json_line) return cli_error(CMD, "out of memory");
   if (a->history_path && kiln_history_write_csv(&t->history, a->history_path, &err))
     return cli_kiln_error(CMD, &err);
-  if (a->output_path && kiln_model_save(t->model, a->output_path, &err)) {
+  if (a->output_path && save_model(a, t, &err)) {
     if (a->history_path) remove(a->history_path); /* this run wrote it */
     return cli_kiln_error(CMD, &err);
   }

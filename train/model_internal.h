@@ -174,7 +174,7 @@ kiln_status kiln_loss_check_targets(kiln_loss loss, const kiln_matrix *y, int64_
 /* Regularization penalty of all kernels; with add_grad, its gradient is added. */
 double kiln_regularization(kiln_model *m, int add_grad);
 
-/* fit.c — loss and gradients of (x, y) as one batch (training: dropout on), for
+/* train_step.c — loss and gradients of (x, y) as one batch (training: dropout on), for
  * gradient checks and custom training loops. The gradients stay in the layers. */
 kiln_status kiln_model_gradients(kiln_model *m, const kiln_matrix *x, const kiln_matrix *y,
                                  int training, double *loss, kiln_error *err);
@@ -183,6 +183,66 @@ kiln_status kiln_model_gradients(kiln_model *m, const kiln_matrix *x, const kiln
 kiln_status kiln_model_gradients_io(kiln_model *m, const kiln_io *x, const kiln_io *y,
                                     int training, double *loss, double *per_output,
                                     kiln_error *err);
+
+/* model.c — freeing what a model owns (weights are refcounted: from_layers shares them). */
+void kiln_layer_free_batch_buffers(kiln_layer *l);
+void kiln_model_free_compile_state(kiln_model *m);
+void kiln_weights_release(kiln_weights *w);
+/* layer_build.c — Keras' class name of a built-in layer kind ("Dense", ...). */
+const char *kiln_layer_kind_name(kiln_layer_kind k);
+/* layer_build.c — KILN_E_INVALID naming `what` unless input is a node of m. */
+kiln_status kiln_model_check_input_node(const kiln_model *m, kiln_node input, const char *what,
+                                        kiln_error *err);
+
+/* A batch of rows gathered from the caller's x: dense rows land in the Input
+ * layer's buffer, CSR rows in `csr` (arrays sized for the largest batch). */
+typedef struct batch_source {
+  const kiln_matrix *x;
+  kiln_matrix csr;
+  int64_t cap_nnz;
+} batch_source;
+
+/* The data of one call, in the model's input and output order. */
+typedef struct io_data {
+  int n_x, n_y;
+  const kiln_matrix *x[KILN_MAX_IO];
+  const kiln_matrix *y[KILN_MAX_IO];
+} io_data;
+
+/* One batch source per model input. */
+typedef struct feed {
+  int n;
+  batch_source src[KILN_MAX_IO];
+} feed;
+
+
+/* batch_feed.c — one batch source per input; kiln_feed_gather copies rows idx[begin..]
+ * (or begin.. when idx is NULL) into the Input layers. */
+kiln_status kiln_feed_init(feed *f, const io_data *d, int64_t batch, kiln_error *err);
+void kiln_feed_free(feed *f);
+void kiln_feed_gather(feed *f, kiln_model *m, const int64_t *idx, int64_t begin, int64_t rows);
+
+/* graph_pass.c — the passes over the layer graph and the outputs' summed loss. */
+kiln_status kiln_graph_forward(kiln_model *m, int64_t rows, int training, kiln_error *err);
+void kiln_graph_backward(kiln_model *m, int64_t rows);
+double kiln_outputs_loss(kiln_model *m, int64_t rows, const float *const *y,
+                         const int64_t *ycols, double *per_output, int with_grad);
+kiln_status kiln_loss_and_gradients(kiln_model *m, int64_t rows, const float *const *y,
+                                    const int64_t *ycols, int training, double *loss,
+                                    double *per_output, kiln_error *err);
+
+/* fit_prepare.c — a call's data checked against the model; the evaluation pass. */
+kiln_status kiln_check_compiled(const kiln_model *m, int64_t batch, const char *what,
+                                kiln_error *err);
+kiln_status kiln_resolve_io(const kiln_model *m, const kiln_io *x, const kiln_io *y,
+                            const char *what, io_data *d, kiln_error *err);
+kiln_status kiln_fit_prepare(kiln_model *m, const io_data *d, int64_t batch, const char *what,
+                             kiln_error *err);
+kiln_status kiln_run_eval(kiln_model *m, const io_data *d, int64_t begin, int64_t end,
+                          int64_t batch, double *loss_out, double *per_output, kiln_error *err);
+void kiln_logs_fill(kiln_model *m, kiln_logs *logs, double loss, const double *per_output,
+                    int val);
+kiln_io kiln_io_one(const kiln_matrix *x);
 
 /* optimizer.c */
 kiln_status kiln_optimizer_prepare(kiln_model *m, kiln_error *err);

@@ -311,6 +311,11 @@ void kiln_model_get_optimizer(const kiln_model *m, kiln_optimizer *out);
 int kiln_model_metric_count(const kiln_model *m);
 const char *kiln_model_metric_name(const kiln_model *m, int i);
 kiln_node kiln_model_output(const kiln_model *m);
+/* The metric names compile gave output `output` (0 .. kiln_model_output_count - 1),
+ * valid until recompiled or freed; count 0 and name NULL out of range or before
+ * compile. Output 0's are kiln_model_metric_count/_name. */
+int kiln_model_output_metric_count(const kiln_model *m, int output);
+const char *kiln_model_output_metric_name(const kiln_model *m, int output, int i);
 /* Changes the learning rate (schedules). */
 void kiln_model_set_learning_rate(kiln_model *m, float lr);
 float kiln_model_learning_rate(const kiln_model *m);

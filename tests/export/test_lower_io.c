@@ -117,6 +117,7 @@ static void test_lower_ticket(void **state) {
                         "sparse_categorical_crossentropy");
     assert_string_equal(kiln_ir_get_meta(g, "kiln.loss_weight.department"), "1");
     assert_string_equal(kiln_ir_get_meta(g, "kiln.metrics.priority"), "mae");
+    assert_string_equal(kiln_ir_get_meta(g, "kiln.metrics.department"), "accuracy");
     assert_null(kiln_ir_get_meta(g, "kiln.loss"));
     same_outputs(g, m, &d);
     /* through the file */
@@ -135,6 +136,14 @@ static void test_lower_ticket(void **state) {
     assert_true(kiln_model_is_compiled(im));
     assert_int_equal(kiln_model_output_loss(im, 1), KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY);
     assert_int_equal(kiln_model_output_loss(im, 0), KILN_LOSS_MEAN_SQUARED_ERROR);
+    /* every output's metrics come back */
+    assert_int_equal(kiln_model_output_metric_count(im, 0), 1);
+    assert_string_equal(kiln_model_output_metric_name(im, 0, 0), "mae");
+    assert_int_equal(kiln_model_output_metric_count(im, 1), 1);
+    assert_string_equal(kiln_model_output_metric_name(im, 1, 0), "accuracy");
+    assert_null(kiln_model_output_metric_name(im, 1, 1));
+    assert_int_equal(kiln_model_output_metric_count(im, 2), 0);
+    assert_null(kiln_model_output_metric_name(im, -1, 0));
     same_outputs(back, im, &d);
     kiln_node n;
     OK(kiln_model_find_layer(im, "concatenate", &n, E));

@@ -77,6 +77,37 @@ static void test_housing(void **state) {
   assert_true(field(line, "test_mae") <= 0.36);
 }
 
+/* --mae-history: the folds' mean val MAE per epoch as "epoch,val_mae" (figure 4.10). */
+static void test_housing_mae_history(void **state) {
+  skip_without("housing/california_housing.csv");
+  char path[] = "/tmp/kiln_mae_history_XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  close(fd);
+  char args[256], line[4096];
+  snprintf(args, sizeof args, "--seed 1 --epochs 12 --mae-history '%s'", path);
+  run_example("housing", args, line, sizeof line);
+  FILE *f = fopen(path, "r");
+  assert_non_null(f);
+  char row[256];
+  assert_non_null(fgets(row, sizeof row, f));
+  assert_string_equal(row, "epoch,val_mae\n");
+  int n = 0;
+  double first = 0, last = 0;
+  while (fgets(row, sizeof row, f)) {
+    const char *comma = strchr(row, ',');
+    assert_non_null(comma);
+    assert_int_equal(atoi(row), n);
+    last = strtod(comma + 1, NULL);
+    assert_true(last > 0 && last < 10);
+    if (n++ == 0) first = last;
+  }
+  fclose(f);
+  unlink(path);
+  assert_int_equal(n, 12);
+  assert_true(last < first); /* the curve falls */
+}
+
 static void test_fashion_mnist(void **state) {
   if (!have("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
     print_message("skipped: install dataset-fashion-mnist\n");
@@ -128,7 +159,8 @@ static void test_custom_loop(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_imdb), cmocka_unit_test(test_reuters),
-      cmocka_unit_test(test_housing), cmocka_unit_test(test_fashion_mnist),
+      cmocka_unit_test(test_housing), cmocka_unit_test(test_housing_mae_history),
+      cmocka_unit_test(test_fashion_mnist),
       cmocka_unit_test(test_custom_metric), cmocka_unit_test(test_custom_layer),
       cmocka_unit_test(test_custom_loop),
   };

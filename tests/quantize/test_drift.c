@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+
+#include "../run_kiln.h"
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -445,68 +447,12 @@ static void test_token_input(void **state) {
 
 /* --- the command ----------------------------------------------------------------------- */
 
-typedef struct result {
-  int code;
-  char *out, *err;
-} result;
-
 static char kiln_path[1024];
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 1 << 16, len = 0, n;
-  char *s = malloc(cap);
-  assert_non_null(s);
-  while ((n = fread(s + len, 1, cap - len - 1, f)) > 0) {
-    len += n;
-    if (cap - len < 1024) {
-      cap *= 2;
-      s = realloc(s, cap);
-      assert_non_null(s);
-    }
-  }
-  fclose(f);
-  s[len] = '\0';
-  return s;
-}
 
-static result run_kiln(const char *const *args) {
-  char out_path[600], err_path[600];
-  snprintf(out_path, sizeof out_path, "%s/stdout.txt", dir);
-  snprintf(err_path, sizeof err_path, "%s/stderr.txt", dir);
-  char *argv[40];
-  int n = 0;
-  argv[n++] = kiln_path;
-  for (; args[n - 1] && n < 39; n++) argv[n] = (char *)args[n - 1];
-  argv[n] = NULL;
-  fflush(NULL);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fo < 0 || fe < 0 || chdir(dir) != 0) _exit(126);
-    dup2(fo, 1);
-    dup2(fe, 2);
-    execv(kiln_path, argv);
-    _exit(127);
-  }
-  int status;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_text(out_path);
-  r.err = read_text(err_path);
-  assert_non_null(r.out);
-  assert_non_null(r.err);
-  return r;
-}
+/* Runs kiln with args (NULL-terminated), in the test folder. */
+static result run_kiln(const char *const *args) { return run_kiln_in(kiln_path, dir, args); }
 
-static void result_free(result *r) {
-  free(r->out);
-  free(r->err);
-}
 
 static cJSON *last_line_json(const char *out) {
   size_t len = strlen(out);

@@ -5,8 +5,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+
+#include "../run_kiln.h"
 #include <dirent.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,17 +24,6 @@
 static char kiln_path[1024];
 static char dir[64];
 
-typedef struct result {
-  int code; /* exit status, or -1 when killed by a signal */
-  char *out;
-  char *err;
-} result;
-
-static void result_free(result *r) {
-  free(r->out);
-  free(r->err);
-  memset(r, 0, sizeof *r);
-}
 
 static char *in_dir(const char *name) {
   static char buf[8][512];
@@ -41,24 +33,6 @@ static char *in_dir(const char *name) {
   return p;
 }
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 4096, len = 0, n;
-  char *s = malloc(cap);
-  assert_non_null(s);
-  while ((n = fread(s + len, 1, cap - len - 1, f)) > 0) {
-    len += n;
-    if (cap - len < 1024) {
-      cap *= 2;
-      s = realloc(s, cap);
-      assert_non_null(s);
-    }
-  }
-  fclose(f);
-  s[len] = '\0';
-  return s;
-}
 
 static void write_text(const char *name, const char *text) {
   FILE *f = fopen(in_dir(name), "w");
@@ -83,39 +57,7 @@ static int exists(const char *name) {
 }
 
 /* Runs kiln with args (NULL-terminated), in the test folder. */
-static result run_kiln(const char *const *args) {
-  const char *out_path = in_dir("stdout.txt"), *err_path = in_dir("stderr.txt");
-  char *argv[32];
-  int n = 0;
-  argv[n++] = kiln_path;
-  for (; args[n - 1] && n < 31; n++) argv[n] = (char *)args[n - 1];
-  argv[n] = NULL;
-  fflush(NULL);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fo < 0 || fe < 0 || chdir(dir) != 0) _exit(126);
-    dup2(fo, 1);
-    dup2(fe, 2);
-    close(fo);
-    close(fe);
-    execv(kiln_path, argv);
-    _exit(127);
-  }
-  int status;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_text(out_path);
-  r.err = read_text(err_path);
-  assert_non_null(r.out);
-  assert_non_null(r.err);
-  unlink(out_path);
-  unlink(err_path);
-  return r;
-}
+static result run_kiln(const char *const *args) { return run_kiln_in(kiln_path, dir, args); }
 
 static void expect_in(const char *text, const char *what, const char *where) {
   if (!strstr(text, what)) {
@@ -637,7 +579,7 @@ static void test_functional_spec(void **state) {
   assert_int_equal(kiln_model_input_count(m), 2);
   assert_int_equal(kiln_model_output_count(m), 2);
   kiln_model_free(m);
-  /* Errors: a name the model lacks, a missing --y, combinations, ONNX. */
+  /* Errors: a name the model lacks, a missing --y, combinations. */
   expect_failure((const char *[]){"train", "ticket.json", "--x", "tags=tags.npy", "--x",
                                   "titel=title.npy", "--y", "department=dept.npy", "--y",
                                   "priority=prio.npy", "--verbose", "0", NULL},
@@ -649,12 +591,51 @@ static void test_functional_spec(void **state) {
   expect_failure((const char *[]){"train", "ticket.json", "--data", "data.csv", "--x",
                                   "tags=tags.npy", "--y", "priority=prio.npy", NULL},
                  2, "--data cannot be combined with --x/--y");
-  r = run_kiln((const char *[]){"train", "ticket.json", "--x", "tags=tags.npy", "--y",
-                                "priority=prio.npy", "--output", "m.onnx", NULL});
-  assert_int_equal(r.code, 2);
-  expect_in(r.err, ".kiln checkpoint", "stderr");
+  /* ONNX: the same training (same seed) written as .onnx runs in kiln's runtime (kiln
+   * predict) with the outputs predict_io gives on the .kiln. */
+  const char *outs[2] = {"t.kiln", "t.onnx"};
+  for (int k = 0; k < 2; k++) {
+    r = run_kiln((const char *[]){"train", "ticket.json", "--x", "tags=tags.npy", "--x",
+                                  "title=title.npy", "--y", "department=dept.npy", "--y",
+                                  "priority=prio.npy", "--epochs", "2", "--seed", "3",
+                                  "--verbose", "0", "--output", outs[k], NULL});
+    if (r.code != 0) print_error("stderr: %s\n", r.err);
+    assert_int_equal(r.code, 0);
+    result_free(&r);
+  }
+  r = run_kiln((const char *[]){"predict", "t.onnx", "--input", "title=title.npy", "--input",
+                                "tags=tags.npy", "--output-dir", "t_out", NULL});
+  if (r.code != 0) print_error("stderr: %s\n", r.err);
+  assert_int_equal(r.code, 0);
   result_free(&r);
-  assert_false(exists("m.onnx"));
+  assert_int_equal(kiln_model_load(in_dir("t.kiln"), &m, NULL), KILN_OK);
+  kiln_matrix xs[2], want[2];
+  assert_int_equal(kiln_npy_read(in_dir("title.npy"), &xs[0], NULL), KILN_OK);
+  assert_int_equal(kiln_npy_read(in_dir("tags.npy"), &xs[1], NULL), KILN_OK);
+  kiln_io xio;
+  memset(&xio, 0, sizeof xio);
+  xio.n = 2;
+  xio.names[0] = "title";
+  xio.names[1] = "tags";
+  xio.data[0] = &xs[0];
+  xio.data[1] = &xs[1];
+  memset(want, 0, sizeof want);
+  assert_int_equal(kiln_model_predict_io(m, &xio, 64, want, NULL), KILN_OK);
+  const char *npys[2] = {"t_out/priority.npy", "t_out/department.npy"};
+  for (int k = 0; k < 2; k++) {
+    kiln_matrix got;
+    assert_int_equal(kiln_npy_read(in_dir(npys[k]), &got, NULL), KILN_OK);
+    assert_int_equal(got.rows, want[k].rows);
+    assert_int_equal(got.cols, want[k].cols);
+    for (int64_t i = 0; i < got.rows * got.cols; i++)
+      assert_true(fabsf(got.values[i] - want[k].values[i]) <= 1e-5f);
+    kiln_matrix_free(&got);
+    kiln_matrix_free(&want[k]);
+    kiln_matrix_free(&xs[k]);
+    unlink(in_dir(npys[k]));
+  }
+  rmdir(in_dir("t_out")); /* teardown removes files only */
+  kiln_model_free(m);
   expect_failure((const char *[]){"train", "ticket.json", "--x", "tags=none.npy", "--y",
                                   "priority=prio.npy", NULL},
                  2, "--x tags");

@@ -9,6 +9,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+
+#include "../run_kiln.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
@@ -203,17 +205,6 @@ static void test_svg_escape(void **state) {
 static char kiln_path[1024];
 static char dir[64];
 
-typedef struct result {
-  int code;
-  char *out;
-  char *err;
-} result;
-
-static void result_free(result *r) {
-  free(r->out);
-  free(r->err);
-  memset(r, 0, sizeof *r);
-}
 
 static char *in_dir(const char *name) {
   static char buf[8][512];
@@ -223,24 +214,6 @@ static char *in_dir(const char *name) {
   return p;
 }
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  size_t cap = 4096, len = 0, n;
-  char *s = malloc(cap);
-  assert_non_null(s);
-  while ((n = fread(s + len, 1, cap - len - 1, f)) > 0) {
-    len += n;
-    if (cap - len < 1024) {
-      cap *= 2;
-      s = realloc(s, cap);
-      assert_non_null(s);
-    }
-  }
-  fclose(f);
-  s[len] = '\0';
-  return s;
-}
 
 static void write_text(const char *name, const char *text) {
   FILE *f = fopen(in_dir(name), "w");
@@ -254,39 +227,8 @@ static int exists(const char *name) {
   return stat(in_dir(name), &st) == 0;
 }
 
-static result run_kiln(const char *const *args) {
-  const char *out_path = in_dir("stdout.txt"), *err_path = in_dir("stderr.txt");
-  char *argv[32];
-  int n = 0;
-  argv[n++] = kiln_path;
-  for (; args[n - 1] && n < 31; n++) argv[n] = (char *)args[n - 1];
-  argv[n] = NULL;
-  fflush(NULL);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fo < 0 || fe < 0 || chdir(dir) != 0) _exit(126);
-    dup2(fo, 1);
-    dup2(fe, 2);
-    close(fo);
-    close(fe);
-    execv(kiln_path, argv);
-    _exit(127);
-  }
-  int status;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_text(out_path);
-  r.err = read_text(err_path);
-  assert_non_null(r.out);
-  assert_non_null(r.err);
-  unlink(out_path);
-  unlink(err_path);
-  return r;
-}
+/* Runs kiln with args (NULL-terminated), in the test folder. */
+static result run_kiln(const char *const *args) { return run_kiln_in(kiln_path, dir, args); }
 
 static void expect_in(const char *text, const char *what, const char *where) {
   if (!strstr(text, what)) {
