@@ -1096,7 +1096,8 @@ static kiln_status build_qlinear_matmul(builder *b, int ni) {
  * every intermediate has exactly one consumer and is not a graph output, K <= 32768.
  * The chain becomes one QGEMM step: y_q = requant(x_q W + bias) (qgemm.h), reading x_q
  * and writing y_q as int8, so consecutive layers hand int8 to each other; the
- * DequantizeLinear of x_q is dropped when the Gemm is its only reader. What is left
+ * DequantizeLinear of x_q is dropped when the Gemm is its only reader, or when every
+ * reader is such a fused Gemm (two heads on one hidden layer). What is left
  * (the first QuantizeLinear, the last DequantizeLinear to a float output or Softmax)
  * runs as its own step, and anything else runs op by op. */
 
@@ -1322,6 +1323,22 @@ static void find_qgemms(builder *b) {
     if (p->add >= 0) b->fused[p->add] = 1;
     if (p->relu >= 0) b->fused[p->relu] = 1;
     if (p->q >= 0) b->fused[p->q] = 1;
+  }
+  /* A DequantizeLinear of x_q read by several Gemms (a hidden layer read by two heads)
+   * goes too when every reader is a fused QGEMM reading x_q through it and its output is
+   * not a graph output: nothing would read what it computes. */
+  for (int i = 0; i < b->n_nodes; i++) {
+    const qpat *p = &b->qp[i];
+    if (!p->active || b->fused[i] || b->fused[p->dqx]) continue;
+    const char *xf = b->nodes[i].inputs[0];
+    int is_out, all = 1;
+    count_consumers(b, xf, &is_out);
+    for (int j = 0; j < b->n_nodes && all && !is_out; j++)
+      for (int k = 0; k < b->nodes[j].n_inputs; k++)
+        if (strcmp(b->nodes[j].inputs[k], xf) == 0 &&
+            (k != 0 || b->fused[j] || !b->qp[j].active || b->qp[j].dqx != p->dqx))
+          all = 0;
+    if (all && !is_out) b->fused[p->dqx] = 1;
   }
 }
 

@@ -5,6 +5,7 @@
 #define KILN_INFER_SESSION_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -128,9 +129,9 @@ typedef struct kiln_pool {
   pthread_t *threads;
   pthread_mutex_t mu;
   pthread_cond_t start, done;
-  unsigned long generation;
-  int pending;
-  int stop;
+  atomic_ulong generation; /* written under mu; read without it while spinning */
+  atomic_int pending;
+  atomic_int stop;
   kiln_task_fn fn;
   void *arg;
   int dynamic, closed; /* kiln_pool_run_dynamic's task, and whether it is finished */

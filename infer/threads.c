@@ -1,7 +1,12 @@
 /* kiln runtime — the session's intra-op thread pool: workers created once at session
- * create, woken per task by a condition variable; the calling thread is worker 0. */
+ * create, woken per task by a condition variable; the calling thread is worker 0.
+ * After a task a worker spins briefly (KILN_POOL_SPIN_NS) for the next one before it
+ * sleeps, and the caller spins briefly for the workers before it sleeps: runs that
+ * follow each other closely (a batch loop) then skip the futex wake-ups, which cost as
+ * much as a small model's work. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "session_internal.h"
 
@@ -9,6 +14,44 @@ typedef struct worker_arg {
   kiln_pool *pool;
   int tid;
 } worker_arg;
+
+#define KILN_POOL_SPIN_NS 50000 /* 50 us */
+
+static void spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Spins up to KILN_POOL_SPIN_NS while *v == old (the caller holds no lock). */
+static void spin_while_ulong(atomic_ulong *v, unsigned long old, atomic_int *stop) {
+  int64_t t0 = now_ns();
+  for (unsigned i = 1;; i++) {
+    if (atomic_load_explicit(v, memory_order_acquire) != old ||
+        atomic_load_explicit(stop, memory_order_relaxed))
+      return;
+    spin_pause();
+    if ((i & 31) == 0 && now_ns() - t0 > KILN_POOL_SPIN_NS) return;
+  }
+}
+
+/* Spins up to KILN_POOL_SPIN_NS while *v > 0. */
+static void spin_while_positive(atomic_int *v) {
+  int64_t t0 = now_ns();
+  for (unsigned i = 1;; i++) {
+    if (atomic_load_explicit(v, memory_order_acquire) <= 0) return;
+    spin_pause();
+    if ((i & 31) == 0 && now_ns() - t0 > KILN_POOL_SPIN_NS) return;
+  }
+}
 
 static void *worker_main(void *p) {
   worker_arg wa = *(worker_arg *)p;
@@ -31,6 +74,9 @@ static void *worker_main(void *p) {
     fn(arg, wa.tid, pool->n);
     pthread_mutex_lock(&pool->mu);
     if (--pool->pending == 0) pthread_cond_signal(&pool->done);
+    pthread_mutex_unlock(&pool->mu);
+    spin_while_ulong(&pool->generation, seen, &pool->stop);
+    pthread_mutex_lock(&pool->mu);
   }
   pthread_mutex_unlock(&pool->mu);
   return NULL;
@@ -78,6 +124,11 @@ void kiln_pool_run_dynamic(kiln_pool *p, kiln_task_fn fn, void *arg) {
   fn(arg, 0, p->n);
   pthread_mutex_lock(&p->mu);
   p->closed = 1; /* workers not started yet skip it; wait for those that did */
+  if (p->pending > 0) {
+    pthread_mutex_unlock(&p->mu);
+    spin_while_positive(&p->pending);
+    pthread_mutex_lock(&p->mu);
+  }
   while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
   pthread_mutex_unlock(&p->mu);
 }
@@ -92,6 +143,7 @@ void kiln_pool_run(kiln_pool *p, kiln_task_fn fn, void *arg) {
   pthread_cond_broadcast(&p->start);
   pthread_mutex_unlock(&p->mu);
   fn(arg, 0, p->n);
+  spin_while_positive(&p->pending);
   pthread_mutex_lock(&p->mu);
   while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
   pthread_mutex_unlock(&p->mu);

@@ -1,7 +1,9 @@
 /* kiln quantize — pruning during training: TF Model Optimization's polynomial-decay
  * sparsity schedule as a kiln_callback. Masks are recomputed by magnitude every
  * `frequency` steps inside [begin_step, end_step] and applied after every batch, so
- * a masked weight that the optimizer moved is put back to zero. */
+ * a masked weight that the optimizer moved is put back to zero. With block_k x block_n
+ * the masking unit is a block (kiln_prune's blocks and RMS score), so the int8 runtime's
+ * block-sparse kernel can skip the pruned 4 x 16 groups. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,10 +15,13 @@
  * through kiln_callback.destroy like every callback. */
 #define PRUNE_SCHEDULE_KIND 0x4b43b101
 
+/* A kernel is in_features (K) x units (N), row-major. Its masking units are blocks of
+ * bk x bn (1 x 1 without the block option), block b covering rows from (b / nbn) * bk
+ * and columns from (b % nbn) * bn (edge blocks smaller), as kiln_prune's blocks. */
 typedef struct prune_layer {
   float *kernel;
-  int64_t n;
-  unsigned char *mask; /* 1 = pruned */
+  int64_t K, N, nbn, nb;
+  unsigned char *mask; /* per block, 1 = pruned */
 } prune_layer;
 
 typedef struct prune_ctx {
@@ -50,6 +55,30 @@ static void destroy(void *ctx) {
   free(p);
 }
 
+/* Sum of squares of block b (and zeroes it if zero). */
+static double block_sumsq(const prune_ctx *p, const prune_layer *L, int64_t b, int zero) {
+  int64_t bk = p->c.block_k > 0 ? p->c.block_k : 1, bn = p->c.block_n > 0 ? p->c.block_n : 1;
+  int64_t k0 = (b / L->nbn) * bk, n0 = (b % L->nbn) * bn;
+  int64_t k1 = k0 + bk < L->K ? k0 + bk : L->K, n1 = n0 + bn < L->N ? n0 + bn : L->N;
+  double ss = 0;
+  for (int64_t k = k0; k < k1; k++)
+    for (int64_t n = n0; n < n1; n++) {
+      float *w = &L->kernel[k * L->N + n];
+      ss += (double)*w * (double)*w;
+      if (zero) *w = 0.0f;
+    }
+  return ss;
+}
+
+/* The block's RMS (|w| for 1 x 1 blocks), kiln_prune's block score. */
+static double block_rms(const prune_ctx *p, const prune_layer *L, int64_t b) {
+  int64_t bk = p->c.block_k > 0 ? p->c.block_k : 1, bn = p->c.block_n > 0 ? p->c.block_n : 1;
+  int64_t k0 = (b / L->nbn) * bk, n0 = (b % L->nbn) * bn;
+  int64_t rows = (k0 + bk < L->K ? bk : L->K - k0), cols = (n0 + bn < L->N ? bn : L->N - n0);
+  double ss = block_sumsq(p, L, b, 0);
+  return sqrt(ss / (double)(rows * cols));
+}
+
 static void on_train_begin(void *ctx, kiln_model *m) {
   prune_ctx *p = ctx;
   free_layers(p);
@@ -64,21 +93,26 @@ static void on_train_begin(void *ctx, kiln_model *m) {
     if (kiln_model_layer(m, i, &info, NULL) || info.kind != KILN_LAYER_DENSE || !info.kernel)
       continue;
     prune_layer *L = &p->layers[p->n_layers];
+    int64_t bk = p->c.block_k > 0 ? p->c.block_k : 1, bn = p->c.block_n > 0 ? p->c.block_n : 1;
     L->kernel = info.kernel;
-    L->n = info.in_features * info.out_features;
-    L->mask = calloc((size_t)(L->n ? L->n : 1), 1);
+    L->K = info.in_features;
+    L->N = info.out_features;
+    L->nbn = (L->N + bn - 1) / bn;
+    L->nb = ((L->K + bk - 1) / bk) * L->nbn;
+    L->mask = calloc((size_t)(L->nb ? L->nb : 1), 1);
     if (!L->mask) {
       kiln_model_fail(m, KILN_E_NOMEM, "prune schedule: out of memory");
       return;
     }
-    /* weights already zero (a previous fit of this schedule) stay masked */
-    for (int64_t e = 0; e < L->n; e++) L->mask[e] = p->step > p->c.begin_step && L->kernel[e] == 0.0f;
+    /* blocks already zero (a previous fit of this schedule) stay masked */
+    for (int64_t b = 0; b < L->nb; b++)
+      L->mask[b] = p->step > p->c.begin_step && block_sumsq(p, L, b, 0) == 0.0;
     p->n_layers++;
   }
 }
 
-static int cmp_float(const void *a, const void *b) {
-  float x = *(const float *)a, y = *(const float *)b;
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
 }
 
@@ -89,27 +123,35 @@ static double target(const prune_ctx *p, int64_t t) {
   return c->final_sparsity + (c->initial_sparsity - c->final_sparsity) * pow(f, c->power);
 }
 
-/* Masks the k smallest |w| of the layer (already masked weights are 0, so smallest). */
-static int update_mask(prune_layer *L, double sparsity) {
-  int64_t k = (int64_t)floor(sparsity * (double)L->n + 1e-9);
+/* Masks the k blocks of least RMS (|w| for 1 x 1) of the layer (already masked ones are
+ * 0, so smallest). */
+static int update_mask(const prune_ctx *p, prune_layer *L, double sparsity) {
+  int64_t k = (int64_t)floor(sparsity * (double)L->nb + 1e-9);
   if (k <= 0) return 0;
-  float *a = malloc((size_t)L->n * sizeof(float));
-  if (!a) return -1;
-  for (int64_t e = 0; e < L->n; e++) a[e] = L->mask[e] ? 0.0f : fabsf(L->kernel[e]);
-  qsort(a, (size_t)L->n, sizeof(float), cmp_float);
-  float thr = a[k - 1];
+  double *sc = malloc((size_t)L->nb * sizeof(double));
+  double *a = malloc((size_t)L->nb * sizeof(double));
+  if (!sc || !a) {
+    free(sc);
+    free(a);
+    return -1;
+  }
+  for (int64_t b = 0; b < L->nb; b++) sc[b] = L->mask[b] ? 0.0 : block_rms(p, L, b);
+  memcpy(a, sc, (size_t)L->nb * sizeof(double));
+  qsort(a, (size_t)L->nb, sizeof(double), cmp_double);
+  double thr = a[k - 1];
   free(a);
   int64_t budget = k;
-  for (int64_t e = 0; e < L->n; e++) budget -= L->mask[e] || fabsf(L->kernel[e]) < thr;
-  for (int64_t e = 0; e < L->n; e++) {
+  for (int64_t b = 0; b < L->nb; b++) budget -= L->mask[b] || sc[b] < thr;
+  for (int64_t e = 0; e < L->nb; e++) {
     if (L->mask[e]) continue;
-    float v = fabsf(L->kernel[e]);
+    double v = sc[e];
     if (v < thr) L->mask[e] = 1;
     else if (v == thr && budget > 0) {
       L->mask[e] = 1;
       budget--;
     }
   }
+  free(sc);
   return 0;
 }
 
@@ -126,7 +168,7 @@ static void on_batch_end(void *ctx, kiln_model *m, int64_t batch, int64_t batche
   if (update) {
     double s = target(p, t);
     for (int i = 0; i < p->n_layers; i++)
-      if (update_mask(&p->layers[i], s)) {
+      if (update_mask(p, &p->layers[i], s)) {
         kiln_model_fail(m, KILN_E_NOMEM, "prune schedule: out of memory");
         return;
       }
@@ -134,8 +176,13 @@ static void on_batch_end(void *ctx, kiln_model *m, int64_t batch, int64_t batche
   }
   for (int i = 0; i < p->n_layers; i++) {
     prune_layer *L = &p->layers[i];
-    for (int64_t e = 0; e < L->n; e++)
-      if (L->mask[e]) L->kernel[e] = 0.0f;
+    if (L->nb == L->K * L->N) { /* 1 x 1 */
+      for (int64_t e = 0; e < L->nb; e++)
+        if (L->mask[e]) L->kernel[e] = 0.0f;
+    } else {
+      for (int64_t b = 0; b < L->nb; b++)
+        if (L->mask[b]) block_sumsq(p, L, b, 1);
+    }
   }
 }
 
@@ -160,6 +207,11 @@ kiln_status kiln_prune_schedule_create(const kiln_prune_schedule_config *c, kiln
   if (!(c->power > 0))
     return kiln_error_set(err, KILN_E_INVALID, "prune schedule: power %g must be positive",
                           c->power);
+  if ((c->block_k > 0 || c->block_n > 0) &&
+      (c->block_k < 1 || c->block_n < 1 || c->block_k > 65536 || c->block_n > 65536))
+    return kiln_error_set(err, KILN_E_RANGE,
+                          "prune schedule: block %d x %d: both sides must be in [1, 65536]",
+                          c->block_k, c->block_n);
   prune_ctx *p = calloc(1, sizeof *p);
   if (!p) return kiln_error_set(err, KILN_E_NOMEM, "prune schedule: out of memory");
   p->kind = PRUNE_SCHEDULE_KIND;

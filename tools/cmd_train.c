@@ -72,6 +72,8 @@ void cmd_train_usage(FILE *out) {
           "  --prune-end STEP        step at which S is reached (> --prune-begin); default 2/3\n"
           "                          of the optimizer steps this command runs, so the last\n"
           "                          third fine-tunes at the final sparsity\n"
+          "  --prune-block KxN       prune whole blocks of K inputs x N outputs (4x16: what the\n"
+          "                          int8 runtime's block-sparse kernel skips); S counts blocks\n"
           "  --prune-frequency N     steps between mask updates inside the ramp; default 100\n"
           "                          (the library's), or (end - begin) / 20 when that is\n"
           "                          smaller (at least 1), so that a short run still ramps in\n"
@@ -147,6 +149,7 @@ typedef struct train_args {
   int64_t prune_begin;        /* -1: 0 */
   int64_t prune_end;          /* -1: 2/3 of the steps of the run */
   int64_t prune_frequency;    /* 0: min(100, (end - begin) / 20), at least 1 */
+  int prune_block_k, prune_block_n; /* --prune-block KxN; 0: every weight on its own */
 } train_args;
 
 static int parse_args(int argc, char **argv, train_args *a) {
@@ -241,6 +244,12 @@ static int parse_args(int argc, char **argv, train_args *a) {
         r = -1;
     } else if (OPTION("--prune-end")) {
       if (r > 0 && cli_parse_int64(CMD, "--prune-end", v, 1, INT64_MAX / 2, &a->prune_end)) r = -1;
+    } else if (OPTION("--prune-block")) {
+      char tail = 0;
+      if (r > 0 && (sscanf(v, "%dx%d%c", &a->prune_block_k, &a->prune_block_n, &tail) != 2 ||
+                    a->prune_block_k < 1 || a->prune_block_n < 1 || a->prune_block_k > 65536 ||
+                    a->prune_block_n > 65536))
+        return cli_usage_error(CMD, "--prune-block %s: expected KxN with K, N in [1, 65536], e.g. 4x16", v);
     } else if (OPTION("--prune-frequency")) {
       if (r > 0 &&
           cli_parse_int64(CMD, "--prune-frequency", v, 1, INT64_MAX / 2, &a->prune_frequency))
@@ -268,8 +277,10 @@ static int parse_args(int argc, char **argv, train_args *a) {
   }
   if (a->history_path && a->output_path && strcmp(a->history_path, a->output_path) == 0)
     return cli_usage_error(CMD, "--history and --output name the same file %s", a->history_path);
-  if (!a->has_prune && (a->prune_begin >= 0 || a->prune_end >= 0 || a->prune_frequency))
-    return cli_usage_error(CMD, "--prune-begin, --prune-end and --prune-frequency need --prune S");
+  if (!a->has_prune && (a->prune_begin >= 0 || a->prune_end >= 0 || a->prune_frequency ||
+                        a->prune_block_k))
+    return cli_usage_error(CMD, "--prune-begin, --prune-end, --prune-frequency and --prune-block "
+                                "need --prune S");
   if (a->prune_begin >= 0 && a->prune_end >= 0 && a->prune_end <= a->prune_begin)
     return cli_usage_error(CMD, "--prune-end %lld must be greater than --prune-begin %lld",
                            (long long)a->prune_end, (long long)a->prune_begin);
@@ -507,6 +518,8 @@ static int prepare_prune(const train_args *a, train_run *t, const kiln_fit_optio
   kiln_prune_schedule_config *c = &t->prune_cfg;
   kiln_prune_schedule_config_init(c);
   c->final_sparsity = a->prune;
+  c->block_k = a->prune_block_k;
+  c->block_n = a->prune_block_n;
   c->begin_step = a->prune_begin >= 0 ? a->prune_begin : 0;
   if (a->prune_end >= 0) {
     c->end_step = a->prune_end;

@@ -221,6 +221,11 @@ typedef struct kiln_prune_schedule_config {
   int64_t end_step;        /* required, > begin_step */
   int64_t frequency;       /* default 100 */
   double power;            /* default 3 */
+  /* block pruning (0, 0: off, every weight on its own): mask whole blocks of block_k
+   * consecutive inputs x block_n consecutive outputs of each kernel (in x units),
+   * aligned at multiples of the block, least RMS first, as kiln_prune's block option;
+   * the sparsity counts blocks. 4 x 16 is the int8 runtime's skipped group. */
+  int block_k, block_n;
 } kiln_prune_schedule_config;
 void kiln_prune_schedule_config_init(kiln_prune_schedule_config *c);
 /* Free with kiln_callback_free (callbacks.h). */

@@ -755,6 +755,123 @@ static void test_malformed(void **st) {
   expect_error(int32_zp_for_quantize, KILN_E_INVALID, "\"quant_x\"", "int8 or uint8");
 }
 
+/* Listing 7.9's shape: one int8 hidden layer read by two fused heads (a float output
+ * and a Softmax). With one DequantizeLinear of the hidden output shared by both heads
+ * (shared = 1), the session drops it like two single-reader ones (shared = 0): three
+ * QGEMMs, no DEQUANTIZE step. As a graph output too (shared = 2) it stays. */
+static kiln_ir_graph *two_heads_graph(int shared) {
+  enum { K = 40, H = 24, NA = 3, NB = 5 };
+  kiln_ir_graph *g = NULL;
+  OK(kiln_ir_create("two_heads", &g, E));
+  OK(kiln_ir_set_opset(g, "", 13, E));
+  int64_t d[2] = {-1, K};
+  OK(kiln_ir_add_input(g, "x", KILN_DTYPE_FLOAT, d, NULL, 2, E));
+  scalar_f(g, "s0", 0.02f);
+  scalar_zp(g, "z0", 0, 3);
+  scalar_f(g, "s1", 0.05f);
+  scalar_zp(g, "z1", 0, -128);
+  node(g, "QuantizeLinear", "q0", "x", "s0", "z0", "xq");
+  node(g, "DequantizeLinear", "dq0", "xq", "s0", "z0", "xf");
+  const int64_t nn[3] = {H, NA, NB}, kk[3] = {K, H, H};
+  const char *wn[3] = {"W1", "W2", "W3"}, *wsn[3] = {"W1s", "W2s", "W3s"},
+             *wfn[3] = {"W1f", "W2f", "W3f"}, *bn[3] = {"b1", "b2", "b3"};
+  for (int l = 0; l < 3; l++) {
+    int8_t w[K * H];
+    float sw[H], bias[H];
+    for (int64_t e = 0; e < kk[l] * nn[l]; e++) w[e] = (int8_t)((int)(urand() % 255) - 127);
+    for (int64_t n = 0; n < nn[l]; n++) {
+      sw[n] = 0.001f + 0.002f * (float)(urand() % 100) / 100.0f;
+      bias[n] = 0.1f * frand();
+    }
+    int64_t wd[2] = {kk[l], nn[l]};
+    init(g, wn[l], KILN_DTYPE_INT8, 2, wd, w);
+    init(g, wsn[l], KILN_DTYPE_FLOAT, 1, &nn[l], sw);
+    init(g, bn[l], KILN_DTYPE_FLOAT, 1, &nn[l], bias);
+    kiln_ir_node *dq = node(g, "DequantizeLinear", wfn[l], wn[l], wsn[l], NULL, wfn[l]);
+    OK(kiln_ir_node_set_int(dq, "axis", 1, E));
+  }
+  node(g, "Gemm", "dense", "xf", "W1f", "b1", "h");
+  node(g, "Relu", "relu", "h", NULL, NULL, "hr");
+  node(g, "QuantizeLinear", "q1", "hr", "s1", "z1", "hq");
+  if (shared) {
+    node(g, "DequantizeLinear", "dq1", "hq", "s1", "z1", "hf");
+    node(g, "Gemm", "head_a", "hf", "W2f", "b2", "ya");
+    node(g, "Gemm", "head_b", "hf", "W3f", "b3", "lb");
+  } else {
+    node(g, "DequantizeLinear", "dq1a", "hq", "s1", "z1", "hfa");
+    node(g, "DequantizeLinear", "dq1b", "hq", "s1", "z1", "hfb");
+    node(g, "Gemm", "head_a", "hfa", "W2f", "b2", "ya");
+    node(g, "Gemm", "head_b", "hfb", "W3f", "b3", "lb");
+  }
+  node(g, "Softmax", "softmax", "lb", NULL, NULL, "yb");
+  OK(kiln_ir_add_output(g, "ya", KILN_DTYPE_FLOAT, NULL, NULL, -1, E));
+  OK(kiln_ir_add_output(g, "yb", KILN_DTYPE_FLOAT, NULL, NULL, -1, E));
+  if (shared == 2) OK(kiln_ir_add_output(g, "hf", KILN_DTYPE_FLOAT, NULL, NULL, -1, E));
+  return g;
+}
+
+static void test_two_heads_shared_dequantize(void **st) {
+  (void)st;
+  const int64_t B = 1024, K = 40;
+  float *x = malloc((size_t)(B * K) * sizeof(float));
+  float *want_a = malloc((size_t)B * 3 * sizeof(float)), *want_b = malloc((size_t)B * 5 * sizeof(float));
+  assert_non_null(x);
+  assert_non_null(want_a);
+  assert_non_null(want_b);
+  for (int64_t i = 0; i < B * K; i++) x[i] = 2.7f * frand();
+  uint32_t seed = g_seed;
+  kiln_ir_graph *gs[3];
+  for (int v = 0; v < 3; v++) {
+    g_seed = seed; /* the same weights in every variant */
+    gs[v] = two_heads_graph(v);
+  }
+  int have = 0;
+  for (int v = 0; v < 3; v++)
+    for (size_t p = 0; p < sizeof paths / sizeof *paths; p++)
+      for (int threads = 1; threads <= 2; threads++) {
+        kiln_session_options o;
+        kiln_session_options_init(&o);
+        o.max_batch = B;
+        o.threads = threads;
+        o.kernel = paths[p];
+        kiln_session *s = NULL;
+        kiln_error e = {0};
+        if (kiln_session_create(gs[v], &o, &s, &e)) {
+          assert_int_equal(e.status, KILN_E_UNSUPPORTED);
+          continue;
+        }
+        assert_int_equal(count_op(s, KILN_OP_QGEMM), 3);
+        assert_int_equal(count_op(s, KILN_OP_QUANTIZE), 0);
+        assert_int_equal(count_op(s, KILN_OP_DEQUANTIZE), v == 2 ? 1 : 0);
+        static const int64_t batches[] = {1, 7, 1024};
+        for (int bi = 0; bi < 3; bi++) {
+          kiln_tensor_view in, out[3];
+          memset(&in, 0, sizeof in);
+          in.dtype = KILN_DTYPE_FLOAT;
+          in.rank = 2;
+          in.dims[0] = batches[bi];
+          in.dims[1] = K;
+          in.data = x;
+          if (kiln_session_run(s, &in, 1, out, v == 2 ? 3 : 2, &e)) fail_msg("run: %s", e.message);
+          size_t na = (size_t)batches[bi] * 3 * sizeof(float), nb = (size_t)batches[bi] * 5 * sizeof(float);
+          if (!have) { /* the first session: two single-reader DequantizeLinears, batch 1024 last */
+            memcpy(want_a, out[0].data, na);
+            memcpy(want_b, out[1].data, nb);
+            if (bi == 2) have = 1;
+            continue;
+          }
+          if (memcmp(out[0].data, want_a, na) || memcmp(out[1].data, want_b, nb))
+            fail_msg("variant %d, path %s, %d threads, batch %lld: outputs differ", v,
+                     kiln_session_kernel_name(s), threads, (long long)batches[bi]);
+        }
+        kiln_session_free(s);
+      }
+  for (int v = 0; v < 3; v++) kiln_ir_free(gs[v]);
+  free(x);
+  free(want_a);
+  free(want_b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_quantize_dequantize_per_axis),
@@ -763,6 +880,7 @@ int main(void) {
       cmocka_unit_test(test_one_layer_variants),
       cmocka_unit_test(test_two_layers_no_bias),
       cmocka_unit_test(test_three_layers),
+      cmocka_unit_test(test_two_heads_shared_dequantize),
       cmocka_unit_test(test_malformed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

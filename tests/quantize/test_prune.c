@@ -352,12 +352,64 @@ static void test_schedule_callback(void **state) {
   kiln_model_free(m);
 }
 
+/* The schedule with 4 x 16 blocks: at the end, exactly floor(0.75 * blocks) aligned
+ * blocks of every kernel are all zero (edge blocks included), the rest keep weights. */
+static void test_schedule_blocks(void **state) {
+  (void)state;
+  kiln_error err = {0};
+  kiln_model *m = NULL;
+  kiln_ir_graph *g = q_trained_graph(512, 64, 32, 5, 0, &X, &Y, &m);
+  kiln_ir_free(g);
+  kiln_prune_schedule_config c;
+  kiln_prune_schedule_config_init(&c);
+  c.final_sparsity = 0.75;
+  c.end_step = 40;
+  c.frequency = 10;
+  c.block_k = 4;
+  c.block_n = 16;
+  kiln_callback cb;
+  CHECK_E(kiln_prune_schedule_create(&c, &cb, &err), &err);
+  kiln_fit_options fo;
+  kiln_fit_options_init(&fo);
+  fo.epochs = 3;
+  fo.batch_size = 64;
+  fo.callbacks = &cb;
+  fo.n_callbacks = 1;
+  kiln_history h = {0};
+  CHECK_E(kiln_model_fit(m, &X, &Y, &fo, &h, &err), &err);
+  for (int i = 0; i < kiln_model_layer_count(m); i++) {
+    kiln_layer_info info;
+    CHECK_E(kiln_model_layer(m, i, &info, &err), &err);
+    if (info.kind != KILN_LAYER_DENSE) continue;
+    int64_t K = info.in_features, N = info.out_features, nbn = (N + 15) / 16;
+    int64_t nb = ((K + 3) / 4) * nbn, zb = 0;
+    for (int64_t b = 0; b < nb; b++) {
+      int64_t nz = 0;
+      for (int64_t k = (b / nbn) * 4; k < (b / nbn) * 4 + 4 && k < K; k++)
+        for (int64_t n = (b % nbn) * 16; n < (b % nbn) * 16 + 16 && n < N; n++)
+          nz += info.kernel[k * N + n] != 0.0f;
+      zb += nz == 0;
+    }
+    assert_int_equal(zb, (int64_t)floor(0.75 * (double)nb + 1e-9));
+  }
+  print_message("block-pruned during training: final accuracy %.4f\n",
+                kiln_history_get(&h, "accuracy", 2));
+  assert_true(kiln_history_get(&h, "accuracy", 2) > 0.85);
+  kiln_history_free(&h);
+  kiln_callback_free(&cb);
+  c.block_n = 0;
+  assert_int_equal(kiln_prune_schedule_create(&c, &cb, &err), KILN_E_RANGE);
+  assert_non_null(strstr(err.message, "block"));
+  kiln_model_free(m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_prune_per_layer_global_structured),
       cmocka_unit_test(test_sparse_storage),
       cmocka_unit_test(test_block_pruning),
       cmocka_unit_test(test_schedule_callback),
+      cmocka_unit_test(test_schedule_blocks),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
