@@ -329,6 +329,23 @@ static const kiln_kernel_path paths[] = {KILN_KERNEL_REF, KILN_KERNEL_AVX2, KILN
 
 /* Runs model m on every kernel path at batches 1, 7 and 1024 and checks the output
  * against the definition, bit for bit; each layer within one step of float. */
+/* A session of g on one kernel path; NULL when this CPU lacks the path. */
+static kiln_session *path_session(const kiln_ir_graph *g, int64_t max_batch, int threads,
+                                  kiln_kernel_path path) {
+  kiln_session_options o;
+  kiln_session_options_init(&o);
+  o.max_batch = max_batch;
+  o.threads = threads;
+  o.kernel = path;
+  kiln_session *s = NULL;
+  kiln_error e = {0};
+  if (kiln_session_create(g, &o, &s, &e)) {
+    assert_int_equal(e.status, KILN_E_UNSUPPORTED);
+    return NULL;
+  }
+  return s;
+}
+
 static void check_model(const model *m, int threads) {
   const int64_t B = 1024;
   int64_t K0 = m->ly[0].K, NL = m->ly[m->L - 1].N;
@@ -394,17 +411,9 @@ static void check_model(const model *m, int threads) {
   float *first = malloc((size_t)(B * NL) * sizeof(float));
   int have_first = 0;
   for (size_t p = 0; p < sizeof paths / sizeof *paths; p++) {
-    kiln_session_options o;
-    kiln_session_options_init(&o);
-    o.max_batch = B;
-    o.threads = threads;
-    o.kernel = paths[p];
-    kiln_session *s = NULL;
+    kiln_session *s = path_session(g, B, threads, paths[p]);
+    if (!s) continue;
     kiln_error e = {0};
-    if (kiln_session_create(g, &o, &s, &e)) {
-      assert_int_equal(e.status, KILN_E_UNSUPPORTED); /* a path this CPU lacks */
-      continue;
-    }
     /* one QGEMM per layer, int8 handed from layer to layer: the first layer quantizes
      * the float input itself, and only the last dequantize remains */
     if (HAVE_COUNTER) assert_true(g_allocs > 0); /* the counter sees kiln's allocations */
@@ -829,17 +838,9 @@ static void test_two_heads_shared_dequantize(void **st) {
   for (int v = 0; v < 3; v++)
     for (size_t p = 0; p < sizeof paths / sizeof *paths; p++)
       for (int threads = 1; threads <= 2; threads++) {
-        kiln_session_options o;
-        kiln_session_options_init(&o);
-        o.max_batch = B;
-        o.threads = threads;
-        o.kernel = paths[p];
-        kiln_session *s = NULL;
+        kiln_session *s = path_session(gs[v], B, threads, paths[p]);
+        if (!s) continue;
         kiln_error e = {0};
-        if (kiln_session_create(gs[v], &o, &s, &e)) {
-          assert_int_equal(e.status, KILN_E_UNSUPPORTED);
-          continue;
-        }
         assert_int_equal(count_op(s, KILN_OP_QGEMM), 3);
         assert_int_equal(count_op(s, KILN_OP_QUANTIZE), 0);
         assert_int_equal(count_op(s, KILN_OP_DEQUANTIZE), v == 2 ? 1 : 0);

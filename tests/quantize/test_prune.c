@@ -310,6 +310,20 @@ static void test_block_pruning(void **state) {
   kiln_ir_free(g);
 }
 
+/* Three epochs of batch 64 on X, Y with the pruning schedule c as the only callback. */
+static void fit_with_schedule(kiln_model *m, const kiln_prune_schedule_config *c,
+                              kiln_callback *cb, kiln_history *h) {
+  kiln_error err = {0};
+  CHECK_E(kiln_prune_schedule_create(c, cb, &err), &err);
+  kiln_fit_options fo;
+  kiln_fit_options_init(&fo);
+  fo.epochs = 3;
+  fo.batch_size = 64;
+  fo.callbacks = cb;
+  fo.n_callbacks = 1;
+  CHECK_E(kiln_model_fit(m, &X, &Y, &fo, h, &err), &err);
+}
+
 static void test_schedule_callback(void **state) {
   (void)state;
   kiln_error err = {0};
@@ -323,15 +337,8 @@ static void test_schedule_callback(void **state) {
   c.end_step = 40; /* 2000 rows / 64 = 32 batches per epoch: pruning ends in epoch 2 */
   c.frequency = 10;
   kiln_callback cb;
-  CHECK_E(kiln_prune_schedule_create(&c, &cb, &err), &err);
-  kiln_fit_options fo;
-  kiln_fit_options_init(&fo);
-  fo.epochs = 3;
-  fo.batch_size = 64;
-  fo.callbacks = &cb;
-  fo.n_callbacks = 1;
   kiln_history h = {0};
-  CHECK_E(kiln_model_fit(m, &X, &Y, &fo, &h, &err), &err);
+  fit_with_schedule(m, &c, &cb, &h);
   assert_true(fabs(kiln_prune_schedule_sparsity(&cb) - 0.75) < 1e-12);
   for (int i = 0; i < kiln_model_layer_count(m); i++) {
     kiln_layer_info info;
@@ -368,15 +375,8 @@ static void test_schedule_blocks(void **state) {
   c.block_k = 4;
   c.block_n = 16;
   kiln_callback cb;
-  CHECK_E(kiln_prune_schedule_create(&c, &cb, &err), &err);
-  kiln_fit_options fo;
-  kiln_fit_options_init(&fo);
-  fo.epochs = 3;
-  fo.batch_size = 64;
-  fo.callbacks = &cb;
-  fo.n_callbacks = 1;
   kiln_history h = {0};
-  CHECK_E(kiln_model_fit(m, &X, &Y, &fo, &h, &err), &err);
+  fit_with_schedule(m, &c, &cb, &h);
   for (int i = 0; i < kiln_model_layer_count(m); i++) {
     kiln_layer_info info;
     CHECK_E(kiln_model_layer(m, i, &info, &err), &err);
