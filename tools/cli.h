@@ -66,13 +66,20 @@ int cli_parse_uint64(const char *cmd, const char *option, const char *text, uint
 int cli_parse_double(const char *cmd, const char *option, const char *text, double min,
                      double max, int max_open, double *out);
 
-/* Checks, before any work is done, that `path` can be created or replaced: it is not
- * a directory and its folder exists and is writable. 0 ok, -1 after reporting. */
 /* A data set named on the command line as NAME[:split] (split train or test, default
  * test): fills name (cap bytes), *split and *text (imdb or reuters: token ids). Returns
  * CLI_EXIT_OK, or a usage error naming `flag` and what was expected. */
 int cli_parse_dataset(const char *cmd, const char *flag, const char *spec, char *name,
                       size_t cap, const char **split, int *text);
+/* Checks, before any work is done, that `path` can be created or replaced: it is not
+ * a directory and its folder exists and is writable. 0 ok, -1 after reporting. */
 int cli_check_output_path(const char *cmd, const char *option, const char *path);
+
+/* Does file name s end with suffix (".npy"), ignoring ASCII case? */
+int cli_ends_with(const char *s, const char *suffix);
+/* The labels file beside an inputs file: "y" in place of the first "x" of the base
+ * name (x_test.npy -> y_test.npy). NULL when the name has no "x" or out of memory;
+ * the caller frees. */
+char *cli_labels_path(const char *xpath);
 
 #endif

@@ -1,4 +1,5 @@
 /* kiln command — argument parsing and error reporting shared by the subcommands. */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -165,4 +166,22 @@ int cli_parse_dataset(const char *cmd, const char *flag, const char *spec, char 
                            "california_housing, fashion_mnist)",
                            flag, spec);
   return CLI_EXIT_OK;
+}
+
+int cli_ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  if (n < k) return 0;
+  for (size_t i = 0; i < k; i++)
+    if (tolower((unsigned char)s[n - k + i]) != tolower((unsigned char)suffix[i])) return 0;
+  return 1;
+}
+
+char *cli_labels_path(const char *xpath) {
+  const char *base = strrchr(xpath, '/');
+  base = base ? base + 1 : xpath;
+  const char *x = strchr(base, 'x');
+  if (!x) return NULL;
+  char *p = strdup(xpath);
+  if (p) p[x - xpath] = 'y';
+  return p;
 }

@@ -100,11 +100,6 @@ typedef struct drift_args {
   double scale;
 } drift_args;
 
-static int ends_with(const char *s, const char *suffix) {
-  size_t n = strlen(s), k = strlen(suffix);
-  return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static int parse_args(int argc, char **argv, drift_args *a) {
   memset(a, 0, sizeof *a);
   kiln_drift_options_init(&a->opt);
@@ -223,25 +218,14 @@ static int parse_args(int argc, char **argv, drift_args *a) {
 
 /* --- data ---------------------------------------------------------------------------- */
 
-/* y.npy beside x.npy: "y" in place of the first "x" of the file name. */
-static char *labels_path(const char *xpath) {
-  const char *base = strrchr(xpath, '/');
-  base = base ? base + 1 : xpath;
-  const char *x = strchr(base, 'x');
-  if (!x) return NULL;
-  char *p = strdup(xpath);
-  if (p) p[x - xpath] = 'y';
-  return p;
-}
-
 /* Loads --data into ds. width: the reference's features per row (the vocabulary of a
  * text model); classes: the class count for classification (0 for mae). */
 static int load_data(const drift_args *a, int64_t width, int32_t classes, kiln_dataset *ds) {
   kiln_error err = {0};
-  if (ends_with(a->data, ".npy")) {
+  if (cli_ends_with(a->data, ".npy")) {
     if (kiln_npy_read(a->data, &ds->x, &err)) return cli_kiln_error(CMD, &err);
     if (a->n_labels > 0) return CLI_EXIT_OK; /* the labels come from --labels */
-    char *yp = labels_path(a->data);
+    char *yp = cli_labels_path(a->data);
     if (!yp || !strcmp(yp, a->data) || access(yp, R_OK) != 0) {
       int rc = cli_error(CMD, "%s: no labels: expected %s beside it", a->data,
                          yp ? yp : "a y.npy (\"y\" for the first \"x\" of the name)");
@@ -256,7 +240,7 @@ static int load_data(const drift_args *a, int64_t width, int32_t classes, kiln_d
     ds->num_classes = classes;
     return CLI_EXIT_OK;
   }
-  if (ends_with(a->data, ".csv")) {
+  if (cli_ends_with(a->data, ".csv")) {
     kiln_load_options lo;
     kiln_load_options_init(&lo);
     lo.num_classes = classes;
@@ -314,7 +298,7 @@ static int graph_output(const kiln_ir_graph *g, const char *spec) {
 
 static int read_npy_spec(const char *flag, const char *spec, const char *file, kiln_matrix *m) {
   kiln_error err = {0};
-  if (!ends_with(file, ".npy"))
+  if (!cli_ends_with(file, ".npy"))
     return cli_usage_error(CMD, "%s %s: expected a .npy file", flag, spec);
   if (kiln_npy_read(file, m, &err)) {
     kiln_error_prefix(&err, "%s %s", flag, spec);

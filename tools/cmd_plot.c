@@ -189,12 +189,6 @@ static void draw_panel(FILE *f, const history_csv *h, const panel *p, int first,
   }
 }
 
-static int ends_with_svg(const char *s) {
-  size_t n = strlen(s);
-  return n >= 4 && s[n - 4] == '.' && tolower((unsigned char)s[n - 3]) == 's' &&
-         tolower((unsigned char)s[n - 2]) == 'v' && tolower((unsigned char)s[n - 1]) == 'g';
-}
-
 int cmd_plot(int argc, char **argv) {
   const char *path = NULL, *output = NULL, *metrics = NULL, *title = NULL;
   int64_t skip = 0;
@@ -223,7 +217,7 @@ int cmd_plot(int argc, char **argv) {
   }
   if (!path) return cli_usage_error(CMD, "missing HISTORY.csv");
   if (!output) return cli_usage_error(CMD, "missing -o OUT.svg");
-  if (!ends_with_svg(output)) {
+  if (!cli_ends_with(output, ".svg")) {
     const char *ext = strrchr(output, '.');
     return cli_usage_error(CMD, "-o %s: unknown extension \"%s\": kiln plot writes .svg", output,
                            ext && !strchr(ext, '/') ? ext : "");

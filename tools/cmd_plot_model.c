@@ -217,14 +217,6 @@ done:
 
 /* --- the command ---------------------------------------------------------------- */
 
-static int ends_with(const char *s, const char *suffix) {
-  size_t n = strlen(s), k = strlen(suffix);
-  if (n < k) return 0;
-  for (size_t i = 0; i < k; i++)
-    if (tolower((unsigned char)s[n - k + i]) != suffix[i]) return 0;
-  return 1;
-}
-
 /* 1: the file starts with '{' (a JSON spec), 0: not. */
 static int starts_with_brace(FILE *f) {
   int c;
@@ -267,8 +259,8 @@ int cmd_plot_model(int argc, char **argv) {
   }
   if (!path) return cli_usage_error(CMD, "missing MODEL (.kiln, .json or .onnx)");
   if (!output) return cli_usage_error(CMD, "missing -o OUT.svg or -o OUT.dot");
-  int dot = ends_with(output, ".dot") || ends_with(output, ".gv");
-  if (!dot && !ends_with(output, ".svg")) {
+  int dot = cli_ends_with(output, ".dot") || cli_ends_with(output, ".gv");
+  if (!dot && !cli_ends_with(output, ".svg")) {
     const char *ext = strrchr(output, '.');
     return cli_usage_error(CMD,
                            "-o %s: unknown extension \"%s\": write .svg (drawn by kiln) or "
@@ -280,13 +272,13 @@ int cmd_plot_model(int argc, char **argv) {
   FILE *in = fopen(path, "rb");
   if (!in) return cli_error(CMD, "%s: cannot open: %s (expected a .kiln, .json or .onnx file)",
                             path, strerror(errno));
-  int json = starts_with_brace(in) || ends_with(path, ".json");
+  int json = starts_with_brace(in) || cli_ends_with(path, ".json");
   fclose(in);
 
   int rc = CLI_EXIT_OK;
   kiln_error err = {0};
   model_drawing d = {0};
-  if (ends_with(path, ".onnx")) {
+  if (cli_ends_with(path, ".onnx")) {
     kiln_ir_graph *g = NULL;
     if (kiln_onnx_read_file(path, &g, &err)) return cli_kiln_error(CMD, &err);
     rc = from_onnx(path, g, &o, &d);

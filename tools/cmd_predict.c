@@ -69,11 +69,6 @@ typedef struct predict_args {
   int64_t batch, threads;
 } predict_args;
 
-static int ends_with(const char *s, const char *suffix) {
-  size_t n = strlen(s), k = strlen(suffix);
-  return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static int parse_args(int argc, char **argv, predict_args *a) {
   memset(a, 0, sizeof *a);
   a->batch = 1024;
@@ -117,7 +112,7 @@ static int parse_args(int argc, char **argv, predict_args *a) {
     return CLI_EXIT_OK;
   }
   if (!a->output) return cli_usage_error(CMD, "missing --output OUT.npy|OUT.csv (or --output-dir DIR)");
-  if (!ends_with(a->output, ".npy") && !ends_with(a->output, ".csv"))
+  if (!cli_ends_with(a->output, ".npy") && !cli_ends_with(a->output, ".csv"))
     return cli_usage_error(CMD, "--output %s: expected a .npy or .csv file name", a->output);
   if (strcmp(a->output, a->model) == 0)
     return cli_usage_error(CMD, "--output %s would overwrite an input", a->output);
@@ -217,22 +212,11 @@ static int64_t csv_columns(const char *path) {
   return n;
 }
 
-/* y.npy beside x.npy: "y" in place of the first "x" of the file name. */
-static char *labels_path(const char *xpath) {
-  const char *base = strrchr(xpath, '/');
-  base = base ? base + 1 : xpath;
-  const char *x = strchr(base, 'x');
-  if (!x) return NULL;
-  char *p = strdup(xpath);
-  if (p) p[x - xpath] = 'y';
-  return p;
-}
-
 static int load_input(const predict_args *a, int64_t width, int64_t out_cols, predict_input *in) {
   kiln_error err = {0};
-  if (ends_with(a->input, ".npy")) {
+  if (cli_ends_with(a->input, ".npy")) {
     if (kiln_npy_read(a->input, &in->x, &err)) return cli_kiln_error(CMD, &err);
-    char *yp = labels_path(a->input);
+    char *yp = cli_labels_path(a->input);
     if (yp && strcmp(yp, a->input) != 0 && access(yp, R_OK) == 0 &&
         kiln_npy_read(yp, &in->y, &err)) {
       free(yp);
@@ -242,7 +226,7 @@ static int load_input(const predict_args *a, int64_t width, int64_t out_cols, pr
     if (in->y.rows && (in->y.rows != in->x.rows || in->y.cols != 1)) kiln_matrix_free(&in->y);
     return CLI_EXIT_OK;
   }
-  if (ends_with(a->input, ".csv")) {
+  if (cli_ends_with(a->input, ".csv")) {
     int64_t cols = csv_columns(a->input);
     if (cols < 0) return cli_error(CMD, "%s: cannot open", a->input);
     if (cols == width) return read_feature_csv(a->input, cols, &in->x);
@@ -426,12 +410,12 @@ static int write_csv_io(const char *path, const kiln_ir_graph *g, kiln_session *
 static int load_features(const char *spec, const char *file, const kiln_ir_value *v, int64_t width,
                          kiln_matrix *x) {
   kiln_error err = {0};
-  if (ends_with(file, ".npy")) {
+  if (cli_ends_with(file, ".npy")) {
     if (kiln_npy_read(file, x, &err)) {
       kiln_error_prefix(&err, "--input %s", spec);
       return cli_kiln_error(CMD, &err);
     }
-  } else if (ends_with(file, ".csv")) {
+  } else if (cli_ends_with(file, ".csv")) {
     int64_t cols = csv_columns(file);
     if (cols < 0) return cli_error(CMD, "--input %s: cannot open %s", spec, file);
     if (cols != width)
@@ -455,7 +439,7 @@ static int predict_io(const predict_args *a, const kiln_ir_graph *g, kiln_sessio
   int ni = kiln_session_input_count(s), no = kiln_session_output_count(s);
   char desc[1024];
   describe_inputs(s, desc, sizeof desc);
-  if (a->output && ends_with(a->output, ".npy") && no > 1)
+  if (a->output && cli_ends_with(a->output, ".npy") && no > 1)
     return cli_usage_error(CMD,
                            "--output %s: the model has %d outputs; write them with --output-dir "
                            "DIR (one .npy each) or to a .csv",
@@ -595,7 +579,7 @@ static int predict_io(const predict_args *a, const kiln_ir_graph *g, kiln_sessio
       }
       written[n_written++] = path;
     }
-  } else if (ends_with(a->output, ".npy")) {
+  } else if (cli_ends_with(a->output, ".npy")) {
     kiln_matrix om = {.rows = rows, .cols = cols[0], .values = outs[0], .borrowed = 1};
     if (kiln_npy_write(a->output, &om, &err)) {
       rc = cli_kiln_error(CMD, &err);
@@ -770,7 +754,7 @@ int cmd_predict(int argc, char **argv) {
     figure /= (double)rows;
   }
 
-  if (ends_with(a.output, ".npy")) {
+  if (cli_ends_with(a.output, ".npy")) {
     kiln_matrix om = {.rows = rows, .cols = out_cols, .values = out, .borrowed = 1};
     if (kiln_npy_write(a.output, &om, &err)) {
       rc = cli_kiln_error(CMD, &err);

@@ -20,7 +20,6 @@
 #include "kiln/train.h"
 
 static const char *const CMD = "train";
-static int is_onnx_name(const char *path);
 #define STATE_FILE "state.kstate"
 
 void cmd_train_usage(FILE *out) {
@@ -575,14 +574,9 @@ static int one_hot_in_place(kiln_matrix *y, int32_t classes) {
   return 0;
 }
 
-static int is_onnx_name(const char *path) {
-  size_t n = strlen(path);
-  return n >= 5 && strcmp(path + n - 5, ".onnx") == 0;
-}
-
 /* A .onnx name exports the model; any other name writes the checkpoint. */
 static kiln_status save_model(const train_args *a, const train_run *t, kiln_error *err) {
-  if (!is_onnx_name(a->output_path)) return kiln_model_save(t->model, a->output_path, err);
+  if (!cli_ends_with(a->output_path, ".onnx")) return kiln_model_save(t->model, a->output_path, err);
   kiln_export_options opt;
   kiln_export_options_init(&opt);
   if (a->standardize) {
