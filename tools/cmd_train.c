@@ -587,6 +587,29 @@ static kiln_status save_model(const train_args *a, const train_run *t, kiln_erro
   return kiln_model_export(t->model, &opt, a->output_path, err);
 }
 
+/* After training: writes --history and --output (no history is left behind when the
+ * model cannot be written), then prints the epochs run and the last train/val figures.
+ * 0, or CLI_EXIT_ERROR after reporting. */
+static int write_files_print_figures(const train_args *a, const train_run *t, double seconds) {
+  kiln_error err = {0};
+  if (a->history_path && kiln_history_write_csv(&t->history, a->history_path, &err))
+    return cli_kiln_error(CMD, &err);
+  if (a->output_path && save_model(a, t, &err)) {
+    if (a->history_path) remove(a->history_path); /* this run wrote it */
+    return cli_kiln_error(CMD, &err);
+  }
+  printf("\nEpochs run: %d (%.2f s)\n", t->history.epochs, seconds);
+  printf("train: ");
+  history_figures(&t->history, 0, stdout, NULL);
+  printf("\n");
+  if (history_has_val(&t->history)) {
+    printf("val:   ");
+    history_figures(&t->history, 1, stdout, NULL);
+    printf("\n");
+  }
+  return 0;
+}
+
 /* "NAME=FILE.npy" read into names[i] (pointing into text) and data[i]. */
 static int read_named(const char *option, const char *const *args, int n, const char **names,
                       kiln_matrix *data, char (*name_buf)[128]) {
@@ -683,21 +706,7 @@ static int run_by_name(const train_args *a, train_run *t, kiln_fit_options *fit)
   cJSON_Delete(ins);
   cJSON_Delete(outs);
   if (!t->json_line) return cli_error(CMD, "out of memory");
-  if (a->history_path && kiln_history_write_csv(&t->history, a->history_path, &err))
-    return cli_kiln_error(CMD, &err);
-  if (a->output_path && save_model(a, t, &err)) {
-    if (a->history_path) remove(a->history_path); /* this run wrote it */
-    return cli_kiln_error(CMD, &err);
-  }
-  printf("\nEpochs run: %d (%.2f s)\n", t->history.epochs, seconds);
-  printf("train: ");
-  history_figures(&t->history, 0, stdout, NULL);
-  printf("\n");
-  if (history_has_val(&t->history)) {
-    printf("val:   ");
-    history_figures(&t->history, 1, stdout, NULL);
-    printf("\n");
-  }
+  if (write_files_print_figures(a, t, seconds)) return CLI_EXIT_ERROR;
   if (a->history_path) printf("History written to %s\n", a->history_path);
   if (a->output_path) printf("Model written to %s\n", a->output_path);
   if (a->json) printf("%s\n", t->json_line);
@@ -880,23 +889,7 @@ static int run(const train_args *a, train_run *t) {
   cJSON_Delete(val_obj);
   cJSON_Delete(test_obj);
   if (!t->json_line) return cli_error(CMD, "out of memory");
-
-  if (a->history_path && kiln_history_write_csv(&t->history, a->history_path, &err))
-    return cli_kiln_error(CMD, &err);
-  if (a->output_path && save_model(a, t, &err)) {
-    if (a->history_path) remove(a->history_path); /* this run wrote it */
-    return cli_kiln_error(CMD, &err);
-  }
-
-  printf("\nEpochs run: %d (%.2f s)\n", t->history.epochs, seconds);
-  printf("train: ");
-  history_figures(&t->history, 0, stdout, NULL);
-  printf("\n");
-  if (history_has_val(&t->history)) {
-    printf("val:   ");
-    history_figures(&t->history, 1, stdout, NULL);
-    printf("\n");
-  }
+  if (write_files_print_figures(a, t, seconds)) return CLI_EXIT_ERROR;
   if (has_test) {
     printf("test:  ");
     for (int i = 0; i < test_logs.n; i++)
