@@ -142,6 +142,37 @@ static kiln_status match_dense(const kiln_ir_graph *g, const kiln_ir_node *n, co
   return KILN_OK;
 }
 
+/* Adds the Dense layer d matched at node n on top of `from`, copies its kernel (transposed
+ * for Gemm's transB) and bias into the trainer's weights, and marks d's nodes used. */
+static kiln_status add_matched_dense(kiln_model *m, const kiln_ir_node *n, const dense_match *d,
+                                     kiln_node from, unsigned char *used, kiln_node *node,
+                                     kiln_error *err) {
+  kiln_dense_options o;
+  kiln_dense_options_init(&o);
+  o.activation = d->activation;
+  o.kernel_initializer = KILN_INIT_ZEROS;
+  /* lower names every layer's output value after the layer; a name the trainer
+   * cannot take (another tool's long value names) gets the default "dense_N". */
+  o.name = strlen(d->name) < 64 ? d->name : NULL;
+  kiln_status s = kiln_model_dense(m, from, d->units, &o, node, err);
+  if (s) {
+    kiln_error_prefix(err, "import: node '%s'", n->name);
+    return s;
+  }
+  kiln_layer_info li;
+  if ((s = kiln_model_layer(m, *node, &li, err))) return s;
+  const float *w = d->kernel->data;
+  if (!d->trans_b) {
+    memcpy(li.kernel, w, (size_t)(d->in * d->units) * sizeof(float));
+  } else {
+    for (int64_t r = 0; r < d->in; r++)
+      for (int64_t c = 0; c < d->units; c++) li.kernel[r * d->units + c] = w[c * d->in + r];
+  }
+  memcpy(li.bias, d->bias->data, (size_t)d->units * sizeof(float));
+  for (int k = 0; k < d->nodes; k++) used[d->idx[k]] = 1;
+  return KILN_OK;
+}
+
 static kiln_status compile_from_meta(const kiln_ir_graph *g, kiln_model *m, kiln_error *err) {
   const char *loss_name = kiln_ir_get_meta(g, "kiln.loss");
   if (!loss_name) return KILN_OK;
@@ -316,26 +347,7 @@ static kiln_status import_dag(const kiln_ir_graph *g, uint64_t seed, kiln_model 
                              n->name, (long long)d.in, n->inputs[0], (long long)fl.out_features);
           goto fail;
         }
-        kiln_dense_options o;
-        kiln_dense_options_init(&o);
-        o.activation = d.activation;
-        o.kernel_initializer = KILN_INIT_ZEROS;
-        o.name = strlen(d.name) < 64 ? d.name : NULL;
-        if ((s = kiln_model_dense(m, from, d.units, &o, &node, err))) {
-          kiln_error_prefix(err, "import: node '%s'", n->name);
-          goto fail;
-        }
-        kiln_layer_info li;
-        if ((s = kiln_model_layer(m, node, &li, err))) goto fail;
-        const float *w = d.kernel->data;
-        if (!d.trans_b) {
-          memcpy(li.kernel, w, (size_t)(d.in * d.units) * sizeof(float));
-        } else {
-          for (int64_t r = 0; r < d.in; r++)
-            for (int64_t c = 0; c < d.units; c++) li.kernel[r * d.units + c] = w[c * d.in + r];
-        }
-        memcpy(li.bias, d.bias->data, (size_t)d.units * sizeof(float));
-        for (int k = 0; k < d.nodes; k++) used[d.idx[k]] = 1;
+        if ((s = add_matched_dense(m, n, &d, from, used, &node, err))) goto fail;
         map_put(&vm, d.name, node);
       } else {
         s = unsupported(err, n, "not a Dense layer, Concat or Identity");
@@ -437,28 +449,7 @@ kiln_status kiln_model_from_ir(const kiln_ir_graph *g, uint64_t seed, kiln_model
       goto fail;
     }
     if (layers == 0 && (s = kiln_model_input(m, gin->name, d.in, &node, err))) goto fail;
-    kiln_dense_options o;
-    kiln_dense_options_init(&o);
-    o.activation = d.activation;
-    o.kernel_initializer = KILN_INIT_ZEROS;
-    /* lower names every layer's output value after the layer; a name the trainer
-     * cannot take (another tool's long value names) gets the default "dense_N". */
-    o.name = strlen(d.name) < 64 ? d.name : NULL;
-    if ((s = kiln_model_dense(m, node, d.units, &o, &node, err))) {
-      kiln_error_prefix(err, "import: node '%s'", n->name);
-      goto fail;
-    }
-    kiln_layer_info li;
-    if ((s = kiln_model_layer(m, node, &li, err))) goto fail;
-    const float *w = d.kernel->data;
-    if (!d.trans_b) {
-      memcpy(li.kernel, w, (size_t)(d.in * d.units) * sizeof(float));
-    } else {
-      for (int64_t r = 0; r < d.in; r++)
-        for (int64_t c = 0; c < d.units; c++) li.kernel[r * d.units + c] = w[c * d.in + r];
-    }
-    memcpy(li.bias, d.bias->data, (size_t)d.units * sizeof(float));
-    for (int k = 0; k < d.nodes; k++) used[d.idx[k]] = 1;
+    if ((s = add_matched_dense(m, n, &d, node, used, &node, err))) goto fail;
     layers++;
     width = d.units;
     cur = d.name;
