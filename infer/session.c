@@ -964,22 +964,39 @@ static kiln_status qmatmul_shapes(builder *b, const kiln_ir_node *n, int va, int
   return KILN_OK;
 }
 
+/* The common start of MatMulInteger (B at input 1, named "A"/"B" in errors) and
+ * QLinearMatMul (b at input 3, "a"/"b"): the two int8/uint8 operands, K, N, the output
+ * shape, and a new step of `op` with its qstep. */
+static kiln_status begin_qmatmul(builder *b, int ni, kiln_op op, int b_input, int *va, int *vb,
+                                 int64_t *K, int64_t *N, kiln_shape *out, kiln_step **sp,
+                                 kiln_qstep **q) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  kiln_status st;
+  if ((st = get_input(b, n, 0, 0, va)) || (st = get_input(b, n, b_input, 0, vb))) return st;
+  kiln_dtype adt = b->s->values[*va].dtype, bdt = b->s->values[*vb].dtype;
+  int upper = b_input == 1;
+  if (!is_q8(adt) || !is_q8(bdt))
+    return node_err(b, n, KILN_E_UNSUPPORTED, "%s is %s and %s is %s; expected int8 or uint8",
+                    upper ? "A" : "a", kiln_dtype_name(adt), upper ? "B" : "b",
+                    kiln_dtype_name(bdt));
+  if ((st = qmatmul_shapes(b, n, *va, *vb, K, N, out))) return st;
+  if (!(*sp = new_step(b, op, ni)))
+    return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
+  if (!(*q = new_qstep(b, *sp))) return KILN_E_NOMEM;
+  return KILN_OK;
+}
+
 static kiln_status build_matmul_integer(builder *b, int ni) {
   const kiln_ir_node *n = &b->nodes[ni];
   int va = -1, vb = -1, vo = -1;
-  kiln_status st;
-  if ((st = get_input(b, n, 0, 0, &va)) || (st = get_input(b, n, 1, 0, &vb))) return st;
-  kiln_dtype adt = b->s->values[va].dtype, bdt = b->s->values[vb].dtype;
-  if (!is_q8(adt) || !is_q8(bdt))
-    return node_err(b, n, KILN_E_UNSUPPORTED, "A is %s and B is %s; expected int8 or uint8",
-                    kiln_dtype_name(adt), kiln_dtype_name(bdt));
   int64_t K, N;
   kiln_shape out;
-  if ((st = qmatmul_shapes(b, n, va, vb, &K, &N, &out))) return st;
-  kiln_step *sp = new_step(b, KILN_OP_MATMUL_INTEGER, ni);
-  if (!sp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
-  kiln_qstep *q = new_qstep(b, sp);
-  if (!q) return KILN_E_NOMEM;
+  kiln_step *sp;
+  kiln_qstep *q;
+  kiln_status st =
+      begin_qmatmul(b, ni, KILN_OP_MATMUL_INTEGER, 1, &va, &vb, &K, &N, &out, &sp, &q);
+  if (st) return st;
+  kiln_dtype adt = b->s->values[va].dtype, bdt = b->s->values[vb].dtype;
   q->K = K;
   q->N = N;
   sp->n_in = 2;
@@ -1011,19 +1028,14 @@ static kiln_status build_matmul_integer(builder *b, int ni) {
 static kiln_status build_qlinear_matmul(builder *b, int ni) {
   const kiln_ir_node *n = &b->nodes[ni];
   int va = -1, vb = -1, vo = -1;
-  kiln_status st;
-  if ((st = get_input(b, n, 0, 0, &va)) || (st = get_input(b, n, 3, 0, &vb))) return st;
-  kiln_dtype adt = b->s->values[va].dtype, bdt = b->s->values[vb].dtype;
-  if (!is_q8(adt) || !is_q8(bdt))
-    return node_err(b, n, KILN_E_UNSUPPORTED, "a is %s and b is %s; expected int8 or uint8",
-                    kiln_dtype_name(adt), kiln_dtype_name(bdt));
   int64_t K, N;
   kiln_shape out;
-  if ((st = qmatmul_shapes(b, n, va, vb, &K, &N, &out))) return st;
-  kiln_step *sp = new_step(b, KILN_OP_QLINEAR_MATMUL, ni);
-  if (!sp) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
-  kiln_qstep *q = new_qstep(b, sp);
-  if (!q) return KILN_E_NOMEM;
+  kiln_step *sp;
+  kiln_qstep *q;
+  kiln_status st =
+      begin_qmatmul(b, ni, KILN_OP_QLINEAR_MATMUL, 3, &va, &vb, &K, &N, &out, &sp, &q);
+  if (st) return st;
+  kiln_dtype adt = b->s->values[va].dtype, bdt = b->s->values[vb].dtype;
   kiln_qstep qa, qb, qy;
   memset(&qa, 0, sizeof qa);
   memset(&qb, 0, sizeof qb);
