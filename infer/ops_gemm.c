@@ -77,7 +77,9 @@ static void gemm_worker(void *arg, int tid, int n) {
   }
 }
 
-/* Dense rows are split among threads when there is enough work to pay the wake-up. */
+/* Dense rows are split among threads when there is enough work to pay the wake-up:
+ * ~100 us of work (4 M multiply-adds) for a lone call; from 256 k when such calls come
+ * back to back and the workers are still spinning (a batch-1 loop over a wide layer). */
 static void dispatch(kiln_session *s, gemm_task *t) {
   const kiln_sgemm_kernel *k = s->kern;
   int n = s->has_pool ? s->pool.n : 1;
@@ -85,7 +87,9 @@ static void dispatch(kiln_session *s, gemm_task *t) {
   /* token rows: the work is the weight rows gathered (a dependent, cache-missing load
    * each, ~8 FMAs' worth per float), not M x N x K */
   if (t->mode == 2) work = 8.0 * (double)(t->offsets[t->g.M] - t->offsets[0]) * (double)t->g.N;
-  if (n > 1 && work >= 4.0e6) { /* below ~100 us of work a wake-up costs more than it saves */
+  int split = work >= 4.0e6 ||
+              (n > 1 && t->mode == 0 && work >= 2.56e5 && kiln_pool_small_task_ok(&s->pool));
+  if (n > 1 && split) {
     if (t->mode != 0) {
       if (t->g.M >= n) {
         kiln_pool_run(&s->pool, gemm_worker, t);

@@ -135,6 +135,7 @@ typedef struct kiln_pool {
   kiln_task_fn fn;
   void *arg;
   int dynamic, closed; /* kiln_pool_run_dynamic's task, and whether it is finished */
+  int64_t last_small_ns; /* kiln_pool_small_task_ok's last call */
 } kiln_pool;
 
 kiln_status kiln_pool_create(kiln_pool *p, int threads, kiln_error *err);
@@ -144,6 +145,11 @@ void kiln_pool_run(kiln_pool *p, kiln_task_fn fn, void *arg);
  * workers that had not started by the time it ran out of work (on a busy machine a
  * sleeping worker can take milliseconds to be scheduled). */
 void kiln_pool_run_dynamic(kiln_pool *p, kiln_task_fn fn, void *arg);
+/* For a task too small to pay a sleeping worker's wake-up (a few to ~100 us of work):
+ * 1 when the previous call was less than KILN_POOL_LOOP_NS ago, i.e. such tasks come
+ * back to back (a batch-1 serving loop), so after the first one the workers are still
+ * spinning when the next arrives; 0 for a lone call. Records this call. */
+int kiln_pool_small_task_ok(kiln_pool *p);
 void kiln_pool_destroy(kiln_pool *p);
 
 struct kiln_session {

@@ -16,6 +16,7 @@ typedef struct worker_arg {
 } worker_arg;
 
 #define KILN_POOL_SPIN_NS 50000 /* 50 us */
+#define KILN_POOL_LOOP_NS 40000 /* under the spin: the workers are still awake */
 
 static void spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -147,6 +148,13 @@ void kiln_pool_run(kiln_pool *p, kiln_task_fn fn, void *arg) {
   pthread_mutex_lock(&p->mu);
   while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
   pthread_mutex_unlock(&p->mu);
+}
+
+int kiln_pool_small_task_ok(kiln_pool *p) {
+  int64_t t = now_ns();
+  int ok = p->last_small_ns > 0 && t - p->last_small_ns < KILN_POOL_LOOP_NS;
+  p->last_small_ns = t;
+  return ok;
 }
 
 void kiln_pool_destroy(kiln_pool *p) {

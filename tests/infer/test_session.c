@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "kiln/infer.h"
+#include "session_internal.h" /* the pool, to see a task was shared */
 #include "sgemm.h"
 
 #include "infer/run_checks.h"
@@ -591,6 +592,60 @@ static void test_threads_big_batch(void **state) {
   free(x);
 }
 
+/* A batch-1 loop over a wide layer (784 x 512, Fashion-MNIST's first): once the calls
+ * come back to back, a 2-thread session splits the layer's column panels between its
+ * threads (kiln_pool_small_task_ok); every output stays bit-identical to 1 thread. A
+ * lone call is not split. */
+static void test_threads_batch1_loop(void **state) {
+  (void)state;
+  enum { K = 784, N = 512, R = 300 };
+  float *w = malloc(sizeof(float) * K * N), *x = malloc(sizeof(float) * R * K);
+  assert_non_null(w);
+  assert_non_null(x);
+  fill(w, K * N);
+  fill(x, (int64_t)R * K);
+  kiln_ir_graph *g = new_graph(13);
+  int64_t xd[2] = {-1, K}, wd[2] = {K, N};
+  add_in(g, "x", 2, xd);
+  add_init(g, "w", 2, wd, w);
+  node(g, "Gemm", "g", "x", "w", NULL, "h");
+  node(g, "Relu", "r", "h", NULL, NULL, "y");
+  add_out(g, "y");
+  kiln_session *s1 = session(g, 4, 1, KILN_KERNEL_AUTO), *s2 = session(g, 4, 2, KILN_KERNEL_AUTO);
+  float *want = malloc(sizeof(float) * R * N);
+  assert_non_null(want);
+  int64_t xr[2] = {1, K};
+  for (int r = 0; r < R; r++) {
+    kiln_tensor_view in = view(x + (int64_t)r * K, 2, xr), o;
+    run1(s1, &in, 1, &o, 1);
+    memcpy(want + (int64_t)r * N, o.data, sizeof(float) * N);
+  }
+  unsigned long tasks0 = atomic_load(&s2->pool.generation);
+  kiln_tensor_view in0 = view(x, 2, xr), o0;
+  run1(s2, &in0, 1, &o0, 1); /* a lone call: one thread */
+  assert_int_equal(atomic_load(&s2->pool.generation), tasks0);
+  for (int rep = 0; rep < 3; rep++)
+    for (int r = 0; r < R; r++) {
+      kiln_tensor_view in = view(x + (int64_t)r * K, 2, xr), o;
+      run1(s2, &in, 1, &o, 1);
+      if (memcmp(o.data, want + (int64_t)r * N, sizeof(float) * N))
+        fail_msg("batch-1 loop, 2 threads: row %d differs from 1 thread", r);
+    }
+  unsigned long shared = atomic_load(&s2->pool.generation) - tasks0;
+  print_message("batch-1 loop: %lu of %d runs shared with the second thread\n", shared, 3 * R);
+  /* natively the runs take ~20 us, back to back; under AddressSanitizer or qemu they may
+   * take longer than the pool's 40 us window, and then none is shared (still correct) */
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+  assert_true(shared > 0);
+#endif
+  kiln_session_free(s1);
+  kiln_session_free(s2);
+  kiln_ir_free(g);
+  free(w);
+  free(x);
+  free(want);
+}
+
 static void test_run_tokens_and_sparse_rows(void **state) {
   (void)state;
   mlp *m = mlp_new();
@@ -907,6 +962,7 @@ int main(void) {
       cmocka_unit_test(test_shape_ops),
       cmocka_unit_test(test_fusion_batches_threads_paths),
       cmocka_unit_test(test_threads_big_batch),
+      cmocka_unit_test(test_threads_batch1_loop),
       cmocka_unit_test(test_run_tokens_and_sparse_rows),
       cmocka_unit_test(test_run_tokens_repeats_paths),
       cmocka_unit_test(test_bad_inputs),
