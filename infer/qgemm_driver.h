@@ -62,7 +62,7 @@ static inline __attribute__((always_inline)) void qgemm_drive(
     int rows = (int)(m1 - m < k->mr ? m1 - m : k->mr);
     int trows = rows == 1 ? 1 : k->mr; /* a partial block computes zero rows */
     for (int r = 0; r < trows; r++) {
-      const uint8_t *src = r < rows ? (const uint8_t *)g->x + (m + r) * K : NULL;
+      const uint8_t *src = r < rows && g->x ? (const uint8_t *)g->x + (m + r) * K : NULL;
       uint8_t f = flip;
       if (g->xf && r < rows) {
         uint8_t *dst = k->a_int16 ? qrow : (uint8_t *)ws + r * kp;

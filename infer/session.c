@@ -83,6 +83,7 @@ static int val_find(const kiln_session *s, const char *name) {
 static int val_add(builder *b, const char *name, kiln_dtype dt, const kiln_shape *sh,
                    kiln_value_kind kind) {
   kiln_session *s = b->s;
+  kiln_shape shape = *sh; /* sh may point into s->values, which realloc can move */
   if (s->n_values == b->cap_values) {
     int c = b->cap_values ? b->cap_values * 2 : 32;
     kiln_rt_value *p = realloc(s->values, (size_t)c * sizeof *p);
@@ -94,7 +95,7 @@ static int val_add(builder *b, const char *name, kiln_dtype dt, const kiln_shape
   memset(v, 0, sizeof *v);
   if (!(v->name = strdup(name))) return -1;
   v->dtype = dt;
-  v->shape = *sh;
+  v->shape = shape;
   v->kind = kind;
   v->def_step = -1;
   v->last_step = -1;

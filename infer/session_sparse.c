@@ -143,7 +143,7 @@ static int match(const chain *c, int r2, int idx[9], const kiln_ir_tensor **bitm
   *rank = (int)shape->dims[0];
   for (int d = 0; d < *rank; d++) {
     dims[d] = ((const int64_t *)shape->data)[d];
-    if (dims[d] < 1) return 0;
+    if (dims[d] < 1 || p > n / dims[d]) return 0; /* p * dims[d] > n, without overflow */
     p *= dims[d];
   }
   if (p != n) return 0;
