@@ -1,8 +1,9 @@
 #!/bin/sh
 # Builds the libFuzzer targets with clang into build-fuzz/ and runs each over its seed
-# corpus for N seconds (default 60): fuzz_onnx_read (the ONNX reader) and fuzz_session
+# corpus for N seconds (default 60): fuzz_onnx_read (the ONNX reader), fuzz_session
 # (the reader, kiln_session_create and one run: what a runtime does with an untrusted
-# .onnx file).
+# .onnx file) and fuzz_train_files (the trainer's .npy, CSV, checkpoint, training-state
+# and JSON-spec readers).
 #   scripts/fuzz.sh [seconds] [extra libFuzzer flags...]
 # Needs clang and its libFuzzer runtime (Debian: clang, libclang-rt-14-dev).
 # New inputs go to build-fuzz/corpus/<target> (the seeds in git stay untouched);
@@ -16,8 +17,8 @@ CC=${CC:-clang}
 command -v "$CC" >/dev/null || { echo "fuzz.sh: $CC not found (apt-get install clang)" >&2; exit 2; }
 
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER="$CC" -DCMAKE_BUILD_TYPE=Debug \
-  -DKILN_BUILD_FUZZ=ON -DKILN_BUILD_TRAIN=OFF -DKILN_BUILD_EXAMPLES=OFF -DKILN_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" --target fuzz_onnx_read fuzz_session -j"$(nproc 2>/dev/null || echo 2)"
+  -DKILN_BUILD_FUZZ=ON -DKILN_BUILD_TRAIN=ON -DKILN_BUILD_EXAMPLES=OFF -DKILN_BUILD_BENCH=OFF >/dev/null
+cmake --build "$build" --target fuzz_onnx_read fuzz_session fuzz_train_files -j"$(nproc 2>/dev/null || echo 2)"
 
 cd "$build"
 # A model may declare tensors too large to allocate: that must be a clear error, so
@@ -25,7 +26,7 @@ cd "$build"
 ASAN_OPTIONS=${ASAN_OPTIONS:-allocator_may_return_null=1}
 export ASAN_OPTIONS
 # fuzz_session also starts from the reader's seeds (other tools' models).
-for target in onnx_read session; do
+for target in onnx_read session train_files; do
   work="$build/corpus/$target"
   mkdir -p "$work"
   seeds="$root/tests/fuzz/corpus/$target"

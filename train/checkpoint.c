@@ -9,6 +9,7 @@
  * slot2 of each trainable tensor, in m->params order). */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,13 +213,20 @@ static const cJSON *get(const cJSON *o, const char *key) {
   return cJSON_GetObjectItemCaseSensitive(o, key);
 }
 
-static int get_int(const cJSON *o, const char *key, int64_t lo, int64_t hi, int64_t *out) {
-  const cJSON *v = get(o, key);
-  if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble) return 0;
-  int64_t x = (int64_t)v->valuedouble;
+/* A JSON number that is a whole number in [lo, hi]; the range is checked in double
+ * before the conversion (a float outside int64's range must not reach the cast). */
+static int json_int(const cJSON *v, int64_t lo, int64_t hi, int64_t *out) {
+  if (!cJSON_IsNumber(v)) return 0;
+  double d = v->valuedouble;
+  if (!(d >= -9.2e18 && d <= 9.2e18) || d != floor(d)) return 0;
+  int64_t x = (int64_t)d;
   if (x < lo || x > hi) return 0;
   *out = x;
   return 1;
+}
+
+static int get_int(const cJSON *o, const char *key, int64_t lo, int64_t hi, int64_t *out) {
+  return json_int(get(o, key), lo, hi, out);
 }
 
 /* A JSON array of node indices: its length, 0 when absent, -1 when malformed. */
@@ -229,10 +237,9 @@ static int node_list(const cJSON *a, int n_layers, kiln_node *out) {
   int n = 0;
   const cJSON *v;
   cJSON_ArrayForEach(v, a) {
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble || v->valuedouble < 0 ||
-        v->valuedouble >= n_layers)
-      return -1;
-    out[n++] = (kiln_node)v->valuedouble;
+    int64_t x;
+    if (!json_int(v, 0, n_layers - 1, &x)) return -1;
+    out[n++] = (kiln_node)x;
   }
   return n;
 }
@@ -368,9 +375,9 @@ static kiln_status build_from(const cJSON *root, const char *path,
                           cJSON_GetArraySize(ins) > KILN_MAX_IO;
       if (!bad)
         cJSON_ArrayForEach(v, ins) {
-          if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble ||
-              v->valuedouble < 0 || v->valuedouble > i - 1) bad = 1;
-          else nodes[n_in++] = (kiln_node)v->valuedouble;
+          int64_t x;
+          if (!json_int(v, 0, i - 1, &x)) bad = 1;
+          else nodes[n_in++] = (kiln_node)x;
         }
       if (bad) {
         s = kiln_error_set(err, KILN_E_FORMAT, "%s: layers[%d].inputs is invalid", path, i);
