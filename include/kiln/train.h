@@ -158,6 +158,9 @@ void kiln_model_summary(const kiln_model *m, FILE *out);
 
 #define KILN_LAYER_MAX_WEIGHTS 8
 
+/* The export builder a custom layer's lower hook writes into (kiln/export.h). */
+typedef struct kiln_layer_lowering kiln_layer_lowering;
+
 /* One trainable weight a custom layer declares in build. kiln allocates it, fills it
  * (from values, else with the initializer drawn from the model's seed), trains it with
  * the model's optimizer (no regularization), counts it in the summary and saves it in
@@ -194,14 +197,26 @@ typedef struct kiln_layer_class {
                    const float *dy, int64_t rows, int64_t in_features, int64_t out_features,
                    float *dx, float *const *weight_grads);
   void (*destroy)(void *ctx); /* frees ctx; may be NULL */
+  /* Optional (NULL: ONNX export refuses the layer with KILN_E_UNSUPPORTED naming it and
+   * its class). Emits the layer's inference-mode forward pass as standard ONNX nodes
+   * through the builder of kiln/export.h (kiln_lowering_add_node, _add_initializer,
+   * _fresh_name): read the value named `input` (rows x in_features, float) and make a
+   * node write the value named `output` (rows x out_features). weights are the trained
+   * values in the order build declared (borrowed for the call: copy them with
+   * kiln_lowering_add_initializer, which the graph then owns). Must not keep lw, the
+   * names or the weights past the call. Added last to keep the struct's layout. */
+  kiln_status (*lower)(void *ctx, kiln_layer_lowering *lw, const float *const *weights,
+                       int64_t in_features, int64_t out_features, const char *input,
+                       const char *output, kiln_error *err);
 } kiln_layer_class;
 
 /* Adds a layer of class cls on input (a dense node: not a CSR-fed Input). cls is
  * borrowed and must outlive the model; the model takes ctx (also on failure: it calls
  * cls->destroy(ctx)). build errors come back prefixed with the layer's name. name NULL:
  * the class type in lower case, then "_1", "_2", ... kiln_model_from_layers shares the
- * layer (ctx and weights) as it shares Dense weights. ONNX export refuses a model with a
- * custom layer (KILN_E_UNSUPPORTED naming it); checkpoints: see kiln_model_load_custom. */
+ * layer (ctx and weights) as it shares Dense weights. ONNX export lowers the layer with
+ * cls->lower, and refuses it (KILN_E_UNSUPPORTED naming it and its class) when the class
+ * has none; checkpoints: see kiln_model_load_custom. */
 kiln_status kiln_model_custom(kiln_model *m, kiln_node input, const kiln_layer_class *cls,
                               void *ctx, const char *name, kiln_node *out, kiln_error *err);
 /* The weights of a custom layer (0 for other kinds), each as a kiln_weight_info (below:
@@ -213,6 +228,8 @@ kiln_status kiln_model_weight(const kiln_model *m, kiln_node node, int i, kiln_w
                               kiln_error *err);
 /* The class of a custom layer, or NULL. */
 const kiln_layer_class *kiln_model_layer_class(const kiln_model *m, kiln_node node);
+/* The ctx a custom layer was given (owned by the model), or NULL. */
+void *kiln_model_layer_ctx(const kiln_model *m, kiln_node node);
 
 /* --- compile ------------------------------------------------------------- */
 
