@@ -134,4 +134,12 @@ static inline rms_norm_config *rms_norm_config_create(float epsilon) {
   return c;
 }
 
+/* Adds an RMSNormalization layer with this epsilon on input (name NULL: "rmsnormalization"). */
+static inline kiln_status rms_norm_add(kiln_model *m, kiln_node input, float epsilon,
+                                       const char *name, kiln_node *out, kiln_error *err) {
+  rms_norm_config *c = rms_norm_config_create(epsilon);
+  if (!c) return kiln_error_set(err, KILN_E_NOMEM, "rms_norm: out of memory");
+  return kiln_model_custom(m, input, &rms_norm_class, c, name, out, err);
+}
+
 #endif
