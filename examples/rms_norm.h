@@ -134,6 +134,27 @@ static inline rms_norm_config *rms_norm_config_create(float epsilon) {
   return c;
 }
 
+/* For JSON specs (kiln_layer_registry_add(r, "RMSNorm", &rms_norm_class,
+ * rms_norm_make_ctx, NULL, &err)): the layer's "config" may give "epsilon" (> 0,
+ * default 1e-6), as keras.layers.RMSNormalization's config does. */
+static inline kiln_status rms_norm_make_ctx(void *user, const char *layer_name,
+                                            const kiln_layer_config *config, void **ctx,
+                                            kiln_error *err) {
+  static const char *const keys[] = {"epsilon"};
+  double eps = 1e-6;
+  kiln_status s;
+  (void)user;
+  (void)layer_name;
+  if ((s = kiln_layer_config_check_keys(config, keys, 1, err)) ||
+      (s = kiln_layer_config_number(config, "epsilon", 1e-6, &eps, err)))
+    return s;
+  if (!(eps > 0))
+    return kiln_error_set(err, KILN_E_INVALID, "config.epsilon: expected a positive number, got %g",
+                          eps);
+  *ctx = rms_norm_config_create((float)eps);
+  return *ctx ? KILN_OK : kiln_error_set(err, KILN_E_NOMEM, "rms_norm: out of memory");
+}
+
 /* Adds an RMSNormalization layer with this epsilon on input (name NULL: "rmsnormalization"). */
 static inline kiln_status rms_norm_add(kiln_model *m, kiln_node input, float epsilon,
                                        const char *name, kiln_node *out, kiln_error *err) {

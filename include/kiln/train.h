@@ -564,6 +564,45 @@ kiln_status kiln_spec_parse(const char *json, const char *source_name, kiln_spec
                             kiln_error *err);
 kiln_status kiln_spec_load(const char *path, kiln_spec **out, kiln_error *err);
 void kiln_spec_free(kiln_spec *s);
+/* Custom layer classes in specs (Keras' custom_objects). A spec layer whose "type" (or
+ * Keras' "class_name") is not a built-in one names a class registered here:
+ *   {"type": "RMSNorm", "name": "norm", "config": {"epsilon": 1e-6}}
+ * (plus "inputs" in a functional spec). A registry is a value the caller owns (no global
+ * state): create it, add classes, parse specs with kiln_spec_parse_custom /
+ * kiln_spec_load_custom, free it with kiln_layer_registry_free. The registry (and each
+ * user pointer) must outlive every spec parsed with it; each class must outlive the
+ * models built (as for kiln_model_custom). An unknown type is KILN_E_INVALID naming the
+ * layer's index and type and listing the registered classes. */
+typedef struct kiln_layer_registry kiln_layer_registry;
+/* A spec layer's "config" object, readable during make_ctx only. */
+typedef struct kiln_layer_config kiln_layer_config;
+/* Makes one layer's ctx (handed to kiln_model_custom, which then owns it) from its
+ * config; layer_name is the spec's "name" or NULL. An error here comes back prefixed
+ * with the spec's source and "layers[i]". */
+typedef kiln_status (*kiln_layer_make_ctx)(void *user, const char *layer_name,
+                                           const kiln_layer_config *config, void **ctx,
+                                           kiln_error *err);
+kiln_status kiln_layer_registry_create(kiln_layer_registry **out, kiln_error *err);
+void kiln_layer_registry_free(kiln_layer_registry *r);
+/* Registers cls as `name` (copied; not a built-in type, not registered twice).
+ * make_ctx NULL: the ctx is user itself (cls->destroy then gets it once per layer:
+ * leave destroy NULL for a shared ctx). */
+kiln_status kiln_layer_registry_add(kiln_layer_registry *r, const char *name,
+                                    const kiln_layer_class *cls, kiln_layer_make_ctx make_ctx,
+                                    void *user, kiln_error *err);
+/* config[key] as a number in *out, def when absent (KILN_E_FORMAT "config.<key>: ..."
+ * when not a finite number). */
+kiln_status kiln_layer_config_number(const kiln_layer_config *c, const char *key, double def,
+                                     double *out, kiln_error *err);
+/* KILN_E_FORMAT naming the first key of config that is not among keys. */
+kiln_status kiln_layer_config_check_keys(const kiln_layer_config *c, const char *const *keys,
+                                         int n_keys, kiln_error *err);
+kiln_status kiln_spec_parse_custom(const char *json, const char *source_name,
+                                   const kiln_layer_registry *registry, kiln_spec **out,
+                                   kiln_error *err);
+kiln_status kiln_spec_load_custom(const char *path, const kiln_layer_registry *registry,
+                                  kiln_spec **out, kiln_error *err);
+
 /* Builds and compiles the model. input_features is used when the spec's Input has no
  * shape (0: the spec must give it); seed overrides the spec's seed unless it is
  * KILN_SEED_FROM_SPEC. */
