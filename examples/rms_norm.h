@@ -124,9 +124,12 @@ static inline kiln_status rms_norm_lower(void *ctx, kiln_layer_lowering *lw,
 }
 
 /* The class (one per program: it holds functions only) and a ctx for one layer. */
-static const kiln_layer_class rms_norm_class = {"RMSNormalization", rms_norm_build,
-                                                rms_norm_forward, rms_norm_backward,
-                                                rms_norm_destroy, rms_norm_lower};
+static const kiln_layer_class rms_norm_class = {.type = "RMSNormalization",
+                                                .build = rms_norm_build,
+                                                .forward = rms_norm_forward,
+                                                .backward = rms_norm_backward,
+                                                .destroy = rms_norm_destroy,
+                                                .lower = rms_norm_lower};
 
 static inline rms_norm_config *rms_norm_config_create(float epsilon) {
   rms_norm_config *c = malloc(sizeof *c);

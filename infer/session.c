@@ -312,7 +312,7 @@ static kiln_status copy_step(builder *b, int ni, int vi, kiln_dtype dt, const ki
  * none reduces every axis, unless noop_with_empty_axes (then it is an Identity). */
 static kiln_status build_reduce_mean(builder *b, int ni) {
   const kiln_ir_node *n = &b->nodes[ni];
-  int vi = -1, vo = -1;
+  int vi = -1;
   kiln_status st;
   int64_t keepdims, noop;
   if ((st = attr_int(b, n, "keepdims", 0, 1, &keepdims)) ||
@@ -366,14 +366,8 @@ static kiln_status build_reduce_mean(builder *b, int ni) {
       out.d[out.rank++] = 1;
     }
   }
-  if ((st = add_output(b, n, 0, KILN_DTYPE_FLOAT, &out, &vo))) return st;
-  kiln_step *s = new_step(b, KILN_OP_REDUCE_MEAN, ni);
-  if (!s) return kiln_error_set(b->err, KILN_E_NOMEM, "session: out of memory");
-  s->n_in = 1;
-  s->in[0] = vi;
-  s->n_out = 1;
-  s->out[0] = vo;
-  s->reduce_mask = mask;
+  if ((st = copy_step(b, ni, vi, KILN_DTYPE_FLOAT, &out, KILN_OP_REDUCE_MEAN))) return st;
+  b->s->steps[b->s->n_steps - 1].reduce_mask = mask;
   return KILN_OK;
 }
 

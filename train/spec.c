@@ -180,10 +180,7 @@ static kiln_status check_keys(const parse_ctx *c, const cJSON *obj, const char *
     for (int i = 0; i < n_allowed && !ok; i++) ok = strcmp(it->string, allowed[i]) == 0;
     if (!ok) {
       char list[KILN_ERROR_MESSAGE_MAX / 2];
-      size_t len = 0;
-      list[0] = '\0';
-      for (int i = 0; i < n_allowed && len < sizeof list; i++)
-        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", allowed[i]);
+      kiln_spec_join_names(allowed, n_allowed, list, sizeof list);
       return fail(c, KILN_E_FORMAT, p, "unknown key (expected one of %s)", list);
     }
   }

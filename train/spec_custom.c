@@ -28,6 +28,13 @@ const kiln_layer_registry_entry *kiln_layer_registry_find(const kiln_layer_regis
   return NULL;
 }
 
+void kiln_spec_join_names(const char *const *names, int n, char *buf, size_t cap) {
+  size_t len = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < n && len < cap; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "%s%s", i ? ", " : "", names[i]);
+}
+
 void kiln_layer_registry_list(const kiln_layer_registry *r, char *buf, size_t cap) {
   size_t len = 0;
   buf[0] = '\0';
@@ -97,10 +104,7 @@ kiln_status kiln_layer_config_check_keys(const kiln_layer_config *c, const char 
     for (int i = 0; i < n_keys && !ok; i++) ok = strcmp(it->string, keys[i]) == 0;
     if (!ok) {
       char list[KILN_ERROR_MESSAGE_MAX / 2];
-      size_t len = 0;
-      list[0] = '\0';
-      for (int i = 0; i < n_keys && len < sizeof list; i++)
-        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", keys[i]);
+      kiln_spec_join_names(keys, n_keys, list, sizeof list);
       return kiln_error_set(err, KILN_E_FORMAT, "config.%s: unknown key (expected one of %s)",
                             it->string, n_keys ? list : "none");
     }

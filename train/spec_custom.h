@@ -28,6 +28,8 @@ struct kiln_layer_config {
 /* The entry registered as name, or NULL (r may be NULL). */
 const kiln_layer_registry_entry *kiln_layer_registry_find(const kiln_layer_registry *r,
                                                           const char *name);
+/* names joined with ", " into buf (cut at cap). */
+void kiln_spec_join_names(const char *const *names, int n, char *buf, size_t cap);
 /* "RMSNorm, Scale" (or "none") into buf. */
 void kiln_layer_registry_list(const kiln_layer_registry *r, char *buf, size_t cap);
 

@@ -187,7 +187,9 @@ typedef struct kiln_layer_decl {
  * out_features, row-major. forward writes y; training is 1 in fit, 0 in evaluate and
  * predict. backward gets dy = dL/dy and ADDS dL/dx into dx (NULL when nothing upstream
  * needs it) and dL/dw into weight_grads[i] (zeroed by kiln before the call); y is the
- * forward's output for the same x. Neither may keep pointers past the call. */
+ * forward's output for the same x. Neither may keep pointers past the call. Members may be
+ * added at the end in later versions: fill a class with designated initializers
+ * (.type = ..., .build = ...) so a new optional member stays NULL. */
 typedef struct kiln_layer_class {
   const char *type; /* the class name, e.g. "Scale": summary, checkpoints, errors */
   kiln_status (*build)(void *ctx, int64_t in_features, kiln_layer_decl *decl, kiln_error *err);

@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_common.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,28 +37,11 @@
 enum { ROWS = 1000, FEATURES = 500, EPOCHS = 6 };
 #define TOL 1e-5
 
-static char dir[64], runjs[1200], kiln_bin[1200];
+static char runjs[1200], kiln_bin[1200];
 static int have_ort;
 static kiln_matrix X, Y, pred;
 static double fig_kiln = NAN, fig_ort = NAN, fig_acc = NAN;
 static char fig_drift[512];
-
-static char *in_dir(const char *name) {
-  static char buf[8][512];
-  static int next;
-  char *p = buf[next++ % 8];
-  snprintf(p, 512, "%s/%s", dir, name);
-  return p;
-}
-
-static double max_diff(const float *a, const float *b, int64_t n) {
-  double m = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - (double)b[i]);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static double urand(void) {
@@ -183,11 +168,7 @@ static void test_train_export_run(void **state) {
 
 static void test_ort_float(void **state) {
   (void)state;
-  if (!have_ort) {
-    print_message("skipped: ONNX Runtime needs node and tests/integration/ort/node_modules "
-                  "(npm install --ignore-scripts there)\n");
-    skip();
-  }
+  SKIP_WITHOUT_ORT(have_ort);
   char cmd[4096];
   snprintf(cmd, sizeof cmd, "node '%s' '%s' --input review='%s' --output verdict='%s'", runjs,
            in_dir("model.onnx"), in_dir("x.npy"), in_dir("ort.npy"));
@@ -239,20 +220,13 @@ static void test_quantize_drift(void **state) {
 }
 
 int main(void) {
-  const char *src = getenv("KILN_SOURCE_DIR"), *bin = getenv("KILN_BINARY_DIR");
+  const char *bin = getenv("KILN_BINARY_DIR");
   if (!bin || !*bin) {
     fprintf(stderr, "KILN_BINARY_DIR is not set (run under ctest): skipped\n");
     return 77;
   }
   snprintf(kiln_bin, sizeof kiln_bin, "%s/tools/kiln", bin);
-  char mod[1200];
-  snprintf(mod, sizeof mod, "%s/tests/integration/ort/node_modules/onnxruntime-node",
-           src && *src ? src : ".");
-  snprintf(runjs, sizeof runjs, "%s/tests/integration/ort/run.js", src && *src ? src : ".");
-  have_ort = access(mod, R_OK) == 0 && system("node --version >/dev/null 2>&1") == 0;
-  if (!have_ort)
-    fprintf(stderr, "ONNX Runtime parts skipped: needs node and %s (npm install "
-                    "--ignore-scripts in tests/integration/ort)\n", mod);
+  have_ort = ort_find(runjs, sizeof runjs);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_train_export_run),
       cmocka_unit_test(test_ort_float),

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_common.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,19 +17,23 @@
 #include "../../examples/rms_norm.h"
 #include "kiln/export.h"
 
-#define OK(call)                                                    \
-  do {                                                              \
-    kiln_error e_ = {0};                                            \
-    kiln_status s_ = (call);                                        \
-    if (s_) fail_msg("%s: %s", #call, e_.message);                  \
-  } while (0)
-#define E (&e_)
-
 static kiln_layer_registry *registry(void) {
   kiln_layer_registry *r = NULL;
   OK(kiln_layer_registry_create(&r, E));
   OK(kiln_layer_registry_add(r, "RMSNorm", &rms_norm_class, rms_norm_make_ctx, NULL, E));
   return r;
+}
+
+/* Parses json with r, builds it and finds its layer "norm". */
+static kiln_model *build_with_norm(const kiln_layer_registry *r, const char *json,
+                                   kiln_node *norm) {
+  kiln_spec *spec = NULL;
+  kiln_model *m = NULL;
+  OK(kiln_spec_parse_custom(json, "spec.json", r, &spec, E));
+  OK(kiln_spec_build(spec, 0, KILN_SEED_FROM_SPEC, &m, E));
+  kiln_spec_free(spec);
+  OK(kiln_model_find_layer(m, "norm", norm, E));
+  return m;
 }
 
 static const char *SEQ =
@@ -40,12 +46,8 @@ static const char *SEQ =
 static void test_sequential_spec_builds_trains_exports(void **state) {
   (void)state;
   kiln_layer_registry *r = registry();
-  kiln_spec *spec = NULL;
-  kiln_model *m = NULL;
-  OK(kiln_spec_parse_custom(SEQ, "spec.json", r, &spec, E));
-  OK(kiln_spec_build(spec, 0, KILN_SEED_FROM_SPEC, &m, E));
   kiln_node norm;
-  OK(kiln_model_find_layer(m, "norm", &norm, E));
+  kiln_model *m = build_with_norm(r, SEQ, &norm);
   const kiln_layer_class *cls = kiln_model_layer_class(m, norm);
   assert_ptr_equal(cls, &rms_norm_class);
   const rms_norm_config *cfg = kiln_model_layer_ctx(m, norm);
@@ -67,7 +69,6 @@ static void test_sequential_spec_builds_trains_exports(void **state) {
   assert_int_equal(reduce, 1);
   kiln_ir_free(g);
   kiln_model_free(m);
-  kiln_spec_free(spec);
   kiln_layer_registry_free(r);
 }
 
@@ -80,19 +81,14 @@ static void test_functional_spec(void **state) {
       " {\"type\": \"RMSNorm\", \"name\": \"norm\", \"inputs\": \"ab\"},"
       " {\"type\": \"Dense\", \"name\": \"out\", \"units\": 1, \"inputs\": \"norm\"}],"
       " \"outputs\": [\"out\"], \"compile\": {\"loss\": \"mse\"}}";
-  kiln_spec *spec = NULL;
-  kiln_model *m = NULL;
-  OK(kiln_spec_parse_custom(json, "f.json", r, &spec, E));
-  OK(kiln_spec_build(spec, 0, KILN_SEED_FROM_SPEC, &m, E));
   kiln_node norm;
-  OK(kiln_model_find_layer(m, "norm", &norm, E));
+  kiln_model *m = build_with_norm(r, json, &norm);
   const rms_norm_config *cfg = kiln_model_layer_ctx(m, norm);
   assert_true(cfg->epsilon == 1e-6f); /* the default */
   kiln_layer_info li;
   OK(kiln_model_layer(m, norm, &li, E));
   assert_int_equal(li.in_features, 5);
   kiln_model_free(m);
-  kiln_spec_free(spec);
   kiln_layer_registry_free(r);
 }
 
