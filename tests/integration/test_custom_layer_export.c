@@ -6,6 +6,7 @@
  *     onnx.checker accepts the file (when /usr/bin/python3 has onnx),
  *   - kiln's runtime equals kiln_model_predict within 1e-5 max abs,
  *   - ONNX Runtime (node + tests/integration/ort/run.js) equals it within 1e-5 too,
+ *   - `kiln inspect` shows the shapes through the norm ([batch, 1] after ReduceMean),
  *   - `kiln quantize` (QDQ, calibrated on 256 rows): the three Gemms go int8, the norm's
  *     nodes stay float and the report says so,
  *   - `kiln drift` float vs int8 on all rows passes: accuracy drop <= 1 point and >= 98%
@@ -182,6 +183,24 @@ static void test_ort_float(void **state) {
   if (!(fig_ort <= TOL)) fail_msg("ONNX Runtime vs trainer: max abs %.3g", fig_ort);
 }
 
+/* kiln inspect follows the shapes through the norm's nodes. */
+static void test_inspect(void **state) {
+  (void)state;
+  const char *args[] = {"inspect", "model.onnx", NULL};
+  result r = run_kiln_in(kiln_bin, dir, args);
+  if (r.code != 0) fail_msg("kiln inspect exited %d: %s", r.code, r.err);
+  /* the rows: "rms_norm/ReduceMean  ReduceMean  [batch, 1]  0", "rms_norm/Mul_1 ... [batch, 16]" */
+  const char *rows[2] = {"rms_norm/ReduceMean", "rms_norm/Mul_1"};
+  const char *want[2] = {"[batch, 1] ", "[batch, 16] "};
+  for (int k = 0; k < 2; k++) {
+    const char *row = strstr(r.out, rows[k]);
+    char line[256] = "";
+    if (row) snprintf(line, sizeof line, "%.*s", (int)strcspn(row, "\n"), row);
+    if (!strstr(line, want[k])) fail_msg("inspect: row \"%s\" lacks %s:\n%s", line, want[k], r.out);
+  }
+  result_free(&r);
+}
+
 static void test_quantize_drift(void **state) {
   (void)state;
   const char *q[] = {"quantize", "model.onnx", "model_int8.onnx", "--calibrate", "x.npy",
@@ -230,6 +249,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_train_export_run),
       cmocka_unit_test(test_ort_float),
+      cmocka_unit_test(test_inspect),
       cmocka_unit_test(test_quantize_drift),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
