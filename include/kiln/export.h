@@ -29,7 +29,9 @@ void kiln_export_options_init(kiln_export_options *opt);
 
 /* Lowers m to a new graph (free with kiln_ir_free): graph inputs and outputs named
  * after the model's, a symbolic batch dim "batch", producer "kiln", metadata_props
- * with the loss, metrics and whatever the options give. Dropout disappears. */
+ * with the loss, metrics and whatever the options give. Dropout disappears; a custom
+ * layer becomes the nodes its class's lower hook emits (KILN_E_UNSUPPORTED naming the
+ * layer and its class when it has none). */
 kiln_status kiln_model_lower(const kiln_model *m, const kiln_export_options *opt,
                              kiln_ir_graph **out, kiln_error *err);
 
