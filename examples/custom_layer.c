@@ -2,11 +2,14 @@
  * gain, written against kiln_layer_class) in the chapter 4 IMDB model: 10,000-word
  * multi-hot -> Dense 16 relu -> RMSNormalization -> Dense 16 relu -> Dense 1 sigmoid,
  * adam, batch 512, 4 epochs, evaluated on the 25,000 test reviews next to the same model
- * without it (same seed). --variant plain trains only the model without it. */
+ * without it (same seed). --variant plain trains only the model without it. --output
+ * FILE.onnx exports the trained model with the layer (its lower hook makes it standard
+ * ONNX nodes): run it with kiln's runtime or ONNX Runtime, `kiln quantize` it to int8. */
 #include <stdio.h>
 #include <string.h>
 
 #include "example_common.h"
+#include "kiln/export.h"
 #include "rms_norm.h"
 
 static kiln_model *build(uint64_t seed, int with_norm, kiln_error *err) {
@@ -19,8 +22,7 @@ static kiln_model *build(uint64_t seed, int with_norm, kiln_error *err) {
   d.activation = KILN_ACTIVATION_RELU;
   example_check(kiln_model_dense(m, x, 16, &d, &x, err), "model", err);
   if (with_norm) {
-    rms_norm_config *c = rms_norm_config_create(1e-6f);
-    example_check(kiln_model_custom(m, x, &rms_norm_class, c, "rms_norm", &x, err), "model", err);
+    example_check(rms_norm_add(m, x, 1e-6f, "rms_norm", &x, err), "model", err);
   }
   example_check(kiln_model_dense(m, x, 16, &d, &x, err), "model", err);
   d.activation = KILN_ACTIVATION_SIGMOID;
@@ -57,6 +59,11 @@ static result run(const example_args *a, int with_norm, const kiln_dataset *trai
   example_check(kiln_model_evaluate(m, &test->x, &test->y, 512, &logs, &err), "evaluate", &err);
   r.loss = kiln_logs_get(&logs, "loss");
   r.accuracy = kiln_logs_get(&logs, "accuracy");
+  if (with_norm && a->output) {
+    kiln_export_options eo;
+    kiln_export_options_init(&eo);
+    example_check(kiln_model_export(m, &eo, a->output, &err), "export", &err);
+  }
   kiln_history_free(&h);
   kiln_model_free(m);
   return r;
@@ -64,7 +71,7 @@ static result run(const example_args *a, int with_norm, const kiln_dataset *trai
 
 int main(int argc, char **argv) {
   example_args a;
-  example_parse(argc, argv, "usage: example_custom_layer [--variant rms_norm|plain] [flags]", &a);
+  example_parse(argc, argv, "usage: example_custom_layer [--variant rms_norm|plain] [--output MODEL.onnx] [flags]", &a);
   int plain_only = a.variant && strcmp(a.variant, "plain") == 0;
   if (a.variant && !plain_only && strcmp(a.variant, "rms_norm") != 0) {
     fprintf(stderr, "error: unknown --variant %s (rms_norm or plain)\n", a.variant);

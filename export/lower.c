@@ -2,7 +2,8 @@
  *
  * Dense -> Gemm (default) or MatMul + Add, then Relu / Sigmoid / Tanh / Softmax;
  * linear adds nothing; Dropout disappears (its consumers read its input);
- * Concatenate -> Concat(axis -1). Every layer's output value is named after the layer,
+ * Concatenate -> Concat(axis -1); a custom layer -> whatever its class's lower hook
+ * emits (lower_custom.c). Every layer's output value is named after the layer,
  * so the graph inputs carry the Input layers' names (in the model's input order) and
  * the graph outputs the output layers' (in the model's output order). Layers no output
  * depends on are left out. */
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "kiln/export.h"
+#include "lower_internal.h"
 
 /* The project's version (CMake's PROJECT_VERSION), recorded as producer_version. */
 #define KILN_EXPORT_PRODUCER_NAME "kiln"
@@ -373,16 +375,12 @@ kiln_status kiln_model_lower(const kiln_model *m, const kiln_export_options *opt
         goto done;
       }
       value[i] = l.name;
+    } else if (l.kind == KILN_LAYER_CUSTOM) {
+      if ((s = kiln_lower_custom_layer(g, m, i, &l, in, opt->opset, err))) goto done;
+      value[i] = l.name;
     } else {
-      const kiln_layer_class *cls = kiln_model_layer_class(m, i);
-      if (cls)
-        s = kiln_error_set(err, KILN_E_UNSUPPORTED,
-                           "lower: layer '%s' is a custom layer (class \"%s\"), which has no "
-                           "ONNX form; export a model without it (kiln_model_from_layers) or "
-                           "replace it with built-in layers", l.name, cls->type ? cls->type : "?");
-      else
-        s = kiln_error_set(err, KILN_E_UNSUPPORTED, "lower: layer '%s': kind %d has no ONNX form",
-                           l.name, (int)l.kind);
+      s = kiln_error_set(err, KILN_E_UNSUPPORTED, "lower: layer '%s': kind %d has no ONNX form",
+                         l.name, (int)l.kind);
       goto done;
     }
   }

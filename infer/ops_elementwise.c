@@ -1,5 +1,18 @@
-/* kiln runtime — Add, Sub, Mul, Div with numpy broadcasting. */
+/* kiln runtime — Add, Sub, Mul, Div with numpy broadcasting; Sqrt and Reciprocal. */
+#include <math.h>
+
 #include "session_internal.h"
+
+void kiln_exec_math_unary(kiln_session *s, const kiln_step *st, int64_t batch) {
+  int64_t d[KILN_IR_MAX_RANK];
+  int64_t n = kiln_shape_eval(&s->values[st->in[0]].shape, batch, d);
+  const float *x = s->ptr[st->in[0]];
+  float *y = s->ptr[st->out[0]];
+  if (st->op == KILN_OP_SQRT)
+    for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]);
+  else
+    for (int64_t i = 0; i < n; i++) y[i] = 1.0f / x[i];
+}
 
 void kiln_broadcast_strides(int in_rank, const int64_t *in_dims, int out_rank,
                             const int64_t *out_dims, int64_t *strides) {

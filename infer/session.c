@@ -306,6 +306,72 @@ static kiln_status build_unary(builder *b, int ni, kiln_op op) {
   return KILN_OK;
 }
 
+static kiln_status copy_step(builder *b, int ni, int vi, kiln_dtype dt, const kiln_shape *sh,
+                             kiln_op op);
+
+/* ReduceMean: axes from the attribute (opset < 18) or the constant input 1 (opset 18+);
+ * none reduces every axis, unless noop_with_empty_axes (then it is an Identity). */
+static kiln_status build_reduce_mean(builder *b, int ni) {
+  const kiln_ir_node *n = &b->nodes[ni];
+  int vi = -1;
+  kiln_status st;
+  int64_t keepdims, noop;
+  if ((st = attr_int(b, n, "keepdims", 0, 1, &keepdims)) ||
+      (st = attr_int(b, n, "noop_with_empty_axes", 0, 0, &noop)) ||
+      (st = get_input(b, n, 0, 1, &vi)))
+    return st;
+  const kiln_shape *sh = &b->s->values[vi].shape;
+  int r = sh->rank, n_axes = 0;
+  const int64_t *axes = NULL;
+  const kiln_ir_attr *a = kiln_ir_node_attr(n, "axes");
+  if (has_input(n, 1)) {
+    int va = val_find(b->s, n->inputs[1]);
+    const kiln_rt_value *av = va >= 0 ? &b->s->values[va] : NULL;
+    if (!av || av->kind != KILN_VALUE_CONST)
+      return node_err(b, n, KILN_E_UNSUPPORTED,
+                      "the axes input \"%s\" must be an initializer (kiln plans shapes at create)",
+                      n->inputs[1]);
+    if (av->dtype != KILN_DTYPE_INT64 || av->shape.rank != 1)
+      return node_err(b, n, KILN_E_FORMAT, "the axes input \"%s\" must be a 1-D int64 tensor",
+                      n->inputs[1]);
+    if (a) return node_err(b, n, KILN_E_FORMAT, "axes given both as an attribute and an input");
+    axes = av->init->data;
+    n_axes = (int)av->shape.d[0];
+  } else if (a) {
+    if (a->type != KILN_ATTR_INTS)
+      return node_err(b, n, KILN_E_FORMAT, "attribute \"axes\" must be ints (type %d), got type %d",
+                      (int)KILN_ATTR_INTS, (int)a->type);
+    axes = a->ints;
+    n_axes = a->n;
+  }
+  if (n_axes == 0 && noop) return copy_step(b, ni, vi, KILN_DTYPE_FLOAT, sh, KILN_OP_COPY);
+  unsigned mask = 0;
+  for (int k = 0; k < n_axes; k++) {
+    int64_t ax = axes[k];
+    if (ax < -r || ax >= r)
+      return node_err(b, n, KILN_E_INVALID, "axes[%d]=%lld is outside [%d, %d] for a rank-%d input",
+                      k, (long long)ax, -r, r - 1, r);
+    if (ax < 0) ax += r;
+    if (mask & (1u << ax))
+      return node_err(b, n, KILN_E_INVALID, "axis %lld is given twice in axes", (long long)ax);
+    mask |= 1u << ax;
+  }
+  if (n_axes == 0) mask = r ? (1u << r) - 1 : 0;
+  kiln_shape out;
+  memset(&out, 0, sizeof out);
+  for (int i = 0; i < r; i++) {
+    if (!(mask & (1u << i))) {
+      out.d[out.rank] = sh->d[i];
+      out.batch[out.rank++] = sh->batch[i];
+    } else if (keepdims) {
+      out.d[out.rank++] = 1;
+    }
+  }
+  if ((st = copy_step(b, ni, vi, KILN_DTYPE_FLOAT, &out, KILN_OP_REDUCE_MEAN))) return st;
+  b->s->steps[b->s->n_steps - 1].reduce_mask = mask;
+  return KILN_OK;
+}
+
 static kiln_status build_softmax(builder *b, int ni, kiln_op op) {
   const kiln_ir_node *n = &b->nodes[ni];
   int vi = -1, vo = -1;
@@ -990,10 +1056,10 @@ static kiln_status begin_qmatmul(builder *b, int ni, kiln_op op, int b_input, in
 static kiln_status build_matmul_integer(builder *b, int ni) {
   const kiln_ir_node *n = &b->nodes[ni];
   int va = -1, vb = -1, vo = -1;
-  int64_t K, N;
+  int64_t K = 0, N = 0;
   kiln_shape out;
   kiln_step *sp;
-  kiln_qstep *q;
+  kiln_qstep *q = NULL;
   kiln_status st =
       begin_qmatmul(b, ni, KILN_OP_MATMUL_INTEGER, 1, &va, &vb, &K, &N, &out, &sp, &q);
   if (st) return st;
@@ -1029,10 +1095,10 @@ static kiln_status build_matmul_integer(builder *b, int ni) {
 static kiln_status build_qlinear_matmul(builder *b, int ni) {
   const kiln_ir_node *n = &b->nodes[ni];
   int va = -1, vb = -1, vo = -1;
-  int64_t K, N;
+  int64_t K = 0, N = 0;
   kiln_shape out;
   kiln_step *sp;
-  kiln_qstep *q;
+  kiln_qstep *q = NULL;
   kiln_status st =
       begin_qmatmul(b, ni, KILN_OP_QLINEAR_MATMUL, 3, &va, &vb, &K, &N, &out, &sp, &q);
   if (st) return st;
@@ -1484,6 +1550,9 @@ static kiln_status build_node(builder *b, int ni) {
   if (op_is(n, "LeakyRelu")) return build_unary(b, ni, KILN_OP_LEAKY_RELU);
   if (op_is(n, "Sigmoid")) return build_unary(b, ni, KILN_OP_SIGMOID);
   if (op_is(n, "Tanh")) return build_unary(b, ni, KILN_OP_TANH);
+  if (op_is(n, "Sqrt")) return build_unary(b, ni, KILN_OP_SQRT);
+  if (op_is(n, "Reciprocal")) return build_unary(b, ni, KILN_OP_RECIPROCAL);
+  if (op_is(n, "ReduceMean")) return build_reduce_mean(b, ni);
   if (op_is(n, "Softmax")) return build_softmax(b, ni, KILN_OP_SOFTMAX);
   if (op_is(n, "LogSoftmax")) return build_softmax(b, ni, KILN_OP_LOG_SOFTMAX);
   if (op_is(n, "Concat")) return build_concat(b, ni);

@@ -64,7 +64,9 @@ typedef enum kiln_op {
   KILN_OP_DYNQUANT,   /* DynamicQuantizeLinear */
   KILN_OP_MATMUL_INTEGER,
   KILN_OP_QLINEAR_MATMUL,
-  KILN_OP_QGEMM /* a fused QDQ Gemm/MatMul(+bias)(+Relu)+QuantizeLinear: int8 in, int8 out */
+  KILN_OP_QGEMM, /* a fused QDQ Gemm/MatMul(+bias)(+Relu)+QuantizeLinear: int8 in, int8 out */
+  KILN_OP_SQRT, KILN_OP_RECIPROCAL,
+  KILN_OP_REDUCE_MEAN /* over the axes in reduce_mask; the output keeps the reduced dims' order */
 } kiln_op;
 
 /* The constants of a quantized step, made at create (owned by the step). */
@@ -118,6 +120,8 @@ typedef struct kiln_step {
   int legacy_softmax;   /* opset < 13: flatten to 2-D at axis */
   /* LeakyRelu */
   float slope;
+  /* ReduceMean: bit i set when input axis i is reduced */
+  unsigned reduce_mask;
   /* quantized ops */
   kiln_qstep *q;
 } kiln_step;
@@ -203,6 +207,8 @@ void kiln_exec_gemm_tokens(kiln_session *s, const kiln_step *st, int64_t rows,
                            const int64_t *offsets, const int32_t *tokens);
 void kiln_exec_binary(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_unary(kiln_session *s, const kiln_step *st, int64_t batch);
+void kiln_exec_math_unary(kiln_session *s, const kiln_step *st, int64_t batch); /* Sqrt, Reciprocal */
+void kiln_exec_reduce_mean(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_softmax(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_concat(kiln_session *s, const kiln_step *st, int64_t batch);
 void kiln_exec_copy(kiln_session *s, const kiln_step *st, int64_t batch);

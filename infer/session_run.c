@@ -28,6 +28,9 @@ static void exec_step(kiln_session *s, const kiln_step *st, int64_t batch) {
     case KILN_OP_MATMUL_INTEGER: kiln_exec_matmul_integer(s, st, batch); break;
     case KILN_OP_QLINEAR_MATMUL: kiln_exec_qlinear_matmul(s, st, batch); break;
     case KILN_OP_QGEMM: kiln_exec_qgemm(s, st, batch); break;
+    case KILN_OP_SQRT:
+    case KILN_OP_RECIPROCAL: kiln_exec_math_unary(s, st, batch); break;
+    case KILN_OP_REDUCE_MEAN: kiln_exec_reduce_mean(s, st, batch); break;
   }
 }
 

@@ -387,6 +387,9 @@ static const char *float_reason(const kiln_ir_graph *g, const kiln_ir_node *n) {
     return "joins float rows (a copy); the layer reading it quantizes the whole row with one "
            "scale, as an int8 Concat with a shared scale would, with one QuantizeLinear";
   if (qz_op(n, "Add") && after_mm) return "bias Add after a MatMul: float";
+  if (qz_op(n, "ReduceMean") || qz_op(n, "Sqrt") || qz_op(n, "Reciprocal"))
+    return "normalization statistic (row mean, square root): float, a few operations per "
+           "row; int8 steps would distort the small mean squares it divides by";
   if (qz_op(n, "Gemm") || qz_op(n, "MatMul")) return NULL;
   return "not a matrix product: element-wise/shape op runs in float";
 }

@@ -63,8 +63,30 @@ shape shape_infer_node(const kiln_ir_node *n, shape_table *t) {
   if (!strcmp(op, "Relu") || !strcmp(op, "Sigmoid") || !strcmp(op, "Tanh") ||
       !strcmp(op, "Softmax") || !strcmp(op, "Identity") || !strcmp(op, "Dropout") ||
       !strcmp(op, "LeakyRelu") || !strcmp(op, "Clip") || !strcmp(op, "Neg") ||
-      !strcmp(op, "QuantizeLinear") || !strcmp(op, "DequantizeLinear")) {
+      !strcmp(op, "QuantizeLinear") || !strcmp(op, "DequantizeLinear") ||
+      !strcmp(op, "Sqrt") || !strcmp(op, "Reciprocal")) {
     return *a;
+  }
+  if (!strcmp(op, "ReduceMean") && n->n_inputs < 2) {
+    /* axes as an attribute (opset < 18); none: every axis */
+    const kiln_ir_attr *ax = kiln_ir_node_attr(n, "axes");
+    int keep = attr_int(n, "keepdims", 1) != 0;
+    unsigned mask = 0;
+    if (!ax || ax->type != KILN_ATTR_INTS || ax->n == 0) {
+      mask = (1u << a->rank) - 1;
+    } else {
+      for (int k = 0; k < ax->n; k++) {
+        int64_t i = ax->ints[k] < 0 ? ax->ints[k] + a->rank : ax->ints[k];
+        if (i < 0 || i >= a->rank) return o;
+        mask |= 1u << i;
+      }
+    }
+    o.known = 1;
+    for (int i = 0; i < a->rank; i++) {
+      if (!(mask & (1u << i))) set_dim(&o, o.rank++, a, i);
+      else if (keep) o.dims[o.rank++] = 1;
+    }
+    return o;
   }
   if (!strcmp(op, "Gemm") && b && b->known && a->rank == 2 && b->rank == 2) {
     o.known = 1;

@@ -213,3 +213,8 @@ const kiln_layer_class *kiln_model_layer_class(const kiln_model *m, kiln_node no
   if (node < 0 || node >= m->n_layers || !m->layers[node].custom) return NULL;
   return m->layers[node].custom->cls;
 }
+
+void *kiln_model_layer_ctx(const kiln_model *m, kiln_node node) {
+  if (node < 0 || node >= m->n_layers || !m->layers[node].custom) return NULL;
+  return m->layers[node].custom->ctx;
+}

@@ -19,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "kiln/train.h"
+#include "spec_custom.h"
 
 /* A spec without "seed" trains with this one, so runs are reproducible by default. */
 #define SPEC_DEFAULT_SEED 0
@@ -38,6 +39,8 @@ typedef struct spec_layer {
   float constant;
   kiln_regularizer reg;
   float rate;
+  const kiln_layer_registry_entry *custom; /* KILN_LAYER_CUSTOM: its registered class */
+  cJSON *config;             /* KILN_LAYER_CUSTOM: a copy of its "config" (or NULL) */
   char *inputs[KILN_MAX_IO]; /* functional specs: the layers or inputs it takes, by name */
   int n_inputs;              /* 0: the layer before it */
 } spec_layer;
@@ -86,6 +89,7 @@ struct kiln_spec {
 typedef struct parse_ctx {
   const char *source;
   kiln_error *err;
+  const kiln_layer_registry *registry; /* may be NULL */
 } parse_ctx;
 
 /* --- messages -------------------------------------------------------------- */
@@ -176,10 +180,7 @@ static kiln_status check_keys(const parse_ctx *c, const cJSON *obj, const char *
     for (int i = 0; i < n_allowed && !ok; i++) ok = strcmp(it->string, allowed[i]) == 0;
     if (!ok) {
       char list[KILN_ERROR_MESSAGE_MAX / 2];
-      size_t len = 0;
-      list[0] = '\0';
-      for (int i = 0; i < n_allowed && len < sizeof list; i++)
-        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", allowed[i]);
+      kiln_spec_join_names(allowed, n_allowed, list, sizeof list);
       return fail(c, KILN_E_FORMAT, p, "unknown key (expected one of %s)", list);
     }
   }
@@ -408,8 +409,8 @@ static kiln_status parse_layer_name(const parse_ctx *c, const cJSON *layer, cons
 
 static kiln_status parse_input(const parse_ctx *c, const cJSON *layer, const char *path,
                                spec_layer *l) {
-  static const char *const keys[] = {"type", "name", "shape"};
-  kiln_status s = check_keys(c, layer, path, keys, 3);
+  static const char *const keys[] = {"type", "class_name", "name", "shape"};
+  kiln_status s = check_keys(c, layer, path, keys, 4);
   if (s) return s;
   const cJSON *shape = cJSON_GetObjectItemCaseSensitive(layer, "shape");
   if (shape && !cJSON_IsNull(shape)) {
@@ -432,9 +433,10 @@ static kiln_status parse_input(const parse_ctx *c, const cJSON *layer, const cha
 /* functional: the layer may name its "inputs" (the last allowed key). */
 static kiln_status parse_dense(const parse_ctx *c, const cJSON *layer, const char *path,
                                spec_layer *l, int functional) {
-  static const char *const keys[] = {"type", "name", "units", "activation", "kernel_initializer",
-                                     "kernel_regularizer", "inputs"};
-  kiln_status s = check_keys(c, layer, path, keys, functional ? 7 : 6);
+  static const char *const keys[] = {"type",       "class_name",         "name",  "units",
+                                     "activation", "kernel_initializer", "kernel_regularizer",
+                                     "inputs"};
+  kiln_status s = check_keys(c, layer, path, keys, functional ? 8 : 7);
   if (s) return s;
   char p[PATH_MAX_LEN];
   key_path(p, path, "units");
@@ -469,8 +471,8 @@ static kiln_status parse_dense(const parse_ctx *c, const cJSON *layer, const cha
 
 static kiln_status parse_dropout(const parse_ctx *c, const cJSON *layer, const char *path,
                                  spec_layer *l, int functional) {
-  static const char *const keys[] = {"type", "name", "rate", "inputs"};
-  kiln_status s = check_keys(c, layer, path, keys, functional ? 4 : 3);
+  static const char *const keys[] = {"type", "class_name", "name", "rate", "inputs"};
+  kiln_status s = check_keys(c, layer, path, keys, functional ? 5 : 4);
   if (s) return s;
   char p[PATH_MAX_LEN];
   key_path(p, path, "rate");
@@ -487,8 +489,8 @@ static kiln_status parse_dropout(const parse_ctx *c, const cJSON *layer, const c
 
 static kiln_status parse_concatenate(const parse_ctx *c, const cJSON *layer, const char *path,
                                      spec_layer *l) {
-  static const char *const keys[] = {"type", "name", "inputs", "axis"};
-  kiln_status s = check_keys(c, layer, path, keys, 4);
+  static const char *const keys[] = {"type", "class_name", "name", "inputs", "axis"};
+  kiln_status s = check_keys(c, layer, path, keys, 5);
   if (s) return s;
   const cJSON *axis = cJSON_GetObjectItemCaseSensitive(layer, "axis");
   if (axis) {
@@ -505,6 +507,23 @@ static kiln_status parse_concatenate(const parse_ctx *c, const cJSON *layer, con
   if (!cJSON_GetObjectItemCaseSensitive(layer, "inputs"))
     return fail(c, KILN_E_FORMAT, p,
                 "missing (a Concatenate layer needs \"inputs\": the names of the layers it joins)");
+  return parse_layer_name(c, layer, path, l);
+}
+
+/* A registered custom class: "type"/"class_name", "name", "config" (an object the
+ * class's make_ctx reads at build), "inputs" in a functional spec. */
+static kiln_status parse_custom(const parse_ctx *c, const cJSON *layer, const char *path,
+                                spec_layer *l, int functional) {
+  static const char *const keys[] = {"type", "class_name", "name", "config", "inputs"};
+  kiln_status s = check_keys(c, layer, path, keys, functional ? 5 : 4);
+  if (s) return s;
+  const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(layer, "config");
+  if (cfg && !cJSON_IsNull(cfg)) {
+    char p[PATH_MAX_LEN];
+    key_path(p, path, "config");
+    if ((s = get_object(c, cfg, p))) return s;
+    if (!(l->config = cJSON_Duplicate(cfg, 1))) return fail(c, KILN_E_NOMEM, p, "out of memory");
+  }
   return parse_layer_name(c, layer, path, l);
 }
 
@@ -672,6 +691,13 @@ static kiln_status parse_layers(const parse_ctx *c, const cJSON *v, kiln_spec *s
     if (s) return s;
     key_path(p, path, "type");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(layer, "type");
+    const cJSON *class_name = cJSON_GetObjectItemCaseSensitive(layer, "class_name");
+    if (type && class_name)
+      return fail(c, KILN_E_FORMAT, p, "give \"type\" or Keras' \"class_name\", not both");
+    if (class_name) {
+      type = class_name;
+      key_path(p, path, "class_name");
+    }
     if (!type) return fail(c, KILN_E_FORMAT, p, "missing (expected one of Input, Dense, Dropout)");
     const char *t = NULL;
     if ((s = get_string(c, type, p, &t))) return s;
@@ -704,10 +730,18 @@ static kiln_status parse_layers(const parse_ctx *c, const cJSON *v, kiln_spec *s
                     "Concatenate needs a functional spec (a top-level \"inputs\" array and "
                     "\"inputs\" by name on the layers)");
       s = parse_concatenate(c, layer, path, l);
+    } else if ((l->custom = kiln_layer_registry_find(c->registry, t))) {
+      l->kind = KILN_LAYER_CUSTOM;
+      s = parse_custom(c, layer, path, l, spec->n_inputs > 0);
     } else {
+      char known[KILN_ERROR_MESSAGE_MAX / 2];
+      kiln_layer_registry_list(c->registry, known, sizeof known);
       return fail(c, KILN_E_INVALID, p,
-                  "unknown layer type \"%s\" (expected one of Input, Dense, Dropout, "
-                  "Concatenate)", t);
+                  "unknown layer type \"%s\" of layers[%d] (expected one of Input, Dense, "
+                  "Dropout, Concatenate, or a registered custom class: %s%s)",
+                  t, i, known,
+                  c->registry ? "" : "; register it with kiln_layer_registry_add and parse "
+                                     "with kiln_spec_parse_custom");
     }
     if (!s) s = parse_layer_inputs(c, layer, path, spec, l);
     if (s) return s;
@@ -1123,6 +1157,7 @@ void kiln_spec_free(kiln_spec *s) {
   if (!s) return;
   for (int i = 0; i < s->n_layers; i++) {
     free(s->layers[i].name);
+    cJSON_Delete(s->layers[i].config);
     for (int k = 0; k < s->layers[i].n_inputs; k++) free(s->layers[i].inputs[k]);
   }
   free(s->layers);
@@ -1145,8 +1180,14 @@ void kiln_spec_free(kiln_spec *s) {
 
 kiln_status kiln_spec_parse(const char *json, const char *source_name, kiln_spec **out,
                             kiln_error *err) {
+  return kiln_spec_parse_custom(json, source_name, NULL, out, err);
+}
+
+kiln_status kiln_spec_parse_custom(const char *json, const char *source_name,
+                                   const kiln_layer_registry *registry, kiln_spec **out,
+                                   kiln_error *err) {
   kiln_error local = {0};
-  parse_ctx c = {source_name && *source_name ? source_name : "<spec>", &local};
+  parse_ctx c = {source_name && *source_name ? source_name : "<spec>", &local, registry};
   if (!out) return kiln_error_set(err, KILN_E_INVALID, "kiln_spec_parse: out is NULL");
   *out = NULL;
   if (!json) return kiln_error_set(err, KILN_E_INVALID, "kiln_spec_parse: json is NULL");
@@ -1180,6 +1221,11 @@ kiln_status kiln_spec_parse(const char *json, const char *source_name, kiln_spec
 }
 
 kiln_status kiln_spec_load(const char *path, kiln_spec **out, kiln_error *err) {
+  return kiln_spec_load_custom(path, NULL, out, err);
+}
+
+kiln_status kiln_spec_load_custom(const char *path, const kiln_layer_registry *registry,
+                                  kiln_spec **out, kiln_error *err) {
   if (!out) return kiln_error_set(err, KILN_E_INVALID, "kiln_spec_load: out is NULL");
   *out = NULL;
   if (!path) return kiln_error_set(err, KILN_E_INVALID, "kiln_spec_load: path is NULL");
@@ -1222,12 +1268,25 @@ kiln_status kiln_spec_load(const char *path, kiln_spec **out, kiln_error *err) {
     return kiln_error_set(err, KILN_E_FORMAT, "%s: a NUL byte at byte %zu: not a JSON text", path,
                           at);
   }
-  s = kiln_spec_parse(buf, path, out, err);
+  s = kiln_spec_parse_custom(buf, path, registry, out, err);
   free(buf);
   return s;
 }
 
 /* --- building --------------------------------------------------------------- */
+
+/* A custom layer on input: its ctx from the registered make_ctx, then the layer. */
+static kiln_status build_custom(const spec_layer *l, kiln_model *m, kiln_node input,
+                                kiln_node *out, kiln_error *local) {
+  const kiln_layer_registry_entry *e = l->custom;
+  void *ctx = e->user;
+  if (e->make_ctx) {
+    kiln_layer_config cfg = {l->config};
+    kiln_status st = e->make_ctx(e->user, l->name, &cfg, &ctx, local);
+    if (st) return st;
+  }
+  return kiln_model_custom(m, input, e->cls, ctx, l->name, out, local);
+}
 
 /* The node of a name: an input's or a layer's (built before it). */
 static kiln_node node_named(const kiln_spec *s, const kiln_node *input_nodes,
@@ -1280,6 +1339,9 @@ static kiln_status build_functional(const kiln_spec *s, kiln_model *m, kiln_erro
         break;
       case KILN_LAYER_CONCATENATE:
         st = kiln_model_concatenate(m, from, n, l->name, &nodes[i], local);
+        break;
+      case KILN_LAYER_CUSTOM:
+        st = build_custom(l, m, from[0], &nodes[i], local);
         break;
       default:
         st = kiln_error_set(local, KILN_E_UNSUPPORTED, "not a functional spec layer");
@@ -1387,8 +1449,10 @@ kiln_status kiln_spec_build(const kiln_spec *s, int64_t input_features, uint64_t
       case KILN_LAYER_DROPOUT:
         st = kiln_model_dropout(m, prev, l->rate, l->name, NULL, &local);
         break;
-      case KILN_LAYER_CONCATENATE:
       case KILN_LAYER_CUSTOM:
+        st = build_custom(l, m, prev, NULL, &local);
+        break;
+      case KILN_LAYER_CONCATENATE:
         st = kiln_error_set(&local, KILN_E_UNSUPPORTED, "not a Sequential spec layer");
         break;
     }

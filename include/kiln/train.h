@@ -158,6 +158,9 @@ void kiln_model_summary(const kiln_model *m, FILE *out);
 
 #define KILN_LAYER_MAX_WEIGHTS 8
 
+/* The export builder a custom layer's lower hook writes into (kiln/export.h). */
+typedef struct kiln_layer_lowering kiln_layer_lowering;
+
 /* One trainable weight a custom layer declares in build. kiln allocates it, fills it
  * (from values, else with the initializer drawn from the model's seed), trains it with
  * the model's optimizer (no regularization), counts it in the summary and saves it in
@@ -184,7 +187,9 @@ typedef struct kiln_layer_decl {
  * out_features, row-major. forward writes y; training is 1 in fit, 0 in evaluate and
  * predict. backward gets dy = dL/dy and ADDS dL/dx into dx (NULL when nothing upstream
  * needs it) and dL/dw into weight_grads[i] (zeroed by kiln before the call); y is the
- * forward's output for the same x. Neither may keep pointers past the call. */
+ * forward's output for the same x. Neither may keep pointers past the call. Members may be
+ * added at the end in later versions: fill a class with designated initializers
+ * (.type = ..., .build = ...) so a new optional member stays NULL. */
 typedef struct kiln_layer_class {
   const char *type; /* the class name, e.g. "Scale": summary, checkpoints, errors */
   kiln_status (*build)(void *ctx, int64_t in_features, kiln_layer_decl *decl, kiln_error *err);
@@ -194,14 +199,26 @@ typedef struct kiln_layer_class {
                    const float *dy, int64_t rows, int64_t in_features, int64_t out_features,
                    float *dx, float *const *weight_grads);
   void (*destroy)(void *ctx); /* frees ctx; may be NULL */
+  /* Optional (NULL: ONNX export refuses the layer with KILN_E_UNSUPPORTED naming it and
+   * its class). Emits the layer's inference-mode forward pass as standard ONNX nodes
+   * through the builder of kiln/export.h (kiln_lowering_add_node, _add_initializer,
+   * _fresh_name): read the value named `input` (rows x in_features, float) and make a
+   * node write the value named `output` (rows x out_features). weights are the trained
+   * values in the order build declared (borrowed for the call: copy them with
+   * kiln_lowering_add_initializer, which the graph then owns). Must not keep lw, the
+   * names or the weights past the call. Added last to keep the struct's layout. */
+  kiln_status (*lower)(void *ctx, kiln_layer_lowering *lw, const float *const *weights,
+                       int64_t in_features, int64_t out_features, const char *input,
+                       const char *output, kiln_error *err);
 } kiln_layer_class;
 
 /* Adds a layer of class cls on input (a dense node: not a CSR-fed Input). cls is
  * borrowed and must outlive the model; the model takes ctx (also on failure: it calls
  * cls->destroy(ctx)). build errors come back prefixed with the layer's name. name NULL:
  * the class type in lower case, then "_1", "_2", ... kiln_model_from_layers shares the
- * layer (ctx and weights) as it shares Dense weights. ONNX export refuses a model with a
- * custom layer (KILN_E_UNSUPPORTED naming it); checkpoints: see kiln_model_load_custom. */
+ * layer (ctx and weights) as it shares Dense weights. ONNX export lowers the layer with
+ * cls->lower, and refuses it (KILN_E_UNSUPPORTED naming it and its class) when the class
+ * has none; checkpoints: see kiln_model_load_custom. */
 kiln_status kiln_model_custom(kiln_model *m, kiln_node input, const kiln_layer_class *cls,
                               void *ctx, const char *name, kiln_node *out, kiln_error *err);
 /* The weights of a custom layer (0 for other kinds), each as a kiln_weight_info (below:
@@ -213,6 +230,8 @@ kiln_status kiln_model_weight(const kiln_model *m, kiln_node node, int i, kiln_w
                               kiln_error *err);
 /* The class of a custom layer, or NULL. */
 const kiln_layer_class *kiln_model_layer_class(const kiln_model *m, kiln_node node);
+/* The ctx a custom layer was given (owned by the model), or NULL. */
+void *kiln_model_layer_ctx(const kiln_model *m, kiln_node node);
 
 /* --- compile ------------------------------------------------------------- */
 
@@ -547,6 +566,45 @@ kiln_status kiln_spec_parse(const char *json, const char *source_name, kiln_spec
                             kiln_error *err);
 kiln_status kiln_spec_load(const char *path, kiln_spec **out, kiln_error *err);
 void kiln_spec_free(kiln_spec *s);
+/* Custom layer classes in specs (Keras' custom_objects). A spec layer whose "type" (or
+ * Keras' "class_name") is not a built-in one names a class registered here:
+ *   {"type": "RMSNorm", "name": "norm", "config": {"epsilon": 1e-6}}
+ * (plus "inputs" in a functional spec). A registry is a value the caller owns (no global
+ * state): create it, add classes, parse specs with kiln_spec_parse_custom /
+ * kiln_spec_load_custom, free it with kiln_layer_registry_free. The registry (and each
+ * user pointer) must outlive every spec parsed with it; each class must outlive the
+ * models built (as for kiln_model_custom). An unknown type is KILN_E_INVALID naming the
+ * layer's index and type and listing the registered classes. */
+typedef struct kiln_layer_registry kiln_layer_registry;
+/* A spec layer's "config" object, readable during make_ctx only. */
+typedef struct kiln_layer_config kiln_layer_config;
+/* Makes one layer's ctx (handed to kiln_model_custom, which then owns it) from its
+ * config; layer_name is the spec's "name" or NULL. An error here comes back prefixed
+ * with the spec's source and "layers[i]". */
+typedef kiln_status (*kiln_layer_make_ctx)(void *user, const char *layer_name,
+                                           const kiln_layer_config *config, void **ctx,
+                                           kiln_error *err);
+kiln_status kiln_layer_registry_create(kiln_layer_registry **out, kiln_error *err);
+void kiln_layer_registry_free(kiln_layer_registry *r);
+/* Registers cls as `name` (copied; not a built-in type, not registered twice).
+ * make_ctx NULL: the ctx is user itself (cls->destroy then gets it once per layer:
+ * leave destroy NULL for a shared ctx). */
+kiln_status kiln_layer_registry_add(kiln_layer_registry *r, const char *name,
+                                    const kiln_layer_class *cls, kiln_layer_make_ctx make_ctx,
+                                    void *user, kiln_error *err);
+/* config[key] as a number in *out, def when absent (KILN_E_FORMAT "config.<key>: ..."
+ * when not a finite number). */
+kiln_status kiln_layer_config_number(const kiln_layer_config *c, const char *key, double def,
+                                     double *out, kiln_error *err);
+/* KILN_E_FORMAT naming the first key of config that is not among keys. */
+kiln_status kiln_layer_config_check_keys(const kiln_layer_config *c, const char *const *keys,
+                                         int n_keys, kiln_error *err);
+kiln_status kiln_spec_parse_custom(const char *json, const char *source_name,
+                                   const kiln_layer_registry *registry, kiln_spec **out,
+                                   kiln_error *err);
+kiln_status kiln_spec_load_custom(const char *path, const kiln_layer_registry *registry,
+                                  kiln_spec **out, kiln_error *err);
+
 /* Builds and compiles the model. input_features is used when the spec's Input has no
  * shape (0: the spec must give it); seed overrides the spec's seed unless it is
  * KILN_SEED_FROM_SPEC. */

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_common.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,25 +23,8 @@
 #include "kiln/infer.h"
 #include "ticket_model.h"
 
-#define OK(call)                                                    \
-  do {                                                              \
-    kiln_error e_ = {0};                                            \
-    kiln_status s_ = (call);                                        \
-    if (s_) fail_msg("%s: %s", #call, e_.message);                  \
-  } while (0)
-#define E (&e_)
-
 static const ticket_sizes Z = {40, 6, 8, 4};
 enum { ROWS = 64 };
-
-static double max_diff(const float *a, const float *b, int64_t n) {
-  double m = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - (double)b[i]);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
 
 static kiln_model *trained(ticket_set *d) {
   kiln_error err = {0};

@@ -26,12 +26,6 @@ void *aligned_alloc(size_t al, size_t n) { __atomic_add_fetch(&g_allocs, 1, __AT
 #define HAVE_COUNTER 0
 #endif
 
-#define OK(call)                                                      \
-  do {                                                                \
-    kiln_error e_ = {0};                                              \
-    kiln_status s_ = (call);                                          \
-    if (s_ != KILN_OK) fail_msg("%s failed: %s", #call, e_.message); \
-  } while (0)
-#define E (&e_)
+#include "test_common.h" /* OK(call) and E */
 
 #endif

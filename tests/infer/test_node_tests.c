@@ -24,7 +24,8 @@ static const char *const OPS[] = {"gemm", "matmul", "add", "sub", "mul", "div", 
                                   "leakyrelu", "sigmoid", "tanh", "softmax", "logsoftmax",
                                   "concat", "flatten", "reshape", "identity", "dropout", "cast",
                                   "quantizelinear", "dequantizelinear", "dynamicquantizelinear",
-                                  "matmulinteger", "qlinearmatmul"};
+                                  "matmulinteger", "qlinearmatmul", "reduce_mean", "sqrt",
+                                  "reciprocal"};
 
 /* Tests kiln does not run, and why (kept in step with docs/onnx-node-tests.md). */
 static const struct {

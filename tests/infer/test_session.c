@@ -325,6 +325,108 @@ static void test_activations(void **state) {
   }
 }
 
+/* ReduceMean on a batch-sized input: the last axis (the normalization form, axes as an
+ * attribute and, at opset 18, as an input), the batch axis, a middle axis without
+ * keepdims; Sqrt and Reciprocal; and the create-time errors naming the node. */
+static void test_reduce_mean_sqrt_reciprocal(void **state) {
+  (void)state;
+  enum { B = 3, C = 4, F = 5 };
+  float X[B * C * F];
+  fill(X, B * C * F);
+  for (int form = 0; form < 4; form++) {
+    kiln_ir_graph *g = new_graph(form == 1 ? 18 : 13);
+    int64_t d[3] = {-1, C, F};
+    add_in(g, "x", 3, d);
+    int64_t axis = form == 2 ? 0 : form == 3 ? 1 : -1;
+    kiln_ir_node *n;
+    if (form == 1) {
+      int64_t ad[1] = {1};
+      OK(kiln_ir_add_initializer(g, "axes", KILN_DTYPE_INT64, ad, 1, &axis, E));
+      n = node(g, "ReduceMean", "mean", "x", "axes", NULL, "y");
+    } else {
+      n = node(g, "ReduceMean", "mean", "x", NULL, NULL, "y");
+      OK(kiln_ir_node_set_ints(n, "axes", &axis, 1, E));
+    }
+    if (form == 3) OK(kiln_ir_node_set_int(n, "keepdims", 0, E));
+    add_out(g, "y");
+    kiln_session *s = session(g, 8, 1, KILN_KERNEL_AUTO);
+    int64_t r[3] = {B, C, F};
+    kiln_tensor_view in = view(X, 3, r), out;
+    run1(s, &in, 1, &out, 1);
+    float ref[B * C * F];
+    int64_t n_ref = 0;
+    if (form <= 1) {
+      assert_int_equal(out.rank, 3);
+      assert_int_equal(out.dims[2], 1);
+      for (int i = 0; i < B * C; i++, n_ref++) {
+        double sum = 0;
+        for (int j = 0; j < F; j++) sum += X[i * F + j];
+        ref[i] = (float)(sum / F);
+      }
+    } else if (form == 2) {
+      assert_int_equal(out.dims[0], 1);
+      for (int i = 0; i < C * F; i++, n_ref++) {
+        double sum = 0;
+        for (int b = 0; b < B; b++) sum += X[b * C * F + i];
+        ref[i] = (float)(sum / B);
+      }
+    } else {
+      assert_int_equal(out.rank, 2);
+      assert_int_equal(out.dims[1], F);
+      for (int b = 0; b < B; b++)
+        for (int j = 0; j < F; j++, n_ref++) {
+          double sum = 0;
+          for (int c = 0; c < C; c++) sum += X[(b * C + c) * F + j];
+          ref[b * F + j] = (float)(sum / C);
+        }
+    }
+    expect_near(out.data, ref, n_ref, 1e-6, "ReduceMean");
+    kiln_session_free(s);
+    kiln_ir_free(g);
+  }
+  static const char *ops[] = {"Sqrt", "Reciprocal"};
+  for (int o = 0; o < 2; o++) {
+    kiln_ir_graph *g = new_graph(13);
+    int64_t d[2] = {-1, F};
+    add_in(g, "x", 2, d);
+    node(g, ops[o], "op", "x", NULL, NULL, "y");
+    add_out(g, "y");
+    float pos[2 * F], ref[2 * F];
+    for (int i = 0; i < 2 * F; i++) {
+      pos[i] = fabsf(X[i]) + 0.25f;
+      ref[i] = o ? 1.0f / pos[i] : sqrtf(pos[i]);
+    }
+    kiln_session *s = session(g, 8, 1, KILN_KERNEL_AUTO);
+    int64_t r[2] = {2, F};
+    kiln_tensor_view in = view(pos, 2, r), out;
+    run1(s, &in, 1, &out, 1);
+    expect_near(out.data, ref, 2 * F, 1e-7, ops[o]);
+    kiln_session_free(s);
+    kiln_ir_free(g);
+  }
+  /* errors: an axis out of range, twice, axes from a graph input */
+  int64_t d[2] = {-1, F}, bad[2] = {2, -1}, twice[2] = {1, -1};
+  const int64_t *axes_of[2] = {bad, twice};
+  const char *words[2] = {"outside", "twice"};
+  for (int k = 0; k < 2; k++) {
+    kiln_ir_graph *g = new_graph(13);
+    add_in(g, "x", 2, d);
+    kiln_ir_node *n = node(g, "ReduceMean", "mean_9", "x", NULL, NULL, "y");
+    OK(kiln_ir_node_set_ints(n, "axes", axes_of[k], k ? 2 : 1, E));
+    add_out(g, "y");
+    expect_create_error(g, KILN_E_INVALID, "\"mean_9\" (ReduceMean)", words[k]);
+    kiln_ir_free(g);
+  }
+  kiln_ir_graph *g = new_graph(18);
+  add_in(g, "x", 2, d);
+  int64_t ad[1] = {1};
+  OK(kiln_ir_add_input(g, "axes", KILN_DTYPE_INT64, ad, NULL, 1, E));
+  node(g, "ReduceMean", "mean_10", "x", "axes", NULL, "y");
+  add_out(g, "y");
+  expect_create_error(g, KILN_E_UNSUPPORTED, "\"mean_10\" (ReduceMean)", "initializer");
+  kiln_ir_free(g);
+}
+
 static void softmax_ref(const float *x, float *y, int64_t outer, int64_t n, int64_t inner,
                         int log_out) {
   for (int64_t o = 0; o < outer; o++)
@@ -958,6 +1060,7 @@ int main(void) {
       cmocka_unit_test(test_matmul_batched_broadcast),
       cmocka_unit_test(test_binary_broadcasting),
       cmocka_unit_test(test_activations),
+      cmocka_unit_test(test_reduce_mean_sqrt_reciprocal),
       cmocka_unit_test(test_softmax_axes),
       cmocka_unit_test(test_shape_ops),
       cmocka_unit_test(test_fusion_batches_threads_paths),

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_common.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,15 +22,6 @@
 
 static const mio_sizes SIZES = {50, 40, 10, 16, 4};
 enum { ROWS = 37 };
-
-static double max_diff(const float *a, const float *b, int64_t n) {
-  double m = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - (double)b[i]);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
 
 typedef struct fixture {
   mio_weights w;

@@ -32,6 +32,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_common.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,14 +49,6 @@
 #include "kiln/quantize.h"
 #include "ticket_model.h"
 
-#define OK(call)                                                    \
-  do {                                                              \
-    kiln_error e_ = {0};                                            \
-    kiln_status s_ = (call);                                        \
-    if (s_) fail_msg("%s: %s", #call, e_.message);                  \
-  } while (0)
-#define E (&e_)
-
 static const ticket_sizes Z = {10000, 100, 64, 4};
 enum { ROWS = 1280, CALIB_ROWS = 256, BATCH = 256 };
 /* The share of ones in a row: ~100 words of the 10,000 in a title or a body, as real
@@ -67,29 +61,12 @@ enum { ROWS = 1280, CALIB_ROWS = 256, BATCH = 256 };
 #define TOL 1e-5
 
 /* The test program's state: built once in setup, read by the tests in order. */
-static char dir[64], runjs[1200];
+static char runjs[1200];
 static int have_ort;
 static ticket_set D;
 static kiln_matrix pred[2]; /* the trainer's predictions */
 static double fig_kiln, fig_ort, fig_ort_int8_p, fig_ort_int8_agree;
 static long size_float, size_int8;
-
-static char *in_dir(const char *name) {
-  static char buf[8][512];
-  static int next;
-  char *p = buf[next++ % 8];
-  snprintf(p, 512, "%s/%s", dir, name);
-  return p;
-}
-
-static double max_diff(const float *a, const float *b, int64_t n) {
-  double m = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - (double)b[i]);
-    if (!(d <= m)) m = d;
-  }
-  return m;
-}
 
 static long file_size(const char *path) {
   struct stat st;
@@ -225,11 +202,7 @@ static void test_train_export_run(void **state) {
 
 static void test_ort_float(void **state) {
   (void)state;
-  if (!have_ort) {
-    print_message("skipped: ONNX Runtime needs node and tests/integration/ort/node_modules "
-                  "(npm install --ignore-scripts there)\n");
-    skip();
-  }
+  SKIP_WITHOUT_ORT(have_ort);
   kiln_error err = {0};
   if (kiln_npy_write(in_dir("title.npy"), &D.title, &err) ||
       kiln_npy_write(in_dir("body.npy"), &D.body, &err) ||
@@ -345,15 +318,7 @@ static void test_int8_drift(void **state) {
 }
 
 int main(void) {
-  const char *src = getenv("KILN_SOURCE_DIR");
-  char mod[1200];
-  snprintf(mod, sizeof mod, "%s/tests/integration/ort/node_modules/onnxruntime-node",
-           src && *src ? src : ".");
-  snprintf(runjs, sizeof runjs, "%s/tests/integration/ort/run.js", src && *src ? src : ".");
-  have_ort = access(mod, R_OK) == 0 && system("node --version >/dev/null 2>&1") == 0;
-  if (!have_ort)
-    fprintf(stderr, "ONNX Runtime parts skipped: needs node and %s (npm install "
-                    "--ignore-scripts in tests/integration/ort)\n", mod);
+  have_ort = ort_find(runjs, sizeof runjs);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_train_export_run),
       cmocka_unit_test(test_ort_float),

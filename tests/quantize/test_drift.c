@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "test_common.h"
+
 #include "../run_kiln.h"
 #include <fcntl.h>
 #include <math.h>
@@ -24,26 +26,8 @@
 #include "kiln/export.h"
 #include "kiln/infer.h"
 
-#define OK(call)                                                    \
-  do {                                                              \
-    kiln_error e_ = {0};                                            \
-    kiln_error *E = &e_;                                            \
-    (void)E;                                                        \
-    kiln_status s_ = (call);                                        \
-    if (s_) fail_msg("%s: %s", #call, e_.message);                  \
-  } while (0)
-
 enum { IN = 4, H1 = 6, H2 = 5, NROWS = 300 };
 
-static char dir[64];
-
-static char *in_dir(const char *name) {
-  static char buf[8][512];
-  static int next;
-  char *p = buf[next++ % 8];
-  snprintf(p, 512, "%s/%s", dir, name);
-  return p;
-}
 
 /* A small deterministic generator (no global state: the caller owns it). */
 static float uniform(uint64_t *s) {

@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test_common.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,27 +36,11 @@
 #include "multi_io_graph.h"
 #include "ticket_model.h"
 
-#define OK(call)                                                    \
-  do {                                                              \
-    kiln_error e_ = {0};                                            \
-    kiln_status s_ = (call);                                        \
-    if (s_) fail_msg("%s: %s", #call, e_.message);                  \
-  } while (0)
-#define E (&e_)
-
 static const mio_sizes SIZES = {60, 50, 12, 16, 4};
 enum { ROWS = 300 };
 
-static char dir[64], kiln[1024], runjs[1200];
+static char kiln[1024], runjs[1200];
 static int have_kiln, have_ort;
-
-static char *in_dir(const char *name) {
-  static char buf[8][512];
-  static int next;
-  char *p = buf[next++ % 8];
-  snprintf(p, 512, "%s/%s", dir, name);
-  return p;
-}
 
 /* The test's data and model, shared by every test (made once in setup). */
 typedef struct world {
@@ -177,15 +163,6 @@ static cJSON *last_line_json(const char *out) {
   cJSON *j = cJSON_Parse(line);
   free(line);
   return j;
-}
-
-static double max_diff(const float *a, const float *b, int64_t n) {
-  double m = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs((double)a[i] - (double)b[i]);
-    if (!(d <= m)) m = d;
-  }
-  return m;
 }
 
 static void load_npy(const char *name, kiln_matrix *m) {

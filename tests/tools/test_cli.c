@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "test_common.h"
+
 #include "../run_kiln.h"
 #include <dirent.h>
 #include <fcntl.h>
@@ -22,16 +24,7 @@
 #include "kiln/train.h"
 
 static char kiln_path[1024];
-static char dir[64];
 
-
-static char *in_dir(const char *name) {
-  static char buf[8][512];
-  static int next;
-  char *p = buf[next++ % 8];
-  snprintf(p, 512, "%s/%s", dir, name);
-  return p;
-}
 
 
 static void write_text(const char *name, const char *text) {

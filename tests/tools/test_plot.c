@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "test_common.h"
+
 #include "../run_kiln.h"
 #include <dirent.h>
 #include <fcntl.h>
@@ -203,16 +205,7 @@ static void test_svg_escape(void **state) {
 /* --- the commands ------------------------------------------------------------------ */
 
 static char kiln_path[1024];
-static char dir[64];
 
-
-static char *in_dir(const char *name) {
-  static char buf[8][512];
-  static int next;
-  char *p = buf[next++ % 8];
-  snprintf(p, 512, "%s/%s", dir, name);
-  return p;
-}
 
 
 static void write_text(const char *name, const char *text) {
@@ -503,7 +496,7 @@ static void save_sequential(const char *name) {
   kiln_model_free(m);
 }
 
-#define OK(call)                                                   \
+#define OK_ERR(call)                                               \
   do {                                                             \
     kiln_status s_ = (call);                                       \
     if (s_) fail_msg("%s: %s", #call, err.message);                \
@@ -515,48 +508,48 @@ static void save_sequential(const char *name) {
 static void save_ticket_onnx(const char *name, int tricky) {
   kiln_ir_graph *g = NULL;
   kiln_error err = {0};
-  OK(kiln_ir_create("ticket", &g, &err));
-  OK(kiln_ir_set_opset(g, "", 13, &err));
+  OK_ERR(kiln_ir_create("ticket", &g, &err));
+  OK_ERR(kiln_ir_set_opset(g, "", 13, &err));
   const char *batch[1] = {"batch"};
   const char *in_names[3] = {"title", "text_body", "tags"};
   int64_t widths[3] = {100, 100, 10};
   for (int i = 0; i < 3; i++) {
     int64_t dims[2] = {-1, widths[i]};
     const char *params[2] = {batch[0], NULL};
-    OK(kiln_ir_add_input(g, in_names[i], KILN_DTYPE_FLOAT, dims, params, 2, &err));
+    OK_ERR(kiln_ir_add_input(g, in_names[i], KILN_DTYPE_FLOAT, dims, params, 2, &err));
   }
   kiln_ir_node *n = NULL;
   const char *concat_out[1] = {"features"};
-  OK(kiln_ir_add_node(g, "Concat", tricky ? "join <a & b>" : "concatenate", in_names, 3,
+  OK_ERR(kiln_ir_add_node(g, "Concat", tricky ? "join <a & b>" : "concatenate", in_names, 3,
                       concat_out, 1, &n, &err));
-  OK(kiln_ir_node_set_int(n, "axis", 1, &err));
+  OK_ERR(kiln_ir_node_set_int(n, "axis", 1, &err));
   static float w1[210 * 8], b1[8], w2[8], b2[1], w3[8 * 4], b3[4];
   int64_t d1[2] = {210, 8}, db1[1] = {8}, d2[2] = {8, 1}, db2[1] = {1}, d3[2] = {8, 4},
           db3[1] = {4};
-  OK(kiln_ir_add_initializer(g, "w1", KILN_DTYPE_FLOAT, d1, 2, w1, &err));
-  OK(kiln_ir_add_initializer(g, "b1", KILN_DTYPE_FLOAT, db1, 1, b1, &err));
-  OK(kiln_ir_add_initializer(g, "w2", KILN_DTYPE_FLOAT, d2, 2, w2, &err));
-  OK(kiln_ir_add_initializer(g, "b2", KILN_DTYPE_FLOAT, db2, 1, b2, &err));
-  OK(kiln_ir_add_initializer(g, "w3", KILN_DTYPE_FLOAT, d3, 2, w3, &err));
-  OK(kiln_ir_add_initializer(g, "b3", KILN_DTYPE_FLOAT, db3, 1, b3, &err));
+  OK_ERR(kiln_ir_add_initializer(g, "w1", KILN_DTYPE_FLOAT, d1, 2, w1, &err));
+  OK_ERR(kiln_ir_add_initializer(g, "b1", KILN_DTYPE_FLOAT, db1, 1, b1, &err));
+  OK_ERR(kiln_ir_add_initializer(g, "w2", KILN_DTYPE_FLOAT, d2, 2, w2, &err));
+  OK_ERR(kiln_ir_add_initializer(g, "b2", KILN_DTYPE_FLOAT, db2, 1, b2, &err));
+  OK_ERR(kiln_ir_add_initializer(g, "w3", KILN_DTYPE_FLOAT, d3, 2, w3, &err));
+  OK_ERR(kiln_ir_add_initializer(g, "b3", KILN_DTYPE_FLOAT, db3, 1, b3, &err));
   const char *g1_in[3] = {"features", "w1", "b1"}, *g1_out[1] = {"hidden_pre"};
-  OK(kiln_ir_add_node(g, "Gemm", "dense", g1_in, 3, g1_out, 1, &n, &err));
+  OK_ERR(kiln_ir_add_node(g, "Gemm", "dense", g1_in, 3, g1_out, 1, &n, &err));
   const char *r_in[1] = {"hidden_pre"}, *r_out[1] = {"hidden"};
-  OK(kiln_ir_add_node(g, "Relu", "dense_relu", r_in, 1, r_out, 1, &n, &err));
+  OK_ERR(kiln_ir_add_node(g, "Relu", "dense_relu", r_in, 1, r_out, 1, &n, &err));
   const char *p_in[3] = {"hidden", "w2", "b2"}, *p_out[1] = {"priority_pre"};
-  OK(kiln_ir_add_node(g, "Gemm", "priority_dense", p_in, 3, p_out, 1, &n, &err));
+  OK_ERR(kiln_ir_add_node(g, "Gemm", "priority_dense", p_in, 3, p_out, 1, &n, &err));
   const char *s_in[1] = {"priority_pre"}, *s_out[1] = {"priority"};
-  OK(kiln_ir_add_node(g, "Sigmoid", "priority_sigmoid", s_in, 1, s_out, 1, &n, &err));
+  OK_ERR(kiln_ir_add_node(g, "Sigmoid", "priority_sigmoid", s_in, 1, s_out, 1, &n, &err));
   const char *d_in[3] = {"hidden", "w3", "b3"}, *d_out[1] = {"department_pre"};
-  OK(kiln_ir_add_node(g, "Gemm", "department_dense", d_in, 3, d_out, 1, &n, &err));
+  OK_ERR(kiln_ir_add_node(g, "Gemm", "department_dense", d_in, 3, d_out, 1, &n, &err));
   const char *x_in[1] = {"department_pre"}, *x_out[1] = {"department"};
-  OK(kiln_ir_add_node(g, "Softmax", "department_softmax", x_in, 1, x_out, 1, &n, &err));
-  OK(kiln_ir_node_set_int(n, "axis", -1, &err));
+  OK_ERR(kiln_ir_add_node(g, "Softmax", "department_softmax", x_in, 1, x_out, 1, &n, &err));
+  OK_ERR(kiln_ir_node_set_int(n, "axis", -1, &err));
   int64_t od1[2] = {-1, 1}, od2[2] = {-1, 4};
   const char *params[2] = {"batch", NULL};
-  OK(kiln_ir_add_output(g, "priority", KILN_DTYPE_FLOAT, od1, params, 2, &err));
-  OK(kiln_ir_add_output(g, "department", KILN_DTYPE_FLOAT, od2, params, 2, &err));
-  OK(kiln_onnx_write_file(g, in_dir(name), &err));
+  OK_ERR(kiln_ir_add_output(g, "priority", KILN_DTYPE_FLOAT, od1, params, 2, &err));
+  OK_ERR(kiln_ir_add_output(g, "department", KILN_DTYPE_FLOAT, od2, params, 2, &err));
+  OK_ERR(kiln_onnx_write_file(g, in_dir(name), &err));
   kiln_ir_free(g);
 }
 
@@ -661,25 +654,25 @@ static void test_plot_model_functional_kiln(void **state) {
   kiln_model *m;
   kiln_error err = {0};
   kiln_node title, body, tags, cat, feat, pri, dep;
-  OK(kiln_model_create(1, &m, &err));
-  OK(kiln_model_input(m, "title", 100, &title, &err));
-  OK(kiln_model_input(m, "text_body", 100, &body, &err));
-  OK(kiln_model_input(m, "tags", 10, &tags, &err));
+  OK_ERR(kiln_model_create(1, &m, &err));
+  OK_ERR(kiln_model_input(m, "title", 100, &title, &err));
+  OK_ERR(kiln_model_input(m, "text_body", 100, &body, &err));
+  OK_ERR(kiln_model_input(m, "tags", 10, &tags, &err));
   kiln_node ins[] = {title, body, tags};
-  OK(kiln_model_concatenate(m, ins, 3, NULL, &cat, &err));
+  OK_ERR(kiln_model_concatenate(m, ins, 3, NULL, &cat, &err));
   kiln_dense_options o;
   kiln_dense_options_init(&o);
   o.activation = KILN_ACTIVATION_RELU;
-  OK(kiln_model_dense(m, cat, 64, &o, &feat, &err));
+  OK_ERR(kiln_model_dense(m, cat, 64, &o, &feat, &err));
   o.activation = KILN_ACTIVATION_SIGMOID;
   o.name = "priority";
-  OK(kiln_model_dense(m, feat, 1, &o, &pri, &err));
+  OK_ERR(kiln_model_dense(m, feat, 1, &o, &pri, &err));
   o.activation = KILN_ACTIVATION_SOFTMAX;
   o.name = "department";
-  OK(kiln_model_dense(m, feat, 4, &o, &dep, &err));
-  OK(kiln_model_set_inputs(m, ins, 3, &err));
+  OK_ERR(kiln_model_dense(m, feat, 4, &o, &dep, &err));
+  OK_ERR(kiln_model_set_inputs(m, ins, 3, &err));
   kiln_node outs[] = {pri, dep};
-  OK(kiln_model_set_outputs(m, outs, 2, &err));
+  OK_ERR(kiln_model_set_outputs(m, outs, 2, &err));
   kiln_optimizer opt;
   kiln_optimizer_init(&opt, KILN_OPTIMIZER_RMSPROP);
   kiln_output_config c[2];
@@ -687,8 +680,8 @@ static void test_plot_model_functional_kiln(void **state) {
   kiln_output_config_init(&c[1]);
   c[0].loss = KILN_LOSS_MEAN_SQUARED_ERROR;
   c[1].loss = KILN_LOSS_SPARSE_CATEGORICAL_CROSSENTROPY;
-  OK(kiln_model_compile_outputs(m, &opt, c, 2, &err));
-  OK(kiln_model_save(m, in_dir("ticket.kiln"), &err));
+  OK_ERR(kiln_model_compile_outputs(m, &opt, c, 2, &err));
+  OK_ERR(kiln_model_save(m, in_dir("ticket.kiln"), &err));
   kiln_model_free(m);
 
   result r = run_kiln((const char *[]){"plot-model", "ticket.kiln", "-o", "ticket.svg",

@@ -78,7 +78,7 @@ static void affine_backward(void *ctx, float *const *w, const float *x, const fl
 static void affine_destroy(void *ctx) { ((affine_cfg *)ctx)->destroyed++; }
 
 static const kiln_layer_class affine_class = {"Affine", affine_build, affine_forward,
-                                              affine_backward, affine_destroy};
+                                              affine_backward, affine_destroy, NULL};
 
 /* --- helpers ------------------------------------------------------------------- */
 
