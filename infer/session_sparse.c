@@ -27,7 +27,18 @@ static int is_op(const kiln_ir_node *n, const char *op) {
   return (!n->domain[0] || strcmp(n->domain, "ai.onnx") == 0) && strcmp(n->op_type, op) == 0;
 }
 
+/* Input k of n, or NULL when n has no such input (a malformed graph). */
+static const char *in_name(const kiln_ir_node *n, int k) {
+  return k < n->n_inputs ? n->inputs[k] : NULL;
+}
+
+/* Output k of n, or NULL. */
+static const char *out_name(const kiln_ir_node *n, int k) {
+  return k < n->n_outputs ? n->outputs[k] : NULL;
+}
+
 static int producer_of(const chain *c, const char *name) {
+  if (!name) return -1;
   for (int i = 0; i < c->n; i++)
     for (int k = 0; k < c->nodes[i].n_outputs; k++)
       if (strcmp(c->nodes[i].outputs[k], name) == 0) return i;
@@ -42,6 +53,7 @@ static int made_by(const chain *c, const char *name, const char *op) {
 
 static int readers(const chain *c, const char *name) {
   int r = 0;
+  if (!name) return 0;
   for (int i = 0; i < c->n; i++)
     for (int k = 0; k < c->nodes[i].n_inputs; k++) r += strcmp(c->nodes[i].inputs[k], name) == 0;
   for (int i = 0; i < c->g->n_outputs; i++) r += strcmp(c->g->outputs[i].name, name) == 0 ? 100 : 0;
@@ -84,17 +96,17 @@ static int match(const chain *c, int r2, int idx[9], const kiln_ir_tensor **bitm
   int sl = made_by(c, R2->inputs[0], "Slice");
   if (sl < 0) return 0;
   const kiln_ir_node *S = &c->nodes[sl];
-  int ga = made_by(c, S->inputs[0], "Gather");
+  int ga = made_by(c, in_name(S, 0), "Gather");
   if (ga < 0 || S->n_inputs < 3) return 0;
   const kiln_ir_node *G = &c->nodes[ga];
-  int mu = G->n_inputs == 2 ? made_by(c, G->inputs[1], "Mul") : -1;
+  int mu = G->n_inputs == 2 ? made_by(c, in_name(G, 1), "Mul") : -1;
   if (mu < 0 || !attr_is(G, "axis", 0)) return 0;
   const kiln_ir_node *M = &c->nodes[mu];
   if (M->n_inputs != 2) return 0;
-  int cs = made_by(c, M->inputs[0], "CumSum"), ca;
+  int cs = made_by(c, in_name(M, 0), "CumSum"), ca;
   const char *bits;
   if (cs >= 0) bits = M->inputs[1];
-  else if ((cs = made_by(c, M->inputs[1], "CumSum")) >= 0) bits = M->inputs[0];
+  else if ((cs = made_by(c, in_name(M, 1), "CumSum")) >= 0) bits = M->inputs[0];
   else return 0;
   const kiln_ir_node *CS = &c->nodes[cs];
   if (CS->n_inputs != 2 || strcmp(CS->inputs[0], bits) != 0 || !attr_is(CS, "exclusive", 0) ||
@@ -103,13 +115,13 @@ static int match(const chain *c, int r2, int idx[9], const kiln_ir_tensor **bitm
   if ((ca = made_by(c, bits, "Cast")) < 0 || !attr_is(&c->nodes[ca], "to", KILN_DTYPE_INT64) ||
       !kiln_ir_node_attr(&c->nodes[ca], "to"))
     return 0;
-  int r1 = made_by(c, c->nodes[ca].inputs[0], "Reshape");
+  int r1 = made_by(c, in_name(&c->nodes[ca], 0), "Reshape");
   if (r1 < 0 || c->nodes[r1].n_inputs != 2) return 0;
-  int md = made_by(c, c->nodes[r1].inputs[0], "Mod");
+  int md = made_by(c, in_name(&c->nodes[r1], 0), "Mod");
   if (md < 0 || c->nodes[md].n_inputs != 2 || !attr_is(&c->nodes[md], "fmod", 0) ||
       !int_is(init_in(c, &c->nodes[md], 1), 2) || init_in(c, &c->nodes[md], 1)->dtype != KILN_DTYPE_UINT8)
     return 0;
-  int bs = made_by(c, c->nodes[md].inputs[0], "BitShift");
+  int bs = made_by(c, in_name(&c->nodes[md], 0), "BitShift");
   if (bs < 0 || c->nodes[bs].n_inputs != 2) return 0;
   const kiln_ir_attr *dir = kiln_ir_node_attr(&c->nodes[bs], "direction");
   if (!dir || dir->type != KILN_ATTR_STRING || !dir->s || strcmp(dir->s, "RIGHT") != 0) return 0;
@@ -148,10 +160,10 @@ static int match(const chain *c, int r2, int idx[9], const kiln_ir_tensor **bitm
   }
   if (p != n) return 0;
   /* the intermediates are the chain's own (bits is read by CumSum and Mul) */
-  if (readers(c, c->nodes[bs].outputs[0]) != 1 || readers(c, c->nodes[md].outputs[0]) != 1 ||
-      readers(c, c->nodes[r1].outputs[0]) != 1 || readers(c, bits) != 2 ||
-      readers(c, CS->outputs[0]) != 1 || readers(c, M->outputs[0]) != 1 ||
-      readers(c, G->outputs[0]) != 1 || readers(c, S->outputs[0]) != 1)
+  if (readers(c, out_name(&c->nodes[bs], 0)) != 1 || readers(c, out_name(&c->nodes[md], 0)) != 1 ||
+      readers(c, out_name(&c->nodes[r1], 0)) != 1 || readers(c, bits) != 2 ||
+      readers(c, out_name(CS, 0)) != 1 || readers(c, out_name(M, 0)) != 1 ||
+      readers(c, out_name(G, 0)) != 1 || readers(c, out_name(S, 0)) != 1)
     return 0;
   int ids[9] = {bs, md, r1, ca, cs, mu, ga, sl, r2};
   memcpy(idx, ids, sizeof ids);
