@@ -33,6 +33,14 @@ int cmd_predict(int argc, char **argv);
 void cmd_predict_usage(FILE *out);
 int cmd_inspect(int argc, char **argv);
 void cmd_inspect_usage(FILE *out);
+int cmd_quantize(int argc, char **argv);
+void cmd_quantize_usage(FILE *out);
+int cmd_drift(int argc, char **argv);
+void cmd_drift_usage(FILE *out);
+int cmd_plot(int argc, char **argv);
+void cmd_plot_usage(FILE *out);
+int cmd_plot_model(int argc, char **argv);
+void cmd_plot_model_usage(FILE *out);
 
 /* "kiln <cmd>: error: <message>" on stderr; returns CLI_EXIT_ERROR. */
 int cli_error(const char *cmd, const char *fmt, ...)

@@ -2,11 +2,7 @@
 #include <string.h>
 
 #include "cli.h"
-int cmd_quantize(int argc, char **argv); void cmd_quantize_usage(FILE *out);
 
-int cmd_drift(int argc, char **argv); void cmd_drift_usage(FILE *out); /* cmd_drift.c */
-int cmd_plot(int argc, char **argv); void cmd_plot_usage(FILE *out); /* cmd_plot.c */
-int cmd_plot_model(int argc, char **argv); void cmd_plot_model_usage(FILE *out); /* cmd_plot_model.c */
 #ifndef KILN_VERSION
 #define KILN_VERSION "0.1.0"
 #endif
