@@ -96,6 +96,7 @@ void kiln_model_free_compile_state(kiln_model *m) {
   free(m->params);
   m->params = NULL;
   m->n_params = 0;
+  kiln_optimizer_free_workers(m);
   m->compiled = 0;
 }
 

@@ -123,6 +123,10 @@ struct kiln_model {
   int n_metric_names;
   kiln_param *params;
   int n_params;
+  /* Threads that split the optimizer step (workers.h), made at the first step of a
+   * model large enough; opt_threads caps them (0: up to 2 per the online CPUs). */
+  struct kiln_workers *workers;
+  int opt_threads;
 
   /* batch buffers */
   int64_t cap_rows;
@@ -247,5 +251,7 @@ kiln_io kiln_io_one(const kiln_matrix *x);
 /* optimizer.c */
 kiln_status kiln_optimizer_prepare(kiln_model *m, kiln_error *err);
 void kiln_optimizer_step(kiln_model *m);
+/* Stops the optimizer step's threads (kiln_model_free_compile_state). */
+void kiln_optimizer_free_workers(kiln_model *m);
 
 #endif

@@ -1,0 +1,42 @@
+/* kiln trainer — a small persistent thread pool for the trainer's element-wise loops
+ * (the optimizer step). The runtime (infer/) has its own pool for its sessions; the
+ * trainer keeps this one private to train/ so neither library reaches into the other. */
+#ifndef KILN_TRAIN_WORKERS_H
+#define KILN_TRAIN_WORKERS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define KILN_WORKERS_MAX 8
+
+/* Runs as thread tid of n (0 is the caller). */
+typedef void (*kiln_work_fn)(void *arg, int tid, int n);
+
+struct kiln_workers;
+typedef struct kiln_worker_slot {
+  struct kiln_workers *w;
+  int tid;
+} kiln_worker_slot;
+
+typedef struct kiln_workers {
+  int n; /* threads, the caller included */
+  pthread_t threads[KILN_WORKERS_MAX];
+  kiln_worker_slot slots[KILN_WORKERS_MAX]; /* each worker's (pool, index) */
+  pthread_mutex_t mu;
+  pthread_cond_t start, done;
+  atomic_ulong generation; /* written under mu; read without it while spinning */
+  atomic_int pending;
+  atomic_int stop;
+  kiln_work_fn fn;
+  void *arg;
+} kiln_workers;
+
+/* Starts up to threads - 1 workers (threads is capped at KILN_WORKERS_MAX). Returns the
+ * number of threads it can run with, the caller included: 1 when none could start (the
+ * pool then runs every task on the caller). Free with kiln_workers_destroy. */
+int kiln_workers_create(kiln_workers *w, int threads);
+/* fn(arg, t, n) on every thread t; returns when all are done. */
+void kiln_workers_run(kiln_workers *w, kiln_work_fn fn, void *arg);
+void kiln_workers_destroy(kiln_workers *w);
+
+#endif
