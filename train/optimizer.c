@@ -1,6 +1,7 @@
 /* kiln trainer — SGD (momentum, Nesterov), RMSprop and Adam with the update rules
  * and defaults of Keras 3, over every trainable tensor of the model. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,32 +116,31 @@ static float adam_alpha(const kiln_optimizer *o, int64_t step) {
   return (float)(o->learning_rate * sqrt(1.0 - b2p) / (1.0 - b1p));
 }
 
-#define SPLIT_MIN_TENSOR 4096        /* smaller tensors stay whole on thread 0 */
+#define SPLIT_CHUNK 16384           /* parameters per piece of work (64 KB of each array) */
 #define SPLIT_MIN_PER_THREAD 65536   /* parameters per thread that pay a worker's wake-up */
-#define SPLIT_ALIGN 16               /* range starts on 64-byte lines */
 
 typedef struct step_task {
   kiln_model *m;
   float alpha;
+  atomic_int next; /* the next piece: chunk k of the tensors laid end to end */
 } step_task;
 
-/* Thread t of n updates its share of every tensor. */
+/* Each thread claims pieces of SPLIT_CHUNK parameters (a tensor's last piece is
+ * shorter) until none is left. */
 static void step_part(void *arg, int t, int n) {
+  (void)t;
+  (void)n;
   step_task *st = arg;
   kiln_model *m = st->m;
-  for (int i = 0; i < m->n_params; i++) {
+  int i = 0;
+  int64_t first = 0; /* index of params[i]'s first piece */
+  for (;;) {
+    int64_t k = atomic_fetch_add_explicit(&st->next, 1, memory_order_relaxed);
+    while (i < m->n_params && k >= first + (m->params[i].size + SPLIT_CHUNK - 1) / SPLIT_CHUNK)
+      first += (m->params[i++].size + SPLIT_CHUNK - 1) / SPLIT_CHUNK;
+    if (i == m->n_params) return;
     kiln_param *p = &m->params[i];
-    int64_t b = 0, e = p->size;
-    if (n > 1) {
-      if (p->size < SPLIT_MIN_TENSOR) {
-        if (t) continue;
-      } else {
-        int64_t chunk = (p->size + n - 1) / n;
-        chunk = (chunk + SPLIT_ALIGN - 1) / SPLIT_ALIGN * SPLIT_ALIGN;
-        b = chunk * t < p->size ? chunk * t : p->size;
-        e = b + chunk < p->size ? b + chunk : p->size;
-      }
-    }
+    int64_t b = (k - first) * SPLIT_CHUNK, e = b + SPLIT_CHUNK < p->size ? b + SPLIT_CHUNK : p->size;
     switch (m->opt.kind) {
       case KILN_OPTIMIZER_SGD: sgd_range(&m->opt, p, b, e); break;
       case KILN_OPTIMIZER_RMSPROP: rmsprop_range(&m->opt, p, b, e); break;
@@ -165,7 +165,7 @@ static int step_threads(const kiln_model *m) {
 void kiln_optimizer_step(kiln_model *m) {
   m->iterations++;
   step_task st = {m, m->opt.kind == KILN_OPTIMIZER_ADAM ? adam_alpha(&m->opt, m->iterations)
-                                                        : 0.0f};
+                                                        : 0.0f, 0};
   if (!m->workers) {
     int n = step_threads(m);
     if (n > 1 && (m->workers = malloc(sizeof *m->workers)) != NULL)

@@ -1,7 +1,8 @@
 /* kiln trainer — the pool of workers.h: workers made once, woken per task by a
  * condition variable. After a task a worker spins briefly for the next one before it
  * sleeps, and the caller spins briefly for the workers before it sleeps, so a task that
- * follows closely skips the futex round trips. */
+ * follows closely skips the futex round trips. Tasks share their work out through a
+ * counter (kiln_workers_run), so the caller never waits for a worker not yet running. */
 #include "workers.h"
 
 #include <stdint.h>
@@ -53,6 +54,8 @@ static void *worker_main(void *p) {
     while (!w->stop && w->generation == seen) pthread_cond_wait(&w->start, &w->mu);
     if (w->stop) break;
     seen = w->generation;
+    if (w->closed) continue; /* the caller did all the work: its arg is gone */
+    w->pending++;
     kiln_work_fn fn = w->fn;
     void *arg = w->arg;
     pthread_mutex_unlock(&w->mu);
@@ -92,13 +95,19 @@ void kiln_workers_run(kiln_workers *w, kiln_work_fn fn, void *arg) {
   pthread_mutex_lock(&w->mu);
   w->fn = fn;
   w->arg = arg;
-  w->pending = w->n - 1;
+  w->closed = 0;
+  w->pending = 0;
   w->generation++;
   pthread_cond_broadcast(&w->start);
   pthread_mutex_unlock(&w->mu);
   fn(arg, 0, w->n);
-  spin_while_pending(w);
   pthread_mutex_lock(&w->mu);
+  w->closed = 1; /* workers not started yet skip it; wait for those that did */
+  if (w->pending > 0) {
+    pthread_mutex_unlock(&w->mu);
+    spin_while_pending(w);
+    pthread_mutex_lock(&w->mu);
+  }
   while (w->pending > 0) pthread_cond_wait(&w->done, &w->mu);
   pthread_mutex_unlock(&w->mu);
 }

@@ -29,13 +29,18 @@ typedef struct kiln_workers {
   atomic_int stop;
   kiln_work_fn fn;
   void *arg;
+  int closed; /* the running task is finished: workers that had not started skip it */
 } kiln_workers;
 
 /* Starts up to threads - 1 workers (threads is capped at KILN_WORKERS_MAX). Returns the
  * number of threads it can run with, the caller included: 1 when none could start (the
  * pool then runs every task on the caller). Free with kiln_workers_destroy. */
 int kiln_workers_create(kiln_workers *w, int threads);
-/* fn(arg, t, n) on every thread t; returns when all are done. */
+/* For a task whose threads claim pieces of work from a shared counter until none is
+ * left, so that any subset of the threads completes it: fn(arg, t, n) runs on the
+ * caller and on every worker that starts before the caller has finished; returns when
+ * those are done. A worker that the scheduler does not run in time (the other cores
+ * are busy) costs nothing but its wake-up. */
 void kiln_workers_run(kiln_workers *w, kiln_work_fn fn, void *arg);
 void kiln_workers_destroy(kiln_workers *w);
 
