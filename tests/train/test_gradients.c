@@ -192,10 +192,12 @@ static void test_regularization_value(void **state) {
   kiln_model_free(m);
 }
 
-static void test_kernels_match_reference(void **state) {
+extern int openblas_get_num_threads(void) __attribute__((weak));
+
+static void kernels_match_reference(int64_t rows, int64_t in, int64_t out) {
   kiln_rng r;
   kiln_rng_seed(&r, 3, 1);
-  const int64_t rows = 37, in = 53, out = 29;
+  int blas_threads = openblas_get_num_threads ? openblas_get_num_threads() : -1;
   kiln_layer l = {0};
   l.in_features = in;
   l.out_features = out;
@@ -236,10 +238,19 @@ static void test_kernels_match_reference(void **state) {
   kiln_dense_backward_input(&l, dz.values, rows, dx2);
   for (int64_t i = 0; i < rows * in; i++) assert_float_equal(dx1[i], dx2[i], 1e-4);
 
+  /* small GEMMs run on one OpenBLAS thread: the caller's setting comes back after */
+  if (openblas_get_num_threads) assert_int_equal(openblas_get_num_threads(), blas_threads);
+
   free(z1); free(z2); free(gw1); free(gb1); free(dx1); free(dx2);
   free(l.grad_kernel); free(l.grad_bias);
   kiln_matrix_free(&x); kiln_matrix_free(&w); kiln_matrix_free(&b); kiln_matrix_free(&dz);
   kiln_matrix_free(&xs);
+}
+
+/* Below and above the size from which a GEMM may use several OpenBLAS threads. */
+static void test_kernels_match_reference(void **state) {
+  kernels_match_reference(37, 53, 29);
+  kernels_match_reference(160, 200, 150);
 }
 
 int main(void) {
