@@ -172,6 +172,10 @@ void kiln_activation_backward(kiln_activation a, const float *y, float *g, int64
 double kiln_loss_compute(kiln_loss loss, int fused, const float *pred, const float *logits,
                          const float *y_true, int64_t true_cols, int64_t rows, int64_t cols,
                          float *grad);
+/* log(sum(exp(z))) of n logits, computed from the largest: the plain reference in
+ * double exp, and the float-exp version the crossentropy uses (tested against it). */
+double kiln_logsumexp_ref(const float *z, int64_t n);
+double kiln_logsumexp(const float *z, int64_t n);
 /* Checks that targets fit the loss and the output width; names the bad row. */
 kiln_status kiln_loss_check_targets(kiln_loss loss, const kiln_matrix *y, int64_t out_cols,
                                     kiln_error *err);

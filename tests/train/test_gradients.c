@@ -253,6 +253,22 @@ static void test_kernels_match_reference(void **state) {
   kernels_match_reference(160, 200, 150);
 }
 
+/* The crossentropy's float-exp log-sum-exp against the double reference. */
+static void test_logsumexp_matches_reference(void **state) {
+  kiln_rng r;
+  kiln_rng_seed(&r, 5, 1);
+  float z[200];
+  const float spans[4] = {1.0f, 20.0f, 100.0f, 1e4f};
+  for (int t = 0; t < 400; t++) {
+    int n = 1 + (int)(kiln_rng_uniform(&r) * 199.0f);
+    float span = spans[t % 4];
+    for (int j = 0; j < n; j++) z[j] = (kiln_rng_uniform(&r) * 2.0f - 1.0f) * span;
+    if (t % 7 == 0) z[n / 2] = z[0]; /* ties at the max */
+    double ref = kiln_logsumexp_ref(z, n), fast = kiln_logsumexp(z, n);
+    assert_true(fabs(fast - ref) <= 1e-6 * (fabs(ref) > 1.0 ? fabs(ref) : 1.0));
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_activations),
@@ -261,6 +277,7 @@ int main(void) {
       cmocka_unit_test(test_dropout_and_sparse_input),
       cmocka_unit_test(test_regularization_value),
       cmocka_unit_test(test_kernels_match_reference),
+      cmocka_unit_test(test_logsumexp_matches_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
