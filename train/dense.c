@@ -10,17 +10,21 @@
 extern int openblas_get_num_threads(void) __attribute__((weak));
 extern void openblas_set_num_threads(int) __attribute__((weak));
 
-/* GEMMs up to this many multiply-adds run on one OpenBLAS thread. OpenBLAS splits them
- * from 256 k on; at the trainer's sizes (512 x 64 x 64) its second thread gains
- * nothing and then spins in sched_yield on the other core, which the optimizer step's
- * second thread needs. */
+/* GEMMs between these sizes (multiply-adds) run on one OpenBLAS thread. OpenBLAS
+ * splits them from 256 k on (its SMP_THRESHOLD_MIN x GEMM_MULTITHREAD_THRESHOLD); at
+ * the trainer's sizes (512 x 64 x 64) its second thread gains nothing and then spins
+ * in sched_yield on the other core, which the optimizer step's second thread needs.
+ * Below 256 k OpenBLAS uses one thread anyway, and setting its thread count back to 2
+ * wakes its worker: so those calls are left alone. */
+#define OPENBLAS_ONE_THREAD_MAX (256 * 1024)
 #define ONE_THREAD_GEMM_MAX (4 * 1024 * 1024)
 
 static void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
                   float *c, int64_t ldc) {
   int threads = 1;
-  if (m * n * k <= ONE_THREAD_GEMM_MAX && openblas_get_num_threads && openblas_set_num_threads &&
+  int64_t size = m * n * k;
+  if (size > OPENBLAS_ONE_THREAD_MAX && size <= ONE_THREAD_GEMM_MAX && openblas_get_num_threads && openblas_set_num_threads &&
       (threads = openblas_get_num_threads()) > 1)
     openblas_set_num_threads(1);
   cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb,

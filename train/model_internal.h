@@ -126,6 +126,7 @@ struct kiln_model {
   /* Threads that split the optimizer step (workers.h), made at the first step of a
    * model large enough; opt_threads caps them (0: up to 2 per the online CPUs). */
   struct kiln_workers *workers;
+  int workers_tried; /* the first step has decided (cleared with the workers) */
   int opt_threads;
 
   /* batch buffers */

@@ -117,7 +117,11 @@ static float adam_alpha(const kiln_optimizer *o, int64_t step) {
 }
 
 #define SPLIT_CHUNK 16384           /* parameters per piece of work (64 KB of each array) */
-#define SPLIT_MIN_PER_THREAD 65536   /* parameters per thread that pay a worker's wake-up */
+/* Models with fewer parameters step on one thread: their weights and gradients can stay
+ * in the core's caches between the batch's kernels and the step (IMDB's 160 k
+ * parameters did not measure faster split); past 2 MB per array they stream from
+ * memory, where a second core adds bandwidth (Reuters' 647 k). */
+#define SPLIT_MIN_TOTAL (512 * 1024)
 
 typedef struct step_task {
   kiln_model *m;
@@ -149,16 +153,16 @@ static void step_part(void *arg, int t, int n) {
   }
 }
 
-/* How many threads the step of m should use: 1 below SPLIT_MIN_PER_THREAD parameters
- * per thread; otherwise up to opt_threads, else 2 (one Dense stack's step is
- * memory-bound: a second core adds bandwidth, more add little). */
+/* How many threads the step of m should use: 1 below SPLIT_MIN_TOTAL parameters;
+ * otherwise up to opt_threads, else 2 (the step is memory-bound: a second core adds
+ * bandwidth, more add little). */
 static int step_threads(const kiln_model *m) {
   int64_t total = 0;
   for (int i = 0; i < m->n_params; i++) total += m->params[i].size;
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   int want = m->opt_threads > 0 ? m->opt_threads : 2;
   if (cpus > 0 && want > cpus) want = (int)cpus;
-  while (want > 1 && total / want < SPLIT_MIN_PER_THREAD) want--;
+  if (total < SPLIT_MIN_TOTAL) want = 1;
   return want;
 }
 
@@ -166,7 +170,8 @@ void kiln_optimizer_step(kiln_model *m) {
   m->iterations++;
   step_task st = {m, m->opt.kind == KILN_OPTIMIZER_ADAM ? adam_alpha(&m->opt, m->iterations)
                                                         : 0.0f, 0};
-  if (!m->workers) {
+  if (!m->workers && !m->workers_tried) { /* decided once: sysconf reads a file */
+    m->workers_tried = 1;
     int n = step_threads(m);
     if (n > 1 && (m->workers = malloc(sizeof *m->workers)) != NULL)
       kiln_workers_create(m->workers, n); /* with fewer threads if some did not start */
@@ -178,6 +183,7 @@ void kiln_optimizer_step(kiln_model *m) {
 }
 
 void kiln_optimizer_free_workers(kiln_model *m) {
+  m->workers_tried = 0;
   if (!m->workers) return;
   kiln_workers_destroy(m->workers);
   free(m->workers);

@@ -98,12 +98,12 @@ static void test_adam(void **state) {
   kiln_model_free(m);
 }
 
-/* A 500 x 300 Dense layer (150,300 parameters): enough for the step to be split. */
+/* A 1000 x 600 Dense layer (600,600 parameters): enough for the step to be split. */
 static kiln_model *big_model(const kiln_optimizer *opt, int threads) {
   kiln_model *m;
   assert_int_equal(kiln_model_create(7, &m, NULL), KILN_OK);
-  assert_int_equal(kiln_model_add_input(m, 500, NULL), KILN_OK);
-  assert_int_equal(kiln_model_add_dense(m, 300, KILN_ACTIVATION_LINEAR, NULL), KILN_OK);
+  assert_int_equal(kiln_model_add_input(m, 1000, NULL), KILN_OK);
+  assert_int_equal(kiln_model_add_dense(m, 600, KILN_ACTIVATION_LINEAR, NULL), KILN_OK);
   assert_int_equal(kiln_model_compile(m, opt, KILN_LOSS_MEAN_SQUARED_ERROR, NULL, 0, NULL), KILN_OK);
   m->opt_threads = threads;
   return m;
@@ -112,11 +112,11 @@ static kiln_model *big_model(const kiln_optimizer *opt, int threads) {
 static void fill_grads(kiln_model *m, int step) {
   kiln_layer *l = &m->layers[1];
   uint32_t s = 12345u + (uint32_t)step * 7919u;
-  for (int64_t i = 0; i < 500 * 300; i++) {
+  for (int64_t i = 0; i < 1000 * 600; i++) {
     s = s * 1664525u + 1013904223u;
     l->grad_kernel[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * (i % 7 == 0 ? 0.0f : 1.0f);
   }
-  for (int64_t i = 0; i < 300; i++) l->grad_bias[i] = (float)i * 1e-3f - 0.1f;
+  for (int64_t i = 0; i < 600; i++) l->grad_bias[i] = (float)i * 1e-3f - 0.1f;
 }
 
 /* The step split between threads computes the same floats as one thread (the plain
@@ -141,8 +141,8 @@ static void test_split_step_is_bit_identical(void **state) {
       }
       assert_null(one->workers);
       if (cpus >= 2) assert_non_null(split->workers);
-      assert_memory_equal(one->layers[1].kernel, split->layers[1].kernel, 500 * 300 * sizeof(float));
-      assert_memory_equal(one->layers[1].bias, split->layers[1].bias, 300 * sizeof(float));
+      assert_memory_equal(one->layers[1].kernel, split->layers[1].kernel, 1000 * 600 * sizeof(float));
+      assert_memory_equal(one->layers[1].bias, split->layers[1].bias, 600 * sizeof(float));
       for (int p = 0; p < one->n_params; p++) {
         if (one->params[p].slot1)
           assert_memory_equal(one->params[p].slot1, split->params[p].slot1,
