@@ -6,6 +6,32 @@
 
 #include "model_internal.h"
 
+/* OpenBLAS' thread count, when the BLAS is OpenBLAS (weak: absent from other BLAS). */
+extern int openblas_get_num_threads(void) __attribute__((weak));
+extern void openblas_set_num_threads(int) __attribute__((weak));
+
+/* GEMMs between these sizes (multiply-adds) run on one OpenBLAS thread. OpenBLAS
+ * splits them from 256 k on (its SMP_THRESHOLD_MIN x GEMM_MULTITHREAD_THRESHOLD); at
+ * the trainer's sizes (512 x 64 x 64) its second thread gains nothing and then spins
+ * in sched_yield on the other core, which the optimizer step's second thread needs.
+ * Below 256 k OpenBLAS uses one thread anyway, and setting its thread count back to 2
+ * wakes its worker: so those calls are left alone. */
+#define OPENBLAS_ONE_THREAD_MAX (256 * 1024)
+#define ONE_THREAD_GEMM_MAX (4 * 1024 * 1024)
+
+static void sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
+                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                  float *c, int64_t ldc) {
+  int threads = 1;
+  int64_t size = m * n * k;
+  if (size > OPENBLAS_ONE_THREAD_MAX && size <= ONE_THREAD_GEMM_MAX && openblas_get_num_threads && openblas_set_num_threads &&
+      (threads = openblas_get_num_threads()) > 1)
+    openblas_set_num_threads(1);
+  cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb,
+              beta, c, (int)ldc);
+  if (threads > 1) openblas_set_num_threads(threads);
+}
+
 void kiln_dense_forward_ref(const float *x, const float *w, const float *b, int64_t rows,
                             int64_t in, int64_t out, float *z) {
   for (int64_t r = 0; r < rows; r++)
@@ -19,8 +45,7 @@ void kiln_dense_forward_ref(const float *x, const float *w, const float *b, int6
 void kiln_dense_forward(const kiln_layer *l, const float *x, int64_t rows, float *z) {
   int64_t in = l->in_features, out = l->out_features;
   for (int64_t r = 0; r < rows; r++) memcpy(z + r * out, l->bias, (size_t)out * sizeof(float));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)out, (int)in, 1.0f, x,
-              (int)in, l->kernel, (int)out, 1.0f, z, (int)out);
+  sgemm(CblasNoTrans, CblasNoTrans, rows, out, in, x, in, l->kernel, out, 1.0f, z, out);
 }
 
 /* Multi-hot rows: z[r] = b + sum of the kernel rows of r's non-zero columns, so a
@@ -61,8 +86,7 @@ KILN_HOT static void bias_grad(const float *dz, int64_t rows, int64_t out, float
 
 void kiln_dense_backward_params(kiln_layer *l, const float *x, int64_t rows, const float *dz) {
   int64_t in = l->in_features, out = l->out_features;
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)out, (int)rows, 1.0f, x,
-              (int)in, dz, (int)out, 0.0f, l->grad_kernel, (int)out);
+  sgemm(CblasTrans, CblasNoTrans, in, out, rows, x, in, dz, out, 0.0f, l->grad_kernel, out);
   bias_grad(dz, rows, out, l->grad_bias);
 }
 
@@ -92,6 +116,5 @@ void kiln_dense_backward_input_ref(const float *dz, const float *w, int64_t rows
 
 void kiln_dense_backward_input(const kiln_layer *l, const float *dz, int64_t rows, float *dx) {
   int64_t in = l->in_features, out = l->out_features;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)in, (int)out, 1.0f, dz,
-              (int)out, l->kernel, (int)out, 1.0f, dx, (int)in);
+  sgemm(CblasNoTrans, CblasTrans, rows, in, out, dz, out, l->kernel, out, 1.0f, dx, in);
 }

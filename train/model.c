@@ -96,6 +96,7 @@ void kiln_model_free_compile_state(kiln_model *m) {
   free(m->params);
   m->params = NULL;
   m->n_params = 0;
+  kiln_optimizer_free_workers(m);
   m->compiled = 0;
 }
 
@@ -284,16 +285,25 @@ int64_t kiln_model_output_features(const kiln_model *m) {
 }
 
 
+/* n floats on a 64-byte line. With plain malloc the buffers' offsets follow the heap's
+ * history: a 16-byte change in the model struct moved them and IMDB's sparse kernels
+ * went from 0.029 to 0.040 s per epoch (likely 4 KB aliasing of their row stores with
+ * the kernel rows' loads); aligned, 0.030 again. */
+static float *batch_buffer(size_t n) {
+  size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+  return aligned_alloc(64, bytes ? bytes : 64);
+}
+
 kiln_status kiln_model_reserve(kiln_model *m, int64_t rows, kiln_error *err) {
   if (rows <= m->cap_rows) return KILN_OK;
   for (int i = 0; i < m->n_layers; i++) {
     kiln_layer *l = &m->layers[i];
     kiln_layer_free_batch_buffers(l);
     size_t n = (size_t)(rows * l->out_features);
-    l->out = malloc(n * sizeof(float));
-    l->grad = malloc(n * sizeof(float));
-    if (l->kind == KILN_LAYER_DROPOUT) l->mask = malloc(n * sizeof(float));
-    if (l->fused) l->logits = malloc(n * sizeof(float));
+    l->out = batch_buffer(n);
+    l->grad = batch_buffer(n);
+    if (l->kind == KILN_LAYER_DROPOUT) l->mask = batch_buffer(n);
+    if (l->fused) l->logits = batch_buffer(n);
     if (!l->out || !l->grad || (l->kind == KILN_LAYER_DROPOUT && !l->mask) ||
         (l->fused && !l->logits)) {
       kiln_layer_free_batch_buffers(l);

@@ -123,6 +123,11 @@ struct kiln_model {
   int n_metric_names;
   kiln_param *params;
   int n_params;
+  /* Threads that split the optimizer step (workers.h), made at the first step of a
+   * model large enough; opt_threads caps them (0: up to 2 per the online CPUs). */
+  struct kiln_workers *workers;
+  int workers_tried; /* the first step has decided (cleared with the workers) */
+  int opt_threads;
 
   /* batch buffers */
   int64_t cap_rows;
@@ -168,6 +173,10 @@ void kiln_activation_backward(kiln_activation a, const float *y, float *g, int64
 double kiln_loss_compute(kiln_loss loss, int fused, const float *pred, const float *logits,
                          const float *y_true, int64_t true_cols, int64_t rows, int64_t cols,
                          float *grad);
+/* log(sum(exp(z))) of n logits, computed from the largest: the plain reference in
+ * double exp, and the float-exp version the crossentropy uses (tested against it). */
+double kiln_logsumexp_ref(const float *z, int64_t n);
+double kiln_logsumexp(const float *z, int64_t n);
 /* Checks that targets fit the loss and the output width; names the bad row. */
 kiln_status kiln_loss_check_targets(kiln_loss loss, const kiln_matrix *y, int64_t out_cols,
                                     kiln_error *err);
@@ -247,5 +256,7 @@ kiln_io kiln_io_one(const kiln_matrix *x);
 /* optimizer.c */
 kiln_status kiln_optimizer_prepare(kiln_model *m, kiln_error *err);
 void kiln_optimizer_step(kiln_model *m);
+/* Stops the optimizer step's threads (kiln_model_free_compile_state). */
+void kiln_optimizer_free_workers(kiln_model *m);
 
 #endif

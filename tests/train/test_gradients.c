@@ -192,10 +192,12 @@ static void test_regularization_value(void **state) {
   kiln_model_free(m);
 }
 
-static void test_kernels_match_reference(void **state) {
+extern int openblas_get_num_threads(void) __attribute__((weak));
+
+static void kernels_match_reference(int64_t rows, int64_t in, int64_t out) {
   kiln_rng r;
   kiln_rng_seed(&r, 3, 1);
-  const int64_t rows = 37, in = 53, out = 29;
+  int blas_threads = openblas_get_num_threads ? openblas_get_num_threads() : -1;
   kiln_layer l = {0};
   l.in_features = in;
   l.out_features = out;
@@ -236,10 +238,35 @@ static void test_kernels_match_reference(void **state) {
   kiln_dense_backward_input(&l, dz.values, rows, dx2);
   for (int64_t i = 0; i < rows * in; i++) assert_float_equal(dx1[i], dx2[i], 1e-4);
 
+  /* small GEMMs run on one OpenBLAS thread: the caller's setting comes back after */
+  if (openblas_get_num_threads) assert_int_equal(openblas_get_num_threads(), blas_threads);
+
   free(z1); free(z2); free(gw1); free(gb1); free(dx1); free(dx2);
   free(l.grad_kernel); free(l.grad_bias);
   kiln_matrix_free(&x); kiln_matrix_free(&w); kiln_matrix_free(&b); kiln_matrix_free(&dz);
   kiln_matrix_free(&xs);
+}
+
+/* Below and above the size from which a GEMM may use several OpenBLAS threads. */
+static void test_kernels_match_reference(void **state) {
+  kernels_match_reference(37, 53, 29);
+  kernels_match_reference(160, 200, 150);
+}
+
+/* The crossentropy's float-exp log-sum-exp against the double reference. */
+static void test_logsumexp_matches_reference(void **state) {
+  kiln_rng r;
+  kiln_rng_seed(&r, 5, 1);
+  float z[200];
+  const float spans[4] = {1.0f, 20.0f, 100.0f, 1e4f};
+  for (int t = 0; t < 400; t++) {
+    int n = 1 + (int)(kiln_rng_uniform(&r) * 199.0f);
+    float span = spans[t % 4];
+    for (int j = 0; j < n; j++) z[j] = (kiln_rng_uniform(&r) * 2.0f - 1.0f) * span;
+    if (t % 7 == 0) z[n / 2] = z[0]; /* ties at the max */
+    double ref = kiln_logsumexp_ref(z, n), fast = kiln_logsumexp(z, n);
+    assert_true(fabs(fast - ref) <= 1e-6 * (fabs(ref) > 1.0 ? fabs(ref) : 1.0));
+  }
 }
 
 int main(void) {
@@ -250,6 +277,7 @@ int main(void) {
       cmocka_unit_test(test_dropout_and_sparse_input),
       cmocka_unit_test(test_regularization_value),
       cmocka_unit_test(test_kernels_match_reference),
+      cmocka_unit_test(test_logsumexp_matches_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

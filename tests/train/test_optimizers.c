@@ -4,7 +4,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "model_internal.h"
 
@@ -96,6 +98,64 @@ static void test_adam(void **state) {
   kiln_model_free(m);
 }
 
+/* A 1000 x 600 Dense layer (600,600 parameters): enough for the step to be split. */
+static kiln_model *big_model(const kiln_optimizer *opt, int threads) {
+  kiln_model *m;
+  assert_int_equal(kiln_model_create(7, &m, NULL), KILN_OK);
+  assert_int_equal(kiln_model_add_input(m, 1000, NULL), KILN_OK);
+  assert_int_equal(kiln_model_add_dense(m, 600, KILN_ACTIVATION_LINEAR, NULL), KILN_OK);
+  assert_int_equal(kiln_model_compile(m, opt, KILN_LOSS_MEAN_SQUARED_ERROR, NULL, 0, NULL), KILN_OK);
+  m->opt_threads = threads;
+  return m;
+}
+
+static void fill_grads(kiln_model *m, int step) {
+  kiln_layer *l = &m->layers[1];
+  uint32_t s = 12345u + (uint32_t)step * 7919u;
+  for (int64_t i = 0; i < 1000 * 600; i++) {
+    s = s * 1664525u + 1013904223u;
+    l->grad_kernel[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * (i % 7 == 0 ? 0.0f : 1.0f);
+  }
+  for (int64_t i = 0; i < 600; i++) l->grad_bias[i] = (float)i * 1e-3f - 0.1f;
+}
+
+/* The step split between threads computes the same floats as one thread (the plain
+ * loop), for every optimizer. */
+static void test_split_step_is_bit_identical(void **state) {
+  kiln_optimizer opts[4];
+  kiln_optimizer_init(&opts[0], KILN_OPTIMIZER_ADAM);
+  kiln_optimizer_init(&opts[1], KILN_OPTIMIZER_RMSPROP);
+  kiln_optimizer_init(&opts[2], KILN_OPTIMIZER_SGD);
+  opts[2].momentum = 0.9f;
+  opts[2].nesterov = 1;
+  kiln_optimizer_init(&opts[3], KILN_OPTIMIZER_SGD);
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  for (int k = 0; k < 4; k++)
+    for (int threads = 2; threads <= 3; threads++) {
+      kiln_model *one = big_model(&opts[k], 1), *split = big_model(&opts[k], threads);
+      for (int s = 0; s < 5; s++) {
+        fill_grads(one, s);
+        fill_grads(split, s);
+        kiln_optimizer_step(one);
+        kiln_optimizer_step(split);
+      }
+      assert_null(one->workers);
+      if (cpus >= 2) assert_non_null(split->workers);
+      assert_memory_equal(one->layers[1].kernel, split->layers[1].kernel, 1000 * 600 * sizeof(float));
+      assert_memory_equal(one->layers[1].bias, split->layers[1].bias, 600 * sizeof(float));
+      for (int p = 0; p < one->n_params; p++) {
+        if (one->params[p].slot1)
+          assert_memory_equal(one->params[p].slot1, split->params[p].slot1,
+                              (size_t)one->params[p].size * sizeof(float));
+        if (one->params[p].slot2)
+          assert_memory_equal(one->params[p].slot2, split->params[p].slot2,
+                              (size_t)one->params[p].size * sizeof(float));
+      }
+      kiln_model_free(one);
+      kiln_model_free(split);
+    }
+}
+
 static void test_learning_rate_settable(void **state) {
   kiln_optimizer o;
   kiln_optimizer_init(&o, KILN_OPTIMIZER_SGD);
@@ -121,6 +181,7 @@ int main(void) {
       cmocka_unit_test(test_defaults_are_keras), cmocka_unit_test(test_sgd),
       cmocka_unit_test(test_rmsprop),            cmocka_unit_test(test_adam),
       cmocka_unit_test(test_learning_rate_settable), cmocka_unit_test(test_parse),
+      cmocka_unit_test(test_split_step_is_bit_identical),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
