@@ -123,9 +123,10 @@ struct kiln_model {
   int n_metric_names;
   kiln_param *params;
   int n_params;
-  /* Threads that split the optimizer step (workers.h), made at the first step of a
-   * model large enough; opt_threads caps them (0: up to 2 per the online CPUs). */
-  struct kiln_workers *workers;
+  /* Threads that split the optimizer step (kiln_pool, infer/threads.h), made at the
+   * first step of a model large enough; opt_threads caps them (0: up to 2 per the online
+   * CPUs). */
+  struct kiln_pool *workers;
   int workers_tried; /* the first step has decided (cleared with the workers) */
   int opt_threads;
 

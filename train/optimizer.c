@@ -10,7 +10,7 @@
 
 #include "custom_layer.h"
 #include "model_internal.h"
-#include "workers.h"
+#include "../infer/threads.h" /* kiln_pool: the runtime's thread pool, shared */
 
 void kiln_optimizer_init(kiln_optimizer *opt, kiln_optimizer_kind kind) {
   memset(opt, 0, sizeof *opt);
@@ -173,11 +173,15 @@ void kiln_optimizer_step(kiln_model *m) {
   if (!m->workers && !m->workers_tried) { /* decided once: sysconf reads a file */
     m->workers_tried = 1;
     int n = step_threads(m);
-    if (n > 1 && (m->workers = malloc(sizeof *m->workers)) != NULL)
-      kiln_workers_create(m->workers, n); /* with fewer threads if some did not start */
+    kiln_error err = {0};
+    if (n > 1 && (m->workers = malloc(sizeof *m->workers)) != NULL &&
+        kiln_pool_create(m->workers, n, &err)) { /* no threads: the step runs on one */
+      free(m->workers);
+      m->workers = NULL;
+    }
   }
   if (m->workers)
-    kiln_workers_run(m->workers, step_part, &st);
+    kiln_pool_run_dynamic(m->workers, step_part, &st);
   else
     step_part(&st, 0, 1);
 }
@@ -185,7 +189,7 @@ void kiln_optimizer_step(kiln_model *m) {
 void kiln_optimizer_free_workers(kiln_model *m) {
   m->workers_tried = 0;
   if (!m->workers) return;
-  kiln_workers_destroy(m->workers);
+  kiln_pool_destroy(m->workers);
   free(m->workers);
   m->workers = NULL;
 }
