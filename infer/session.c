@@ -311,6 +311,20 @@ static kiln_status copy_step(builder *b, int ni, int vi, kiln_dtype dt, const ki
 
 /* ReduceMean: axes from the attribute (opset < 18) or the constant input 1 (opset 18+);
  * none reduces every axis, unless noop_with_empty_axes (then it is an Identity). */
+/* Input k of n (its value v, NULL when absent) must be a constant 1-D int64 tensor, as
+ * Reshape's shape and ReduceMean's axes must: kiln plans shapes at create. */
+static kiln_status const_int64_vector(builder *b, const kiln_ir_node *n, int k,
+                                      const kiln_rt_value *v, const char *what) {
+  if (!v || v->kind != KILN_VALUE_CONST)
+    return node_err(b, n, KILN_E_UNSUPPORTED,
+                    "the %s input \"%s\" must be an initializer (kiln plans shapes at create)",
+                    what, n->inputs[k]);
+  if (v->dtype != KILN_DTYPE_INT64 || v->shape.rank != 1)
+    return node_err(b, n, KILN_E_FORMAT, "the %s input \"%s\" must be a 1-D int64 tensor", what,
+                    n->inputs[k]);
+  return KILN_OK;
+}
+
 static kiln_status build_reduce_mean(builder *b, int ni) {
   const kiln_ir_node *n = &b->nodes[ni];
   int vi = -1;
@@ -327,13 +341,8 @@ static kiln_status build_reduce_mean(builder *b, int ni) {
   if (has_input(n, 1)) {
     int va = val_find(b->s, n->inputs[1]);
     const kiln_rt_value *av = va >= 0 ? &b->s->values[va] : NULL;
-    if (!av || av->kind != KILN_VALUE_CONST)
-      return node_err(b, n, KILN_E_UNSUPPORTED,
-                      "the axes input \"%s\" must be an initializer (kiln plans shapes at create)",
-                      n->inputs[1]);
-    if (av->dtype != KILN_DTYPE_INT64 || av->shape.rank != 1)
-      return node_err(b, n, KILN_E_FORMAT, "the axes input \"%s\" must be a 1-D int64 tensor",
-                      n->inputs[1]);
+    kiln_status cst = const_int64_vector(b, n, 1, av, "axes");
+    if (cst) return cst;
     if (a) return node_err(b, n, KILN_E_FORMAT, "axes given both as an attribute and an input");
     axes = av->init->data;
     n_axes = (int)av->shape.d[0];
@@ -502,13 +511,7 @@ static kiln_status build_reshape(builder *b, int ni) {
       (st = get_input(b, n, 1, 0, &vs)))
     return st;
   const kiln_rt_value *in = &b->s->values[vi], *sv = &b->s->values[vs];
-  if (sv->kind != KILN_VALUE_CONST)
-    return node_err(b, n, KILN_E_UNSUPPORTED,
-                    "the shape input \"%s\" must be an initializer (kiln plans shapes at create)",
-                    n->inputs[1]);
-  if (sv->dtype != KILN_DTYPE_INT64 || sv->shape.rank != 1)
-    return node_err(b, n, KILN_E_FORMAT, "the shape input \"%s\" must be a 1-D int64 tensor",
-                    n->inputs[1]);
+  if ((st = const_int64_vector(b, n, 1, sv, "shape"))) return st;
   int r = (int)sv->shape.d[0];
   if (r > KILN_IR_MAX_RANK)
     return node_err(b, n, KILN_E_UNSUPPORTED, "target rank %d exceeds %d", r, KILN_IR_MAX_RANK);
